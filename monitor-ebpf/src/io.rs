@@ -1,0 +1,164 @@
+//! Writes and sends: write/pwrite64/writev/pwritev/sendto/sendmsg with the
+//! first bytes of the buffer, for tracked processes, and for the first send
+//! on a fresh outbound connection of any process.
+use core::{
+    mem::size_of,
+    ptr::{addr_of_mut, write_bytes},
+};
+
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use monitor_common::{
+    DataEvent, EventKind, FileInfo, Hook, DATA_EXPLICIT_DEST, DATA_FIRST_BYTES, DATA_TRACKED,
+    DATA_TRUNCATED,
+};
+
+use crate::{maps::NEW_CONNS, util::*};
+
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    let _ = try_write(&ctx, Hook::Write);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_pwrite64(ctx: TracePointContext) -> u32 {
+    let _ = try_write(&ctx, Hook::Pwrite64);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    let _ = try_write(&ctx, Hook::Writev);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_pwritev(ctx: TracePointContext) -> u32 {
+    let _ = try_write(&ctx, Hook::Pwritev);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    let _ = try_write(&ctx, Hook::Sendto);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    let _ = try_write(&ctx, Hook::Sendmsg);
+    0
+}
+
+/// Capture at syscall entry: the buffer is what the process asks to write.
+#[inline(always)]
+fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
+    let tgid = tgid_of(pid_tgid());
+    if is_agent(tgid) {
+        return Ok(());
+    }
+    let fd = arg(ctx, 0) as u32;
+    let mut flags = 0u32;
+    if is_tracked(tgid) {
+        flags |= DATA_TRACKED;
+    } else {
+        if cfg(&config().capture_new_conns) == 0 {
+            return Ok(());
+        }
+        // One lookup for everyone else: a fresh outbound connection?
+        let key = fd_key(tgid, fd);
+        if unsafe { NEW_CONNS.get(&key) }.is_none() {
+            return Ok(());
+        }
+        let _ = NEW_CONNS.remove(&key);
+        flags |= DATA_FIRST_BYTES;
+    }
+
+    let buf = scratch().ok_or(0i64)?;
+    let e = buf as *mut DataEvent;
+    let data = unsafe { buf.add(size_of::<DataEvent>()) };
+    let cap = cfg(&config().capture_bytes);
+    unsafe {
+        write_bytes(addr_of_mut!((*e).peer), 0, 1);
+        write_bytes(addr_of_mut!((*e).file), 0, 1);
+    }
+
+    // (buffer or iovec, length or count, explicit destination)
+    let (n, asked) = unsafe {
+        match hook {
+            Hook::Writev | Hook::Pwritev => {
+                let (iov, cnt) = (arg(ctx, 1), arg(ctx, 2));
+                let total = iov_total(iov, cnt);
+                (capture_iov(data, iov, cnt, cap), total)
+            }
+            Hook::Sendmsg => {
+                // struct msghdr { name, namelen, iov, iovlen, ... }
+                let msg = arg(ctx, 1);
+                let name: u64 = bpf_probe_read_user(msg as *const u64).unwrap_or(0);
+                let iov: u64 = bpf_probe_read_user((msg + 16) as *const u64).unwrap_or(0);
+                let cnt: u64 = bpf_probe_read_user((msg + 24) as *const u64).unwrap_or(0);
+                if name != 0 {
+                    let (fam, _) = read_sockaddr(name, addr_of_mut!((*e).peer), None);
+                    if fam != 0 {
+                        flags |= DATA_EXPLICIT_DEST;
+                    }
+                }
+                (capture_iov(data, iov, cnt, cap), iov_total(iov, cnt))
+            }
+            _ => {
+                let len = arg(ctx, 2);
+                if hook == Hook::Sendto {
+                    let dest = arg(ctx, 4);
+                    if dest != 0 {
+                        let (fam, _) = read_sockaddr(dest, addr_of_mut!((*e).peer), None);
+                        if fam != 0 {
+                            flags |= DATA_EXPLICIT_DEST;
+                        }
+                    }
+                }
+                let want = if len < cap as u64 { len } else { cap as u64 };
+                (capture_user(data, arg(ctx, 1), want), len)
+            }
+        }
+    };
+    if (n as u64) < asked {
+        flags |= DATA_TRUNCATED;
+    }
+
+    let mut info = FileInfo::default();
+    if let Some(f) = file_of_fd(fd) {
+        file_info(f, &mut info);
+        if is_socket(&info) && flags & DATA_EXPLICIT_DEST == 0 {
+            sock_peer(f, unsafe { addr_of_mut!((*e).peer) });
+        }
+    }
+    unsafe {
+        fill_header(e as *mut _, EventKind::Write, hook);
+        (*e).file = info;
+        (*e).fd = fd as i32;
+        (*e).flags = flags;
+        (*e).count = asked;
+        (*e).data_len = n;
+        (*e).watch_id = 0;
+    }
+    output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Write);
+    Ok(())
+}
+
+/// Sum of the lengths of up to 8 iovecs (what the process asked to write).
+#[inline(always)]
+unsafe fn iov_total(iov: u64, cnt: u64) -> u64 {
+    let mut total = 0u64;
+    let mut i = 0u64;
+    while i < 8 {
+        if i >= cnt {
+            break;
+        }
+        match unsafe { read_iovec(iov, i) } {
+            Some((_, len)) => total += len,
+            None => break,
+        }
+        i += 1;
+    }
+    total
+}

@@ -1,0 +1,35 @@
+//! Maps shared by every program. Names match `monitor_common::maps`.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use monitor_common::{
+    FdKey, InodeKey, Stash, TrackedFd, TrackedProc, WatchValue, COUNTER_SLOTS, SCRATCH_LEN,
+};
+
+/// Events to the agent. The agent may resize it before load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+#[map]
+pub static WATCHED_INODES: HashMap<InodeKey, WatchValue> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static TRACKED_PROCS: HashMap<u32, TrackedProc> = HashMap::with_max_entries(32768, 0);
+
+/// LRU: descriptors of processes that died without closing age out.
+#[map]
+pub static TRACKED_FDS: LruHashMap<FdKey, TrackedFd> = LruHashMap::with_max_entries(65536, 0);
+
+#[map]
+pub static NEW_CONNS: LruHashMap<FdKey, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// LRU: a syscall interrupted by the task's death never reaches its exit.
+#[map]
+pub static STASH: LruHashMap<u64, Stash> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
