@@ -1,0 +1,185 @@
+//! `monitor check`: preflight. Says, line by line, whether this machine can
+//! run the agent: privileges, kernel, BTF, tracefs, cgroup v2, and which
+//! probes attach (by really loading and attaching them, then detaching).
+use anyhow::Result;
+
+use crate::sensors::{preflight, SensorOptions, Sensors};
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub what: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Effective capabilities from `/proc/self/status` (`CapEff:` hex mask).
+pub fn cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// `major.minor` of a kernel release string.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+pub fn privileges() -> Item {
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| cap_eff(&s))
+        .unwrap_or(0);
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    let bpf = has(CAP_BPF) || has(CAP_SYS_ADMIN);
+    let perf = has(CAP_PERFMON) || has(CAP_SYS_ADMIN);
+    let euid = unsafe { libc::geteuid() };
+    Item {
+        what: "privileges",
+        ok: bpf && perf,
+        detail: format!(
+            "euid {euid}; CAP_BPF {} CAP_PERFMON {} CAP_SYS_ADMIN {}",
+            yes(has(CAP_BPF)),
+            yes(has(CAP_PERFMON)),
+            yes(has(CAP_SYS_ADMIN))
+        ),
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+pub fn kernel() -> Item {
+    let release = crate::host::kernel_release();
+    let ok = kernel_version(&release).is_some_and(|v| v >= (5, 8));
+    Item {
+        what: "kernel",
+        ok,
+        detail: format!("{release} (5.8 or later needed: ring buffer, boot clock)"),
+    }
+}
+
+/// Run every check; print the report; `Ok(true)` when the agent can run.
+pub fn run(opts: &SensorOptions) -> Result<bool> {
+    let mut items = vec![privileges(), kernel()];
+    let pre = preflight(opts);
+    match &pre {
+        Ok(p) => {
+            items.push(Item {
+                what: "tracefs",
+                ok: true,
+                detail: p.tracefs.display().to_string(),
+            });
+            items.push(Item {
+                what: "btf",
+                // Without offsets the agent runs, with fewer details.
+                ok: true,
+                detail: match &p.offsets {
+                    Ok(_) => format!("{}: struct offsets read", opts.btf_path.display()),
+                    Err(e) => format!(
+                        "{}: UNAVAILABLE ({e}); file, socket and /proc details off",
+                        opts.btf_path.display()
+                    ),
+                },
+            });
+        }
+        Err(e) => items.push(Item {
+            what: "tracefs",
+            ok: false,
+            detail: format!("{e:#}"),
+        }),
+    }
+    let cg = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|t| crate::host::parse_mountinfo(&t).ok())
+        .and_then(|m| crate::host::cgroup2_mount(&m));
+    items.push(Item {
+        what: "cgroup v2",
+        ok: true,
+        detail: match cg {
+            Some(p) => p.display().to_string(),
+            None => "not mounted: cgroup paths from /proc/<pid>/cgroup".into(),
+        },
+    });
+
+    let mut can_run = items.iter().all(|i| i.ok);
+    for i in &items {
+        println!(
+            "{:<12} {:<4} {}",
+            i.what,
+            if i.ok { "ok" } else { "FAIL" },
+            i.detail
+        );
+    }
+    if can_run {
+        match Sensors::load(opts) {
+            Ok(s) => {
+                println!(
+                    "{:<12} {:<4} {}/{} attached",
+                    "probes",
+                    "ok",
+                    s.attached(),
+                    s.status.len()
+                );
+                for st in &s.status {
+                    let state = if st.attached {
+                        "attached".to_string()
+                    } else {
+                        format!(
+                            "NOT ATTACHED ({}): {}",
+                            st.error.as_deref().unwrap_or("?"),
+                            st.probe.purpose
+                        )
+                    };
+                    println!(
+                        "  {:<6} {:<28} {}",
+                        st.probe.concern.as_str(),
+                        st.probe.program,
+                        state
+                    );
+                }
+            }
+            Err(e) => {
+                can_run = false;
+                println!("{:<12} {:<4} {e:#}", "probes", "FAIL");
+            }
+        }
+    }
+    println!(
+        "{}",
+        if can_run {
+            "result: the agent can run on this machine"
+        } else {
+            "result: the agent cannot run on this machine"
+        }
+    );
+    Ok(can_run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_capabilities_and_kernel_versions() {
+        let s = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        let c = cap_eff(s).unwrap();
+        assert!(c & (1 << CAP_BPF) != 0 && c & (1 << CAP_PERFMON) != 0);
+        assert_eq!(cap_eff("CapEff:\t0000000000000000\n"), Some(0));
+        assert_eq!(cap_eff("nothing"), None);
+        assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_version("5.4.0"), Some((5, 4)));
+        assert_eq!(kernel_version("garbage"), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! The command line (`monitor <command>`); see `../shared/SPEC.md`.
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    agent::{self, RunOptions},
+    config::FileConfig,
+    sensors::SensorOptions,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "monitor", version, about = "eBPF runtime secret-use monitor")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The agent: loads the probes, watches, enriches, emits events.
+    Run(RunArgs),
+    /// Preflight: can this machine run the agent? Exit 0 only if so.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// Configuration file (default /etc/monitor/monitor.toml if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Write every event as a JSON line to this file, or `-` for stdout.
+    #[arg(long)]
+    pub events: Option<String>,
+    /// Watch files matching this glob (repeatable).
+    #[arg(long = "watch", value_name = "GLOB")]
+    pub watch: Vec<String>,
+    /// Payload bytes captured per read/write/send (at most 4096).
+    #[arg(long)]
+    pub capture_bytes: Option<u32>,
+    /// Size of the kernel ring buffer in bytes.
+    #[arg(long)]
+    pub ring_bytes: Option<u32>,
+    /// The host's /proc when the agent runs in a container.
+    #[arg(long)]
+    pub host_proc: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct CheckArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+fn sensor_options(f: &FileConfig, capture: Option<u32>, ring: Option<u32>) -> SensorOptions {
+    let d = SensorOptions::default();
+    SensorOptions {
+        capture_bytes: capture.or(f.capture_bytes).unwrap_or(d.capture_bytes),
+        argv_bytes: f.argv_bytes.unwrap_or(d.argv_bytes),
+        env_bytes: f.env_bytes.unwrap_or(d.env_bytes),
+        ring_bytes: ring.or(f.ring_bytes).unwrap_or(d.ring_bytes),
+        capture_new_conns: f.capture_new_connections.unwrap_or(d.capture_new_conns),
+        exec_all: f.exec_all.unwrap_or(d.exec_all),
+        btf_path: f.btf.clone().unwrap_or(d.btf_path),
+        libc: f.libc.clone(),
+    }
+}
+
+/// Flags over config over defaults.
+pub fn run_options(a: &RunArgs, f: &FileConfig) -> RunOptions {
+    let mut watch = f.watch.clone();
+    watch.extend(a.watch.iter().cloned());
+    RunOptions {
+        sensors: sensor_options(f, a.capture_bytes, a.ring_bytes),
+        events: a.events.clone().or_else(|| f.events.clone()),
+        watch,
+        host_proc: a
+            .host_proc
+            .clone()
+            .or_else(|| f.host_proc.clone())
+            .unwrap_or_else(|| PathBuf::from("/proc")),
+        rescan_every: Duration::from_secs(2),
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => {
+            let f = FileConfig::load(a.config.as_deref())?;
+            let opts = run_options(&a, &f);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(agent::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(a) => {
+            let f = FileConfig::load(a.config.as_deref())?;
+            let ok = crate::check::run(&sensor_options(&f, None, None))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+/// Entry point: errors are one line on stderr and a non-zero exit.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("monitor: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_config_and_watches_add_up() {
+        let f = FileConfig {
+            events: Some("/from/config".into()),
+            watch: vec!["/a/*".into()],
+            capture_bytes: Some(100),
+            ..Default::default()
+        };
+        let a = RunArgs {
+            events: Some("-".into()),
+            watch: vec!["/b".into()],
+            capture_bytes: Some(200),
+            ..Default::default()
+        };
+        let o = run_options(&a, &f);
+        assert_eq!(o.events.as_deref(), Some("-"));
+        assert_eq!(o.watch, vec!["/a/*".to_string(), "/b".to_string()]);
+        assert_eq!(o.sensors.capture_bytes, 200);
+        let o = run_options(&RunArgs::default(), &f);
+        assert_eq!(o.events.as_deref(), Some("/from/config"));
+        assert_eq!(o.sensors.capture_bytes, 100);
+        assert_eq!(o.host_proc, PathBuf::from("/proc"));
+    }
+}

@@ -1,0 +1,101 @@
+//! The configuration file (`/etc/monitor/monitor.toml` by default) and its
+//! merge with command-line flags: a flag wins over the file, the file over
+//! the built-in default.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = "/etc/monitor/monitor.toml";
+
+/// Every key is optional; unknown keys are an error (a typo must not be
+/// silently ignored).
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub events: Option<String>,
+    #[serde(default)]
+    pub watch: Vec<String>,
+    pub capture_bytes: Option<u32>,
+    pub argv_bytes: Option<u32>,
+    pub env_bytes: Option<u32>,
+    pub ring_bytes: Option<u32>,
+    pub capture_new_connections: Option<bool>,
+    pub exec_all: Option<bool>,
+    pub host_proc: Option<PathBuf>,
+    pub btf: Option<PathBuf>,
+    pub libc: Option<PathBuf>,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str, origin: &Path) -> Result<Self> {
+        toml::from_str(text).with_context(|| format!("config {}", origin.display()))
+    }
+
+    /// The explicit file (must exist), else the default one if present.
+    pub fn load(explicit: Option<&Path>) -> Result<Self> {
+        match explicit {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                Self::parse(&text, p)
+            }
+            None => {
+                let p = Path::new(DEFAULT_CONFIG);
+                match std::fs::read_to_string(p) {
+                    Ok(text) => Self::parse(&text, p),
+                    Err(_) => Ok(Self::default()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_key() {
+        let c = FileConfig::parse(
+            r#"
+events = "/var/log/monitor/events.json"
+watch = ["/vault/secrets/*", "/run/secrets/**/token"]
+capture_bytes = 1024
+ring_bytes = 8388608
+capture_new_connections = false
+host_proc = "/host/proc"
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.events.as_deref(), Some("/var/log/monitor/events.json"));
+        assert_eq!(c.watch.len(), 2);
+        assert_eq!(c.capture_bytes, Some(1024));
+        assert_eq!(c.capture_new_connections, Some(false));
+        assert_eq!(c.host_proc, Some(PathBuf::from("/host/proc")));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_the_problem() {
+        let e = format!(
+            "{:#}",
+            FileConfig::parse("evnets = \"-\"", Path::new("/x.toml")).unwrap_err()
+        );
+        assert!(e.contains("/x.toml") && e.contains("evnets"), "{e}");
+        let e = format!(
+            "{:#}",
+            FileConfig::parse("capture_bytes = \"big\"", Path::new("/x.toml")).unwrap_err()
+        );
+        assert!(e.contains("capture_bytes"), "{e}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_naming_it() {
+        let e = format!(
+            "{:#}",
+            FileConfig::load(Some(Path::new("/nonexistent/m.toml"))).unwrap_err()
+        );
+        assert!(e.contains("/nonexistent/m.toml"), "{e}");
+    }
+}

@@ -1,0 +1,343 @@
+//! Sensors: the eBPF programs and maps. Loads the embedded object with the
+//! kernel's struct offsets, attaches what the kernel supports (the probe
+//! table), and gives the rest of the agent typed handles on the maps.
+pub mod btf;
+pub mod probes;
+pub mod tp_format;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{TracePoint, UProbe},
+    Ebpf, EbpfLoader,
+};
+use monitor_common::{
+    maps, Config, Counter, FdKey, InodeKey, KernelOffsets, TrackedFd, TrackedProc, WatchValue,
+    CONFIG_GLOBAL, COUNTER_SLOTS, DEFAULT_ARGV_BYTES, DEFAULT_CAPTURE, DEFAULT_ENV_BYTES,
+    LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA,
+};
+
+use self::probes::{Attach, Probe, PROBES};
+
+/// The eBPF object, built by `build.rs` for the BPF target.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+/// What the operator can tune about the kernel side.
+#[derive(Clone, Debug)]
+pub struct SensorOptions {
+    pub capture_bytes: u32,
+    pub argv_bytes: u32,
+    pub env_bytes: u32,
+    pub ring_bytes: u32,
+    pub capture_new_conns: bool,
+    pub exec_all: bool,
+    pub btf_path: PathBuf,
+    /// libc for the getenv uprobes; found from our own mappings when unset.
+    pub libc: Option<PathBuf>,
+}
+
+impl Default for SensorOptions {
+    fn default() -> Self {
+        Self {
+            capture_bytes: DEFAULT_CAPTURE,
+            argv_bytes: DEFAULT_ARGV_BYTES,
+            env_bytes: DEFAULT_ENV_BYTES,
+            ring_bytes: 16 << 20,
+            capture_new_conns: true,
+            exec_all: true,
+            btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
+            libc: None,
+        }
+    }
+}
+
+/// Outcome of attaching one probe.
+#[derive(Clone, Debug)]
+pub struct ProbeStatus {
+    pub probe: &'static Probe,
+    pub attached: bool,
+    pub error: Option<String>,
+}
+
+/// Everything the kernel side needs before load, found without loading.
+#[derive(Clone, Debug)]
+pub struct Preflight {
+    pub tracefs: PathBuf,
+    pub offsets: Result<KernelOffsets, String>,
+    pub tp: monitor_common::TracepointOffsets,
+}
+
+/// Mount tracefs if needed, read BTF offsets and tracepoint layouts.
+pub fn preflight(opts: &SensorOptions) -> Result<Preflight> {
+    let tracefs = crate::host::ensure_tracefs().context("tracefs")?;
+    let offsets = btf::Btf::from_file(&opts.btf_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| btf::kernel_offsets(&b).map_err(|e| e.to_string()));
+    let tp = tp_format::tracepoint_offsets(&tracefs).context("tracepoint formats")?;
+    Ok(Preflight {
+        tracefs,
+        offsets,
+        tp,
+    })
+}
+
+/// Per-CPU counters summed, plus the per-CPU ring-buffer losses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub ringbuf_full: u64,
+    pub ringbuf_full_per_cpu: Vec<u64>,
+    pub lost_by_kind: Vec<(u32, u64)>,
+    pub map_full: u64,
+    pub read_user_failed: u64,
+    pub kernel_walk_failed: u64,
+    pub emitted: u64,
+    pub captured_bytes: u64,
+}
+
+pub struct Sensors {
+    ebpf: Ebpf,
+    pub status: Vec<ProbeStatus>,
+    pub preflight: Preflight,
+    watched: BpfHashMap<MapData, InodeKey, WatchValue>,
+    procs: BpfHashMap<MapData, u32, TrackedProc>,
+    fds: BpfHashMap<MapData, FdKey, TrackedFd>,
+    counters: PerCpuArray<MapData, u64>,
+    ring: Option<RingBuf<MapData>>,
+}
+
+impl Sensors {
+    /// Load and attach. Fails when a required probe cannot attach.
+    pub fn load(opts: &SensorOptions) -> Result<Self> {
+        let pre = preflight(opts)?;
+        bump_memlock_rlimit();
+        let offsets = match &pre.offsets {
+            Ok(o) => *o,
+            Err(e) => {
+                log::warn!("kernel struct offsets unavailable ({e}): file and socket details off");
+                KernelOffsets::default()
+            }
+        };
+        let cfg = Config {
+            agent_tgid: std::process::id(),
+            capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
+            argv_bytes: opts.argv_bytes.min(MAX_EXEC_DATA as u32 / 2),
+            env_bytes: opts.env_bytes.min(MAX_EXEC_DATA as u32 / 2),
+            capture_new_conns: opts.capture_new_conns as u32,
+            exec_all: opts.exec_all as u32,
+            offsets,
+            tp: pre.tp,
+        };
+        let ring = opts.ring_bytes.next_power_of_two().max(1 << 16);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(CONFIG_GLOBAL, &cfg, true)
+            .map_max_entries(maps::EVENTS, ring)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object")?;
+
+        let libc = opts.libc.clone().or_else(find_libc);
+        let mut status = Vec::new();
+        for probe in PROBES {
+            let r = attach(&mut ebpf, probe, &pre, libc.as_deref());
+            status.push(ProbeStatus {
+                probe,
+                attached: r.is_ok(),
+                error: r.err().map(|e| short_error(&format!("{e:#}"))),
+            });
+        }
+        let missing: Vec<String> = status
+            .iter()
+            .filter(|s| s.probe.required && !s.attached)
+            .map(|s| format!("{}: {}", s.probe.program, s.error.as_deref().unwrap_or("?")))
+            .collect();
+        if !missing.is_empty() {
+            bail!("required probes did not attach: {}", missing.join("; "));
+        }
+
+        let watched = take_hash(&mut ebpf, maps::WATCHED_INODES)?;
+        let procs = take_hash(&mut ebpf, maps::TRACKED_PROCS)?;
+        let fds = take_hash(&mut ebpf, maps::TRACKED_FDS)?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, maps::COUNTERS)?)?;
+        let ring = Some(RingBuf::try_from(take(&mut ebpf, maps::EVENTS)?)?);
+        Ok(Self {
+            ebpf,
+            status,
+            preflight: pre,
+            watched,
+            procs,
+            fds,
+            counters,
+            ring,
+        })
+    }
+
+    /// The event ring buffer (taken once, by the observer).
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    pub fn attached(&self) -> usize {
+        self.status.iter().filter(|s| s.attached).count()
+    }
+
+    pub fn watch_inode(&mut self, key: InodeKey, value: WatchValue) -> Result<()> {
+        self.watched
+            .insert(key, value, 0)
+            .with_context(|| format!("watching inode {}:{}", key.dev, key.ino))
+    }
+
+    pub fn unwatch_inode(&mut self, key: &InodeKey) {
+        let _ = self.watched.remove(key);
+    }
+
+    pub fn track_pid(&mut self, pid: u32, reason: u32) -> Result<()> {
+        let v = match self.procs.get(&pid, 0) {
+            Ok(mut old) => {
+                old.reason |= reason;
+                old
+            }
+            Err(_) => TrackedProc { reason, inherit: 1 },
+        };
+        self.procs
+            .insert(pid, v, 0)
+            .with_context(|| format!("tracking pid {pid}"))
+    }
+
+    pub fn untrack_pid(&mut self, pid: u32) {
+        let _ = self.procs.remove(&pid);
+    }
+
+    pub fn is_tracked(&self, pid: u32) -> bool {
+        self.procs.get(&pid, 0).is_ok()
+    }
+
+    pub fn tracked_pids(&self) -> Vec<u32> {
+        self.procs.keys().filter_map(|k| k.ok()).collect()
+    }
+
+    /// Mirror a tracked descriptor (fork inheritance is done by the agent).
+    pub fn track_fd(&mut self, key: FdKey, value: TrackedFd) -> Result<()> {
+        self.fds
+            .insert(key, value, 0)
+            .with_context(|| format!("tracking fd {} of pid {}", key.fd, key.tgid))
+    }
+
+    pub fn untrack_fd(&mut self, key: &FdKey) {
+        let _ = self.fds.remove(key);
+    }
+
+    pub fn counters(&self) -> Result<KernelCounters> {
+        let slot = |i: u32| -> Result<Vec<u64>> {
+            Ok(self.counters.get(&i, 0)?.iter().copied().collect())
+        };
+        let sum = |i: u32| -> Result<u64> { Ok(slot(i)?.iter().sum()) };
+        let mut c = KernelCounters {
+            ringbuf_full_per_cpu: slot(Counter::RingbufFull as u32)?,
+            map_full: sum(Counter::MapFull as u32)?,
+            read_user_failed: sum(Counter::ReadUserFailed as u32)?,
+            kernel_walk_failed: sum(Counter::KernelWalkFailed as u32)?,
+            emitted: sum(Counter::Emitted as u32)?,
+            captured_bytes: sum(Counter::CapturedBytes as u32)?,
+            ..Default::default()
+        };
+        c.ringbuf_full = c.ringbuf_full_per_cpu.iter().sum();
+        for kind in 1..(COUNTER_SLOTS - LOST_BY_KIND_BASE) {
+            let n = sum(LOST_BY_KIND_BASE + kind)?;
+            if n > 0 {
+                c.lost_by_kind.push((kind, n));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Names of the maps in the loaded object (for self-checks).
+    pub fn program_names(&self) -> Vec<String> {
+        self.ebpf.programs().map(|(n, _)| n.to_string()).collect()
+    }
+}
+
+/// A verifier log is hundreds of lines: keep the verdict (its last lines).
+fn short_error(e: &str) -> String {
+    match e.split_once("Verifier output:") {
+        Some((head, log)) => {
+            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(4)..].join(" | ");
+            format!("{head}verifier: ... {tail}")
+        }
+        None => e.to_string(),
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
+fn take_hash<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<BpfHashMap<MapData, K, V>> {
+    Ok(BpfHashMap::try_from(take(ebpf, name)?)?)
+}
+
+fn attach(ebpf: &mut Ebpf, probe: &Probe, pre: &Preflight, libc: Option<&Path>) -> Result<()> {
+    if probe.needs_btf && pre.offsets.is_err() {
+        // Still attach: the program runs with the walk disabled.
+        log::debug!("{} runs without kernel struct offsets", probe.program);
+    }
+    let prog = ebpf
+        .program_mut(probe.program)
+        .with_context(|| format!("program {} missing from the eBPF object", probe.program))?;
+    match probe.attach {
+        Attach::Tracepoint { category, name } => {
+            if category == "syscalls" {
+                tp_format::syscall_tracepoint_ok(&pre.tracefs, name)?;
+            } else if !pre
+                .tracefs
+                .join("events")
+                .join(category)
+                .join(name)
+                .exists()
+            {
+                bail!("tracepoint {category}/{name} not in this kernel");
+            }
+            let tp: &mut TracePoint = prog.try_into()?;
+            tp.load()?;
+            tp.attach(category, name)?;
+        }
+        Attach::Uprobe { symbol } => {
+            let libc = libc.context("libc not found (no getenv uprobe)")?;
+            let up: &mut UProbe = prog.try_into()?;
+            up.load()?;
+            up.attach(
+                symbol,
+                libc,
+                aya::programs::uprobe::UProbeScope::AllProcesses,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The libc this agent runs with: the same file the host's processes map.
+fn find_libc() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            let name = p.rsplit('/').next().unwrap_or("");
+            name.starts_with("libc.so") || name.starts_with("libc-")
+        })
+        .map(PathBuf::from)
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+fn bump_memlock_rlimit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid struct.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}

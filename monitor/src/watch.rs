@@ -1,0 +1,218 @@
+//! Watched paths: glob patterns (`--watch`, config, API) expanded to files,
+//! whose (device, inode) go into the kernel's `WATCHED_INODES` map. Matching
+//! by inode catches every route to the file: relative paths, symlinks (the
+//! Kubernetes `..data` swap), hard links and bind mounts into containers.
+use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
+
+use anyhow::{bail, Context, Result};
+use monitor_common::{InodeKey, WatchValue, WATCH_FILE};
+
+use crate::{enrich::procfs::user_dev_to_kernel, enrich::WatchNames};
+
+/// Most files one pattern may expand to (a typo like `/**` must not eat the
+/// kernel map).
+pub const MAX_MATCHES_PER_PATTERN: usize = 4096;
+
+#[derive(Debug)]
+struct Watch {
+    id: u32,
+    pattern: String,
+    glob: glob::Pattern,
+}
+
+/// Something that can hold watched inodes (the kernel map, or a test double
+/// in unit tests of the expansion logic).
+pub trait InodeSink {
+    fn add(&mut self, key: InodeKey, value: WatchValue) -> Result<()>;
+}
+
+impl InodeSink for crate::sensors::Sensors {
+    fn add(&mut self, key: InodeKey, value: WatchValue) -> Result<()> {
+        self.watch_inode(key, value)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WatchSet {
+    watches: Vec<Watch>,
+    /// Every inode put in the kernel map, with the path it was found at.
+    inodes: HashMap<InodeKey, (u32, String)>,
+}
+
+/// A file newly found under a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMatch {
+    pub watch_id: u32,
+    pub path: String,
+    pub key: InodeKey,
+}
+
+impl WatchSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a pattern; returns its id (the same id for a repeat).
+    pub fn add(&mut self, pattern: &str) -> Result<u32> {
+        if !pattern.starts_with('/') {
+            bail!("watch pattern {pattern:?} is not an absolute path");
+        }
+        if let Some(w) = self.watches.iter().find(|w| w.pattern == pattern) {
+            return Ok(w.id);
+        }
+        let glob = glob::Pattern::new(pattern)
+            .with_context(|| format!("watch pattern {pattern:?} is not a valid glob"))?;
+        let id = self.watches.len() as u32 + 1;
+        self.watches.push(Watch {
+            id,
+            pattern: pattern.to_string(),
+            glob,
+        });
+        Ok(id)
+    }
+
+    pub fn patterns(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.watches.iter().map(|w| (w.id, w.pattern.as_str()))
+    }
+
+    /// Does a path fall under any watch?
+    pub fn matches(&self, path: &str) -> Option<u32> {
+        self.watches
+            .iter()
+            .find(|w| w.glob.matches(path))
+            .map(|w| w.id)
+    }
+
+    /// Expand every pattern and put new inodes in `sink`. Files that were
+    /// replaced (new inode at the same path) are added too; old inodes stay
+    /// watched (they may still be open).
+    pub fn rescan(&mut self, sink: &mut dyn InodeSink) -> Vec<NewMatch> {
+        let mut found = Vec::new();
+        for w in &self.watches {
+            let paths = match glob::glob(&w.pattern) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::warn!("watch {:?}: {e}", w.pattern);
+                    continue;
+                }
+            };
+            for p in paths.filter_map(|p| p.ok()).take(MAX_MATCHES_PER_PATTERN) {
+                if let Some(key) = inode_key(&p) {
+                    if !self.inodes.contains_key(&key) {
+                        found.push(NewMatch {
+                            watch_id: w.id,
+                            path: p.display().to_string(),
+                            key,
+                        });
+                    }
+                }
+            }
+        }
+        for m in &found {
+            let v = WatchValue {
+                watch_id: m.watch_id,
+                flags: WATCH_FILE,
+            };
+            match sink.add(m.key, v) {
+                Ok(()) => {
+                    self.inodes.insert(m.key, (m.watch_id, m.path.clone()));
+                }
+                Err(e) => log::warn!("cannot watch {}: {e:#}", m.path),
+            }
+        }
+        found
+    }
+
+    pub fn watched_inodes(&self) -> usize {
+        self.inodes.len()
+    }
+}
+
+/// (dev, ino) of a regular file, following symlinks, in the kernel's
+/// encoding.
+pub fn inode_key(p: &Path) -> Option<InodeKey> {
+    let md = std::fs::metadata(p).ok()?;
+    if !md.is_file() {
+        return None;
+    }
+    Some(InodeKey {
+        ino: md.ino(),
+        dev: user_dev_to_kernel(md.dev()),
+        _pad: 0,
+    })
+}
+
+impl WatchNames for WatchSet {
+    fn watch_name(&self, id: u32) -> Option<String> {
+        self.watches
+            .iter()
+            .find(|w| w.id == id)
+            .map(|w| w.pattern.clone())
+    }
+
+    fn path_of(&self, key: &InodeKey) -> Option<String> {
+        self.inodes.get(key).map(|(_, p)| p.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[derive(Default)]
+    struct Sink(Vec<(InodeKey, WatchValue)>);
+    impl InodeSink for Sink {
+        fn add(&mut self, key: InodeKey, value: WatchValue) -> Result<()> {
+            self.0.push((key, value));
+            Ok(())
+        }
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("monitor-watch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn rejects_relative_and_bad_patterns_with_the_pattern_named() {
+        let mut w = WatchSet::new();
+        let e = w.add("secrets/*").unwrap_err().to_string();
+        assert!(e.contains("secrets/*") && e.contains("absolute"), "{e}");
+        let e = w.add("/a/[b").unwrap_err().to_string();
+        assert!(e.contains("/a/[b"), "{e}");
+    }
+
+    #[test]
+    fn expands_globs_follows_symlinks_and_sees_replaced_files() {
+        let d = tempdir("glob");
+        std::fs::write(d.join("a"), "x").unwrap();
+        std::fs::write(d.join("b"), "y").unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let mut w = WatchSet::new();
+        let id = w.add(&format!("{}/*", d.display())).unwrap();
+        assert_eq!(w.add(&format!("{}/*", d.display())).unwrap(), id);
+        let mut sink = Sink::default();
+        let found = w.rescan(&mut sink);
+        // Two files; the directory is not a secret file.
+        assert_eq!(found.len(), 2);
+        assert_eq!(sink.0.len(), 2);
+        assert!(sink.0.iter().all(|(_, v)| v.watch_id == id));
+        // Nothing new on a second pass.
+        assert!(w.rescan(&mut sink).is_empty());
+        // Replace `a` atomically (new inode): found again.
+        std::fs::write(d.join("a.new"), "z").unwrap();
+        std::fs::rename(d.join("a.new"), d.join("a")).unwrap();
+        let again = w.rescan(&mut sink);
+        assert_eq!(again.len(), 1);
+        assert!(again[0].path.ends_with("/a"));
+        // A symlink to a watched file resolves to the same inode.
+        let key = inode_key(&d.join("b")).unwrap();
+        std::os::unix::fs::symlink(d.join("b"), d.join("link")).unwrap();
+        assert_eq!(inode_key(&d.join("link")), Some(key));
+        assert_eq!(w.path_of(&key).unwrap(), d.join("b").display().to_string());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
