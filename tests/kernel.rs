@@ -1,0 +1,475 @@
+//! Real-kernel tests of the sensors and the event pipeline: real processes
+//! open, read, write, exec and connect; each test asserts the exact events
+//! the agent reports. Run as root, single-threaded (`cargo xtask test`).
+mod harness;
+
+use std::{io::Read, net::TcpListener, process::Command};
+
+use harness::*;
+use serde_json::Value;
+
+const SECRET: &[u8] = b"s3cr3t-db-password-0123456789\n";
+
+fn pid_is(e: &Value, pid: u32) -> bool {
+    e["process"]["pid"] == pid
+}
+
+fn kind(e: &Value, k: &str) -> bool {
+    e["kind"] == k
+}
+
+/// A watched secret file and the agent watching its directory.
+fn setup(name: &str) -> (Scratch, String, String, Agent) {
+    let sc = Scratch::new(name);
+    let file = sc.file("secrets/db", SECRET);
+    let pattern = format!("{}/secrets/*", sc.dir.display());
+    let agent = Agent::start(&["--watch", &pattern]);
+    (sc, file, pattern, agent)
+}
+
+#[test]
+fn open_and_read_of_a_watched_file() {
+    let (_sc, file, pattern, agent) = setup("read");
+    let (pid, out) = run(Command::new("cat").arg(&file));
+    assert_eq!(out.as_bytes(), SECRET);
+
+    let open = agent.wait_for("open by cat", |e| kind(e, "open") && pid_is(e, pid));
+    assert_eq!(open["path"], file.as_str());
+    assert_eq!(open["watch"], pattern.as_str());
+    assert_eq!(open["fd_kind"], "file");
+    assert_eq!(open["process"]["comm"], "cat");
+    assert_eq!(open["tracked"], true);
+    let fd = open["fd"].as_i64().unwrap();
+    assert!(fd >= 3);
+
+    let read = agent.wait_for("read by cat", |e| kind(e, "read") && pid_is(e, pid));
+    assert_eq!(read["fd"], fd);
+    assert_eq!(read["path"], file.as_str());
+    assert_eq!(read["bytes"], SECRET.len() as u64);
+    assert_eq!(read["captured"], SECRET.len() as u64);
+    assert_eq!(read["truncated"], false);
+    assert_eq!(read["syscall"], "read");
+    // cat's EOF read returns 0 bytes: no second read event.
+    let close = agent.wait_for("close by cat", |e| kind(e, "close") && pid_is(e, pid));
+    assert_eq!(close["fd"], fd);
+    let reads = agent
+        .events_of(pid)
+        .into_iter()
+        .filter(|e| kind(e, "read"))
+        .count();
+    assert_eq!(reads, 1);
+    // The exe and the ppid come from enrichment.
+    assert_eq!(
+        read["process"]["exe"].as_str().map(|s| s.ends_with("/cat")),
+        Some(true)
+    );
+    assert_eq!(read["process"]["ppid"], std::process::id());
+}
+
+#[test]
+fn read_through_a_duped_fd() {
+    let (_sc, file, _pattern, agent) = setup("dup");
+    let script = r#"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fd2 = os.dup(fd)
+os.close(fd)
+os.dup2(fd2, 40)
+n = len(os.read(40, 7))
+m = len(os.read(fd2, 100))
+print(fd, fd2, n, m)
+"#;
+    let (pid, out) = python(script, &[&file]);
+    let nums: Vec<i64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let (fd, fd2) = (nums[0], nums[1]);
+    assert_eq!(nums[2], 7);
+
+    let open = agent.wait_for("open", |e| {
+        kind(e, "open") && pid_is(e, pid) && e["path"] == file.as_str()
+    });
+    assert_eq!(open["fd"], fd);
+    // Python's os.dup is fcntl(F_DUPFD_CLOEXEC): the event names the real syscall.
+    let dup = agent.wait_for("dup", |e| {
+        kind(e, "dup") && pid_is(e, pid) && e["oldfd"] == fd
+    });
+    assert_eq!(dup["syscall"], "fcntl");
+    assert_eq!(dup["newfd"], fd2);
+    assert_eq!(dup["path"], file.as_str());
+    let dup2 = agent.wait_for("dup2", |e| {
+        kind(e, "dup") && pid_is(e, pid) && e["syscall"] == "dup2"
+    });
+    assert_eq!(dup2["oldfd"], fd2);
+    assert_eq!(dup2["newfd"], 40);
+    let read40 = agent.wait_for("read fd 40", |e| {
+        kind(e, "read") && pid_is(e, pid) && e["fd"] == 40
+    });
+    assert_eq!(read40["bytes"], 7);
+    assert_eq!(read40["path"], file.as_str());
+    let read2 = agent.wait_for("read dup fd", |e| {
+        kind(e, "read") && pid_is(e, pid) && e["fd"] == fd2
+    });
+    assert_eq!(read2["bytes"], (SECRET.len() - 7) as u64);
+    // The original fd was closed before any read: no read on it.
+    assert!(!agent
+        .events_of(pid)
+        .iter()
+        .any(|e| kind(e, "read") && e["fd"] == fd));
+}
+
+#[test]
+fn mmap_of_a_watched_file() {
+    let (_sc, file, _pattern, agent) = setup("mmap");
+    let script = r#"
+import os, sys, mmap
+fd = os.open(sys.argv[1], os.O_RDONLY)
+m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+print(fd, len(m[:]))
+"#;
+    let (pid, out) = python(script, &[&file]);
+    let nums: Vec<i64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let ev = agent.wait_for("mmap", |e| kind(e, "mmap") && pid_is(e, pid));
+    assert_eq!(ev["fd"], nums[0]);
+    assert_eq!(ev["path"], file.as_str());
+    assert_eq!(ev["bytes"], SECRET.len() as u64);
+    assert_eq!(ev["prot"], 1); // PROT_READ
+}
+
+#[test]
+fn cp_of_a_watched_file_is_an_in_kernel_copy() {
+    let (sc, file, _pattern, agent) = setup("cp");
+    let dest = sc.path("copy-of-db").display().to_string();
+    let (pid, _) = run(Command::new("cp").arg(&file).arg(&dest));
+    let ev = agent.wait_for("copy by cp", |e| kind(e, "copy") && pid_is(e, pid));
+    assert!(
+        ["copy_file_range", "sendfile", "splice"].contains(&s(&ev["syscall"])),
+        "{ev}"
+    );
+    assert_eq!(ev["path"], file.as_str());
+    assert_eq!(ev["out_path"], dest.as_str());
+    assert_eq!(ev["out_kind"], "file");
+    assert!(ev["bytes"].as_u64().unwrap() >= SECRET.len() as u64);
+    // cp opened the destination after the source: tracked, so its path is known.
+    let open_dest = agent.wait_for("open of dest", |e| {
+        kind(e, "open") && pid_is(e, pid) && e["path"] == dest.as_str()
+    });
+    assert_eq!(open_dest["tracked"], true);
+}
+
+#[test]
+fn exec_reports_filename_argv_and_env_names_only() {
+    let (_sc, _file, _pattern, agent) = setup("exec");
+    let nonce = format!("monitor-argv-{}", std::process::id());
+    let (pid, out) = run(Command::new("/bin/echo")
+        .arg(&nonce)
+        .arg("second arg")
+        .env("MONITOR_TEST_VAR", "value-not-reported"));
+    assert!(out.contains(&nonce));
+    let ev = agent.wait_for("exec of echo", |e| kind(e, "exec") && pid_is(e, pid));
+    assert_eq!(ev["filename"], "/bin/echo");
+    assert_eq!(
+        ev["argv"],
+        serde_json::json!(["/bin/echo", nonce, "second arg"])
+    );
+    let env: Vec<&str> = ev["env"].as_array().unwrap().iter().map(s).collect();
+    assert!(env.contains(&"MONITOR_TEST_VAR"), "{env:?}");
+    assert_eq!(ev["process"]["comm"], "echo");
+    assert_eq!(ev["process"]["ppid"], std::process::id());
+    assert!(!ev.to_string().contains("value-not-reported"));
+}
+
+#[test]
+fn connect_and_send_by_a_tracked_process_v4_and_v6() {
+    let (_sc, file, _pattern, agent) = setup("connect");
+    let l4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l6 = TcpListener::bind("[::1]:0").unwrap();
+    let (p4, p6) = (
+        l4.local_addr().unwrap().port(),
+        l6.local_addr().unwrap().port(),
+    );
+    let accept = |l: TcpListener| {
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf).unwrap();
+            buf
+        })
+    };
+    let (a4, a6) = (accept(l4), accept(l6));
+    let script = r#"
+import socket, sys
+open(sys.argv[1]).read()
+s4 = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+s4.send(b"hello-v4")
+s6 = socket.socket(socket.AF_INET6)
+s6.connect(("::1", int(sys.argv[3])))
+s6.sendall(b"hello-v6!")
+print(s4.fileno(), s6.fileno())
+s4.close(); s6.close()
+"#;
+    let (pid, out) = python(script, &[&file, &p4.to_string(), &p6.to_string()]);
+    let fds: Vec<i64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(a4.join().unwrap(), b"hello-v4");
+    assert_eq!(a6.join().unwrap(), b"hello-v6!");
+
+    let d4 = format!("127.0.0.1:{p4}");
+    let d6 = format!("[::1]:{p6}");
+    let c4 = agent.wait_for("connect v4", |e| {
+        kind(e, "connect") && pid_is(e, pid) && e["dest"] == d4.as_str()
+    });
+    assert_eq!(c4["fd"], fds[0]);
+    let c6 = agent.wait_for("connect v6", |e| {
+        kind(e, "connect") && pid_is(e, pid) && e["dest"] == d6.as_str()
+    });
+    assert_eq!(c6["fd"], fds[1]);
+    let w4 = agent.wait_for("send v4", |e| {
+        kind(e, "write") && pid_is(e, pid) && e["fd"] == fds[0]
+    });
+    assert_eq!(w4["dest"], d4.as_str());
+    assert_eq!(w4["fd_kind"], "socket");
+    assert_eq!(w4["bytes"], 8);
+    assert_eq!(w4["captured"], 8);
+    let w6 = agent.wait_for("send v6", |e| {
+        kind(e, "write") && pid_is(e, pid) && e["fd"] == fds[1]
+    });
+    assert_eq!(w6["dest"], d6.as_str());
+    assert_eq!(w6["bytes"], 9);
+}
+
+#[test]
+fn writes_of_a_tracked_process_to_stdout_a_pipe_and_a_file() {
+    let (sc, file, _pattern, agent) = setup("writes");
+    let out_file = sc.path("out.txt").display().to_string();
+    let script = r#"
+import os, sys
+open(sys.argv[1]).read()
+os.write(1, b"to-stdout\n")
+r, w = os.pipe()
+os.write(w, b"into-pipe")
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, b"into-a-file!")
+os.close(fd)
+null = os.open("/dev/null", os.O_WRONLY)
+os.write(null, b"x")
+print(w, fd, null)
+"#;
+    let (pid, out) = python(script, &[&file, &out_file]);
+    let last = out.lines().last().unwrap();
+    let fds: Vec<i64> = last
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+
+    let stdout = agent.wait_for("write to stdout", |e| {
+        kind(e, "write") && pid_is(e, pid) && e["fd"] == 1
+    });
+    assert_eq!(stdout["fd_kind"], "pipe"); // the test reads the child's stdout through a pipe
+    assert_eq!(stdout["bytes"], 10);
+    let pipe = agent.wait_for("write to pipe", |e| {
+        kind(e, "write") && pid_is(e, pid) && e["fd"] == fds[0]
+    });
+    assert_eq!(pipe["fd_kind"], "pipe");
+    assert_eq!(pipe["bytes"], 9);
+    let f = agent.wait_for("write to file", |e| {
+        kind(e, "write") && pid_is(e, pid) && e["fd"] == fds[1] && e["fd_kind"] == "file"
+    });
+    assert_eq!(f["path"], out_file.as_str());
+    assert_eq!(f["bytes"], 12);
+    let null = agent.wait_for("write to /dev/null", |e| {
+        kind(e, "write") && pid_is(e, pid) && e["fd"] == fds[2] && e["bytes"] == 1
+    });
+    assert_eq!(null["fd_kind"], "chardev");
+    assert_eq!(null["path"], "/dev/null");
+}
+
+#[test]
+fn reading_another_process_environ_is_reported() {
+    let (_sc, file, _pattern, agent) = setup("environ");
+    let holder = r#"
+import sys
+open(sys.argv[1]).read()
+print("ready", flush=True)
+sys.stdin.readline()
+"#;
+    let (child, _out) = python_bg(holder, &[&file]);
+    let target = child.id();
+    agent.wait_for("holder read", |e| kind(e, "read") && pid_is(e, target));
+    let environ = format!("/proc/{target}/environ");
+    let (pid, _) = run(Command::new("cat").arg(&environ));
+    let ev = agent.wait_for("proc_access", |e| kind(e, "proc_access") && pid_is(e, pid));
+    assert_eq!(ev["target_pid"], target);
+    assert_eq!(ev["access"], "environ");
+    assert_eq!(ev["target_tracked"], true);
+    assert_eq!(ev["process"]["comm"], "cat");
+    finish(child);
+}
+
+#[test]
+fn tracking_is_inherited_across_fork() {
+    let (_sc, file, _pattern, agent) = setup("fork");
+    let script = r#"
+import os, sys
+open(sys.argv[1]).read()
+pid = os.fork()
+if pid == 0:
+    os.write(1, b"child-bytes")
+    os._exit(0)
+os.waitpid(pid, 0)
+print()
+print(pid)
+"#;
+    let (parent, out) = python(script, &[&file]);
+    let child: u32 = out.lines().last().unwrap().trim().parse().unwrap();
+    let fork = agent.wait_for("fork", |e| {
+        kind(e, "fork") && pid_is(e, parent) && e["child_pid"] == child
+    });
+    assert_eq!(fork["tracked"], true);
+    let w = agent.wait_for("child write", |e| kind(e, "write") && pid_is(e, child));
+    assert_eq!(w["bytes"], 11);
+    assert_eq!(w["tracked"], true);
+    assert_eq!(w["process"]["ppid"], parent);
+    agent.wait_for("child exit", |e| kind(e, "exit") && pid_is(e, child));
+}
+
+#[test]
+fn untracked_processes_produce_no_payload_events() {
+    let (sc, file, _pattern, agent) = setup("untracked");
+    let other = sc.file("not-watched.txt", b"plain data\n");
+    let sink = sc.path("sink.txt").display().to_string();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut b = Vec::new();
+        c.read_to_end(&mut b).unwrap();
+    });
+    // Same actions as the tracked tests, by processes that never touch a
+    // watched file.
+    let script = r#"
+import os, sys, socket
+open(sys.argv[1]).read()
+os.write(1, b"stdout\n")
+r, w = os.pipe(); os.write(w, b"pipe")
+with open(sys.argv[2], "w") as f: f.write("file")
+s = socket.create_connection(("127.0.0.1", int(sys.argv[3])))
+s.close()
+"#;
+    let (pid, _) = python(script, &[&other, &sink, &port.to_string()]);
+    let (cat_pid, _) = run(Command::new("cat").arg(&other));
+    t.join().unwrap();
+    // Marker: a tracked read after everything above.
+    let (marker, _) = run(Command::new("cat").arg(&file));
+    let evs = agent.all_after_marker(
+        "marker read",
+        |e| kind(e, "read") && pid_is(e, marker),
+        |e| pid_is(e, pid) || pid_is(e, cat_pid),
+    );
+    let payload: Vec<&Value> = evs
+        .iter()
+        .filter(|e| ["open", "read", "write", "copy", "connect", "mmap"].contains(&s(&e["kind"])))
+        .collect();
+    assert!(
+        payload.is_empty(),
+        "untracked processes produced {payload:?}"
+    );
+    // Their lifecycle is still seen.
+    assert!(evs.iter().any(|e| kind(e, "exec") && pid_is(e, pid)));
+    assert!(evs.iter().all(|e| e["tracked"] == false));
+}
+
+#[test]
+fn getenv_of_a_tracked_process() {
+    let (_sc, file, _pattern, agent) = setup("getenv");
+    let script = r#"
+import ctypes, sys
+open(sys.argv[1]).read()
+libc = ctypes.CDLL("libc.so.6")
+libc.getenv.restype = ctypes.c_char_p
+libc.getenv(b"MONITOR_PROBE_VAR")
+"#;
+    let (pid, _) = python(script, &[&file]);
+    let ev = agent.wait_for("getenv", |e| {
+        kind(e, "getenv") && pid_is(e, pid) && e["name"] == "MONITOR_PROBE_VAR"
+    });
+    assert_eq!(ev["syscall"], "getenv");
+    assert_eq!(ev["tracked"], true);
+}
+
+#[test]
+fn files_appearing_after_start_are_watched() {
+    let sc = Scratch::new("late");
+    std::fs::create_dir_all(sc.path("secrets")).unwrap();
+    let pattern = format!("{}/secrets/*", sc.dir.display());
+    let agent = Agent::start(&["--watch", &pattern]);
+    let file = sc.file("secrets/late", SECRET);
+    // The agent rescans watched patterns every 2 s.
+    let t0 = std::time::Instant::now();
+    let pid = loop {
+        let (pid, _) = run(Command::new("cat").arg(&file));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if agent.events_of(pid).iter().any(|e| kind(e, "read")) {
+            break pid;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "late file never watched:\n{}",
+            agent.stderr().join("\n")
+        );
+    };
+    let read = agent.wait_for("late read", |e| kind(e, "read") && pid_is(e, pid));
+    assert_eq!(read["path"], file.as_str());
+}
+
+/// Our programs as the kernel lists them (names are cut to 15 bytes).
+fn our_programs_loaded() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter(|p| {
+            let n = p.name_as_str().unwrap_or("");
+            ["sys_exit_openat", "sys_enter_write", "task_newtask"].contains(&n)
+        })
+        .count()
+}
+
+#[test]
+fn agent_stops_cleanly_and_detaches() {
+    let (_sc, _file, _pattern, agent) = setup("stop");
+    assert!(
+        our_programs_loaded() >= 3,
+        "programs not visible while running"
+    );
+    let (status, log) = agent.stop();
+    assert!(status.success(), "exit {status}: {}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("monitor: stopped:")),
+        "{}",
+        log.join("\n")
+    );
+    // SIGTERM detached and unloaded everything.
+    assert_eq!(our_programs_loaded(), 0);
+}
+
+#[test]
+fn check_reports_probes_and_exits_zero() {
+    require_root();
+    let out = Command::new(MONITOR).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("result: the agent can run"), "{text}");
+    for line in [
+        "privileges   ok",
+        "kernel       ok",
+        "tracefs      ok",
+        "btf          ok",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("sys_exit_openat") && text.contains("attached"),
+        "{text}"
+    );
+    assert!(!text.contains("NOT ATTACHED"), "{text}");
+}
