@@ -29,7 +29,16 @@ pub mod maps {
     pub const SCRATCH: &str = "SCRATCH";
     /// Per-CPU `u64` counters indexed by [`Counter`](super::Counter).
     pub const COUNTERS: &str = "COUNTERS";
+    /// Tail-call targets, indexed by `TAIL_*`.
+    pub const TAILS: &str = "TAILS";
 }
+
+/// `TAILS` slot of the program that appends a file path to a write record.
+pub const TAIL_WRITE_PATH: u32 = 0;
+/// Name of that program (loaded, not attached).
+pub const WRITE_PATH_PROGRAM: &str = "write_path";
+/// Where `sys_enter_write` leaves (file pointer, record length) for it.
+pub const TAIL_ARGS: usize = PATH_AREA - 16;
 
 /// Name of the read-only global the agent fills before load.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
@@ -55,6 +64,12 @@ pub const NAME_LEN: usize = 64;
 pub const UNIX_PATH_LEN: usize = 112;
 /// Size of the per-CPU scratch buffer (a power of two).
 pub const SCRATCH_LEN: usize = 32768;
+/// Where in the scratch buffer file paths are built (right to left).
+pub const PATH_AREA: usize = 16384;
+/// Longest path built in the kernel (a power of two).
+pub const MAX_PATH: usize = 4096;
+/// Most path components walked.
+pub const MAX_PATH_DEPTH: u32 = 32;
 /// Number of slots in the counters array.
 pub const COUNTER_SLOTS: u32 = 32;
 
@@ -425,6 +440,10 @@ pub struct DataEvent {
     pub data_len: u32,
     /// Watch id of the tracked fd (reads), else 0.
     pub watch_id: u32,
+    /// Bytes of the file's path, after the captured bytes (writes to
+    /// regular files by tracked processes), else 0.
+    pub path_len: u32,
+    pub _pad: u32,
 }
 
 /// mmap of a tracked fd.
@@ -474,7 +493,10 @@ pub struct TransferEvent {
     pub fd_out: i32,
     pub count: u64,
     pub watch_id: u32,
-    pub _pad: u32,
+    /// Bytes of `out_path` used (regular files), else 0.
+    pub out_path_len: u32,
+    /// Path of the destination file, from the kernel's dentries.
+    pub out_path: [u8; PATH_LEN],
 }
 
 /// execve/execveat (at syscall entry): argv bytes then envp bytes follow,
@@ -589,6 +611,13 @@ pub struct KernelOffsets {
     pub sk_daddr: u32,
     pub sk_dport: u32,
     pub sk_v6_daddr: u32,
+    /// For the in-kernel path walk (d_path is not callable here).
+    pub qstr_len: u32,
+    pub path_mnt: u32,
+    pub vfsmount_mnt_root: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
 }
 
 /// Offsets of fields in tracepoints whose format is not ABI-stable.
@@ -658,6 +687,12 @@ impl Config {
                 sk_daddr: 0,
                 sk_dport: 0,
                 sk_v6_daddr: 0,
+                qstr_len: 0,
+                path_mnt: 0,
+                vfsmount_mnt_root: 0,
+                mount_mnt: 0,
+                mount_mnt_parent: 0,
+                mount_mnt_mountpoint: 0,
             },
             tp: TracepointOffsets {
                 newtask_pid: 0,
@@ -697,11 +732,11 @@ const _: () = {
     assert!(size_of::<TrackedFd>() == 32);
     assert!(size_of::<Stash>() == 32);
     assert!(size_of::<OpenEvent>() == 64 + 24 + 32 + NAME_LEN + PATH_LEN);
-    assert!(size_of::<DataEvent>() == 64 + 24 + 24 + 8 + 8 + 8);
+    assert!(size_of::<DataEvent>() == 64 + 24 + 24 + 8 + 8 + 8 + 8);
     assert!(size_of::<MmapEvent>() == 64 + 24 + 16 + 16);
     assert!(size_of::<CloseEvent>() == 72);
     assert!(size_of::<DupEvent>() == 80);
-    assert!(size_of::<TransferEvent>() == 64 + 24 * 3 + 8 + 8 + 8);
+    assert!(size_of::<TransferEvent>() == 64 + 24 * 3 + 8 + 8 + 8 + PATH_LEN);
     assert!(size_of::<ExecEvent>() == 64 + 24 + PATH_LEN);
     assert!(size_of::<ExecResultEvent>() == 72);
     assert!(size_of::<ForkEvent>() == 80);
@@ -709,8 +744,8 @@ const _: () = {
     assert!(size_of::<ConnectEvent>() == 64 + 24 + 8 + UNIX_PATH_LEN);
     assert!(size_of::<ProcAccessEvent>() == 64 + 8 + 8 + 8);
     assert!(size_of::<GetenvEvent>() == 64 + 8 + NAME_LEN);
-    assert!(size_of::<KernelOffsets>() == 24 * 4);
-    assert!(size_of::<Config>() == 24 + 96 + 16);
+    assert!(size_of::<KernelOffsets>() == 30 * 4);
+    assert!(size_of::<Config>() == 24 + 120 + 16);
     assert!(SCRATCH_LEN.is_power_of_two());
     assert!(MAX_CAPTURE.is_power_of_two());
 };

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use monitor_common::{
     CloseEvent, Counter, DataEvent, DupEvent, EventKind, FileInfo, Hook, InodeKey, MmapEvent,
     OpenEvent, ProcAccessEvent, Stash, TrackedFd, TransferEvent, DATA_TRACKED, DATA_TRACKED_FD,
-    DATA_TRUNCATED, NAME_LEN, PATH_LEN, PROC_ENVIRON, PROC_MEM, TRACK_OPENED_WATCHED,
+    DATA_TRUNCATED, NAME_LEN, PATH_LEN, PROC_ENVIRON, PROC_MEM, SCRATCH_LEN, TRACK_OPENED_WATCHED,
 };
 
 use crate::{
@@ -332,6 +332,8 @@ fn try_read_exit(ctx: &TracePointContext) -> Res {
         (*e).count = r as u64;
         (*e).data_len = n;
         (*e).watch_id = t.watch_id;
+        (*e).path_len = 0;
+        (*e)._pad = 0;
     }
     output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Read);
     Ok(())
@@ -601,6 +603,22 @@ fn try_transfer_exit(ctx: &TracePointContext) -> Res {
     if tracked_in.is_some() {
         track(tgid, TRACK_OPENED_WATCHED);
     }
+    let out_file = file_of_fd(fd_out);
+    // The destination file's path, built in scratch before reserving.
+    // (Plain integers: an `Option` here leaves a register the verifier
+    // sees as uninitialized.)
+    let (mut path_start, mut path_len): (usize, usize) = (0, 0);
+    let buf = scratch().ok_or(0i64)?;
+    if let Some(f) = out_file {
+        let mut info = FileInfo::default();
+        file_info(f, &mut info);
+        if is_regular(&info) {
+            if let Some((s, l)) = file_path(f, buf) {
+                path_start = s;
+                path_len = l;
+            }
+        }
+    }
     emit::<TransferEvent>(EventKind::Transfer, Hook::from_u32(s.hook), |e| unsafe {
         write_bytes(addr_of_mut!((*e).in_file), 0, 1);
         write_bytes(addr_of_mut!((*e).out_file), 0, 1);
@@ -617,7 +635,7 @@ fn try_transfer_exit(ctx: &TracePointContext) -> Res {
                 }
             }
         }
-        if let Some(f) = file_of_fd(fd_out) {
+        if let Some(f) = out_file {
             file_info(f, addr_of_mut!((*e).out_file));
             if is_socket(&(*e).out_file) {
                 sock_peer(f, addr_of_mut!((*e).out_peer));
@@ -626,7 +644,19 @@ fn try_transfer_exit(ctx: &TracePointContext) -> Res {
         (*e).fd_in = fd_in as i32;
         (*e).fd_out = fd_out as i32;
         (*e).count = r as u64;
-        (*e)._pad = 0;
+        (*e).out_path_len = 0;
+        if path_len > 0 {
+            // Keep the tail of a path longer than the field.
+            let mut n = path_len;
+            if n > PATH_LEN {
+                n = PATH_LEN;
+            }
+            let src = buf.add((path_start + path_len - n) & (SCRATCH_LEN - 1)) as u64;
+            let dst = addr_of_mut!((*e).out_path) as *mut u8;
+            if bpf_probe_read_kernel_buf_raw(dst, n as u32, src) == 0 {
+                (*e).out_path_len = n as u32;
+            }
+        }
     });
     Ok(())
 }

@@ -9,10 +9,13 @@ use core::{
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use monitor_common::{
     DataEvent, EventKind, FileInfo, Hook, DATA_EXPLICIT_DEST, DATA_FIRST_BYTES, DATA_TRACKED,
-    DATA_TRUNCATED,
+    DATA_TRUNCATED, MAX_CAPTURE, MAX_PATH, SCRATCH_LEN, TAIL_ARGS, TAIL_WRITE_PATH,
 };
 
-use crate::{maps::NEW_CONNS, util::*};
+use crate::{
+    maps::{NEW_CONNS, TAILS},
+    util::*,
+};
 
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
@@ -126,7 +129,8 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
     }
 
     let mut info = FileInfo::default();
-    if let Some(f) = file_of_fd(fd) {
+    let file = file_of_fd(fd);
+    if let Some(f) = file {
         file_info(f, &mut info);
         if is_socket(&info) && flags & DATA_EXPLICIT_DEST == 0 {
             sock_peer(f, unsafe { addr_of_mut!((*e).peer) });
@@ -140,8 +144,56 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
         (*e).count = asked;
         (*e).data_len = n;
         (*e).watch_id = 0;
+        (*e).path_len = 0;
+        (*e)._pad = 0;
+    }
+    // Where a tracked process writes a file: `write_path` appends its path
+    // and outputs the record (a tail call keeps this program verifiable).
+    if flags & DATA_TRACKED != 0 && is_regular(&info) {
+        if let Some(f) = file {
+            unsafe {
+                let args = buf.add(TAIL_ARGS) as *mut u64;
+                *args = f;
+                *args.add(1) = (size_of::<DataEvent>() + n as usize) as u64;
+                TAILS.tail_call(ctx, TAIL_WRITE_PATH);
+            }
+            // Tail call failed: send it without the path.
+        }
     }
     output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Write);
+    Ok(())
+}
+
+/// Tail-call target of the write programs: append the path of the file
+/// being written (left by `try_write`) and output the record.
+#[tracepoint]
+pub fn write_path(_ctx: TracePointContext) -> u32 {
+    let _ = try_write_path();
+    0
+}
+
+#[inline(always)]
+fn try_write_path() -> Res {
+    let buf = scratch().ok_or(0i64)?;
+    let (file, len) = unsafe {
+        let args = buf.add(TAIL_ARGS) as *const u64;
+        (*args, *args.add(1) as usize)
+    };
+    let len = len & (MAX_CAPTURE * 2 - 1);
+    if len < size_of::<DataEvent>() {
+        return Ok(());
+    }
+    let mut plen: usize = 0;
+    if let Some((start, n)) = file_path(file, buf) {
+        let n = n & (MAX_PATH - 1);
+        let dst = unsafe { buf.add(len) };
+        let src = unsafe { buf.add(start & (SCRATCH_LEN - 1)) } as u64;
+        if unsafe { bpf_probe_read_kernel_buf_raw(dst, n as u32, src) } == 0 {
+            plen = n;
+            unsafe { (*(buf as *mut DataEvent)).path_len = n as u32 };
+        }
+    }
+    output_scratch(buf, len + plen, EventKind::Write);
     Ok(())
 }
 

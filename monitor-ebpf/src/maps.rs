@@ -1,7 +1,7 @@
 //! Maps shared by every program. Names match `monitor_common::maps`.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
     FdKey, InodeKey, Stash, TrackedFd, TrackedProc, WatchValue, COUNTER_SLOTS, SCRATCH_LEN,
@@ -33,3 +33,7 @@ pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entri
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Tail-call targets (`monitor_common::TAIL_*`).
+#[map]
+pub static TAILS: ProgramArray = ProgramArray::with_max_entries(4, 0);

@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     Config, Counter, EventHeader, EventKind, FdKey, FileInfo, Hook, SockAddr, TrackedProc,
-    HDR_TRACKED, LOST_BY_KIND_BASE, MAX_CAPTURE, SCRATCH_LEN,
+    HDR_TRACKED, LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_PATH, MAX_PATH_DEPTH, PATH_AREA, SCRATCH_LEN,
 };
 
 use crate::maps::{COUNTERS, EVENTS, SCRATCH, TRACKED_PROCS};
@@ -284,6 +284,13 @@ pub fn is_socket(info: &FileInfo) -> bool {
     info.mode & S_IFMT == S_IFSOCK
 }
 
+const S_IFREG: u32 = 0o100000;
+
+#[inline(always)]
+pub fn is_regular(info: &FileInfo) -> bool {
+    info.mode & S_IFMT == S_IFREG
+}
+
 /// `super_block.s_magic`.
 #[inline(always)]
 pub fn sb_magic(sb: u64) -> u64 {
@@ -318,6 +325,115 @@ pub fn dentry_name<const N: usize>(dentry: u64, dst: *mut [u8; N]) -> u32 {
         0
     } else {
         (r - 1) as u32
+    }
+}
+
+/// The absolute path of an open file, built right to left in
+/// `buf[PATH_AREA..PATH_AREA + MAX_PATH]` by walking dentries up to the
+/// mount root and crossing mounts (what d_path does; it is not callable
+/// from tracepoints). Paths are those of the process's mount namespace.
+/// Returns (offset in `buf`, length); a path too deep or too long keeps its
+/// last components.
+///
+/// The walk's state (dentry, mount, position) lives in scratch memory, not
+/// in registers: both ways an iteration can continue (next dentry, or up a
+/// mount) then reach the loop head in the same verifier state and are
+/// pruned, instead of doubling the paths to verify at every level.
+#[inline(always)]
+pub fn file_path(file: u64, buf: *mut u8) -> Option<(usize, usize)> {
+    let o = &config().offsets;
+    let f_path = cfg(&o.file_f_path) as u64;
+    unsafe {
+        let dentry: u64 = kread(file + f_path + cfg(&o.path_dentry) as u64)?;
+        let vfsmnt: u64 = kread(file + f_path + cfg(&o.path_mnt) as u64)?;
+        let st = buf.add(PATH_STATE) as *mut u64;
+        core::ptr::write_volatile(st, dentry);
+        core::ptr::write_volatile(st.add(1), vfsmnt - cfg(&o.mount_mnt) as u64);
+        core::ptr::write_volatile(st.add(2), MAX_PATH as u64);
+        let mut i: u32 = 0;
+        while i < MAX_PATH_DEPTH {
+            i += 1;
+            if !path_step(buf, st) {
+                break;
+            }
+        }
+        let mut pos = core::ptr::read_volatile(st.add(2)) as usize;
+        if pos > MAX_PATH {
+            return None;
+        }
+        if pos == MAX_PATH {
+            pos -= 1;
+            *buf.add(PATH_AREA + (pos & (MAX_PATH - 1))) = b'/';
+        }
+        Some((PATH_AREA + (pos & (MAX_PATH - 1)), MAX_PATH - pos))
+    }
+}
+
+/// Offset in scratch of the path walk's state: dentry, mount, position.
+const PATH_STATE: usize = PATH_AREA - 48;
+
+/// One level of `file_path`. False when the walk is over.
+#[inline(always)]
+unsafe fn path_step(buf: *mut u8, st: *mut u64) -> bool {
+    let o = &config().offsets;
+    let d_name = cfg(&o.dentry_d_name) as u64;
+    let mount_mnt = cfg(&o.mount_mnt) as u64;
+    unsafe {
+        let dentry = core::ptr::read_volatile(st);
+        let mnt = core::ptr::read_volatile(st.add(1));
+        let Some(root) = kread::<u64>(mnt + mount_mnt + cfg(&o.vfsmount_mnt_root) as u64) else {
+            return false;
+        };
+        if dentry == root {
+            // Top of this mount: continue from its mountpoint in the parent.
+            let Some(parent) = kread::<u64>(mnt + cfg(&o.mount_mnt_parent) as u64) else {
+                return false;
+            };
+            if parent == mnt {
+                return false;
+            }
+            let Some(mp) = kread::<u64>(mnt + cfg(&o.mount_mnt_mountpoint) as u64) else {
+                return false;
+            };
+            core::ptr::write_volatile(st, mp);
+            core::ptr::write_volatile(st.add(1), parent);
+            return true;
+        }
+        let Some(parent) = kread::<u64>(dentry + cfg(&o.dentry_d_parent) as u64) else {
+            return false;
+        };
+        if parent == dentry {
+            return false;
+        }
+        let len =
+            kread::<u32>(dentry + d_name + cfg(&o.qstr_len) as u64).unwrap_or(0) as usize & 255;
+        let Some(name) = kread::<u64>(dentry + d_name + cfg(&o.qstr_name) as u64) else {
+            return false;
+        };
+        let pos = core::ptr::read_volatile(st.add(2)) as usize;
+        if pos > MAX_PATH || len + 1 > pos {
+            return false;
+        }
+        let pos = pos - (len + 1);
+        let dst = buf.add(PATH_AREA + (pos & (MAX_PATH - 1)));
+        *dst = b'/';
+        if bpf_probe_read_kernel_buf_raw(dst.add(1), len as u32, name) < 0 {
+            return false;
+        }
+        core::ptr::write_volatile(st, parent);
+        core::ptr::write_volatile(st.add(2), pos as u64);
+        true
+    }
+}
+
+#[inline(always)]
+pub unsafe fn bpf_probe_read_kernel_buf_raw(dst: *mut u8, len: u32, src: u64) -> i64 {
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            dst as *mut c_void,
+            len,
+            src as *const c_void,
+        )
     }
 }
 

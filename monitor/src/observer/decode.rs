@@ -52,7 +52,8 @@ pub enum RawEvent {
     Close(CloseEvent),
     Dup(DupEvent),
     Transfer(TransferEvent),
-    Write(DataEvent, Captured),
+    /// With the written file's path as the kernel resolved it, if any.
+    Write(DataEvent, Captured, Option<String>),
     /// argv and envp as NUL-separated strings.
     Exec(ExecEvent, Captured, Captured),
     ExecResult(ExecResultEvent),
@@ -67,7 +68,7 @@ impl RawEvent {
     pub fn header(&self) -> &EventHeader {
         match self {
             RawEvent::Open(e) => &e.hdr,
-            RawEvent::Read(e, _) | RawEvent::Write(e, _) => &e.hdr,
+            RawEvent::Read(e, _) | RawEvent::Write(e, _, _) => &e.hdr,
             RawEvent::Mmap(e) => &e.hdr,
             RawEvent::Close(e) => &e.hdr,
             RawEvent::Dup(e) => &e.hdr,
@@ -140,11 +141,14 @@ pub fn decode(buf: &[u8]) -> Result<RawEvent, DecodeError> {
         EventKind::Open => RawEvent::Open(read(buf, kind)?),
         EventKind::Read | EventKind::Write => {
             let e: DataEvent = read(buf, kind)?;
-            let data = Captured::new(payload::<DataEvent>(buf, kind, e.data_len as usize)?);
+            let (n, p) = (e.data_len as usize, e.path_len as usize);
+            let all = payload::<DataEvent>(buf, kind, n + p)?;
+            let data = Captured::new(&all[..n]);
             if kind == EventKind::Read {
                 RawEvent::Read(e, data)
             } else {
-                RawEvent::Write(e, data)
+                let path = (p > 0).then(|| String::from_utf8_lossy(&all[n..]).into_owned());
+                RawEvent::Write(e, data, path)
             }
         }
         EventKind::Mmap => RawEvent::Mmap(read(buf, kind)?),
@@ -223,6 +227,8 @@ mod tests {
             count: 5,
             data_len,
             watch_id: 0,
+            path_len: 0,
+            _pad: 0,
         }
     }
 
@@ -231,11 +237,27 @@ mod tests {
         let mut rec = bytes_of(&data_event(EventKind::Write, 5));
         rec.extend_from_slice(b"hello");
         match decode(&rec).unwrap() {
-            RawEvent::Write(e, data) => {
+            RawEvent::Write(e, data, path) => {
+                assert_eq!(path, None);
                 assert_eq!(e.fd, 1);
                 assert_eq!(e.hdr.pid, 10);
                 assert_eq!(data.bytes(), b"hello");
                 assert_eq!(format!("{data:?}"), "Captured(5 bytes)");
+            }
+            other => panic!("wrong kind {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_the_kernel_path_after_the_payload() {
+        let mut e = data_event(EventKind::Write, 3);
+        e.path_len = 6;
+        let mut rec = bytes_of(&e);
+        rec.extend_from_slice(b"abc/tmp/x");
+        match decode(&rec).unwrap() {
+            RawEvent::Write(_, data, path) => {
+                assert_eq!(data.bytes(), b"abc");
+                assert_eq!(path.as_deref(), Some("/tmp/x"));
             }
             other => panic!("wrong kind {other:?}"),
         }

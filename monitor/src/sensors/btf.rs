@@ -587,6 +587,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         sk_daddr: o("sock_common", "skc_daddr")?,
         sk_dport: o("sock_common", "skc_dport")?,
         sk_v6_daddr: o("sock_common", "skc_v6_daddr")?,
+        qstr_len: o("qstr", "len")?,
+        path_mnt: o("path", "mnt")?,
+        vfsmount_mnt_root: o("vfsmount", "mnt_root")?,
+        mount_mnt: o("mount", "mnt")?,
+        mount_mnt_parent: o("mount", "mnt_parent")?,
+        mount_mnt_mountpoint: o("mount", "mnt_mountpoint")?,
     })
 }
 

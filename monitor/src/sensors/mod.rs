@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use monitor_common::{
     maps, Config, Counter, FdKey, InodeKey, KernelOffsets, TrackedFd, TrackedProc, WatchValue,
     CONFIG_GLOBAL, COUNTER_SLOTS, DEFAULT_ARGV_BYTES, DEFAULT_CAPTURE, DEFAULT_ENV_BYTES,
-    LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA,
+    LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA, TAIL_WRITE_PATH, WRITE_PATH_PROGRAM,
 };
 
 use self::probes::{Attach, Probe, PROBES};
@@ -98,6 +98,7 @@ pub struct KernelCounters {
 
 pub struct Sensors {
     ebpf: Ebpf,
+    _tails: ProgramArray<MapData>,
     pub status: Vec<ProbeStatus>,
     pub preflight: Preflight,
     watched: BpfHashMap<MapData, InodeKey, WatchValue>,
@@ -136,6 +137,9 @@ impl Sensors {
             .load(EBPF_OBJECT)
             .context("loading the eBPF object")?;
 
+        // Tail-call targets first, so no write record goes out without its
+        // path once the write programs run.
+        let tails = load_tails(&mut ebpf).context("tail-call programs")?;
         let libc = opts.libc.clone().or_else(find_libc);
         let mut status = Vec::new();
         for probe in PROBES {
@@ -162,6 +166,7 @@ impl Sensors {
         let ring = Some(RingBuf::try_from(take(&mut ebpf, maps::EVENTS)?)?);
         Ok(Self {
             ebpf,
+            _tails: tails,
             status,
             preflight: pre,
             watched,
@@ -257,16 +262,36 @@ impl Sensors {
     }
 }
 
-/// A verifier log is hundreds of lines: keep the verdict (its last lines).
+/// A verifier log is hundreds of lines: keep the verdict (the lines before
+/// the closing statistics).
 fn short_error(e: &str) -> String {
     match e.split_once("Verifier output:") {
         Some((head, log)) => {
             let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = lines[lines.len().saturating_sub(4)..].join(" | ");
-            format!("{head}verifier: ... {tail}")
+            let stats = lines
+                .iter()
+                .position(|l| l.starts_with("verification time") || l.starts_with("processed "))
+                .unwrap_or(lines.len());
+            let verdict = lines[stats.saturating_sub(2)..stats].join(" | ");
+            format!("{head}verifier: {verdict}")
         }
         None => e.to_string(),
     }
+}
+
+/// Load the programs reached by tail call and put them in `TAILS`.
+fn load_tails(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(WRITE_PATH_PROGRAM)
+        .with_context(|| format!("program {WRITE_PATH_PROGRAM} missing"))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| anyhow::anyhow!(short_error(&format!("{e:#}"))))
+        .with_context(|| format!("loading {WRITE_PATH_PROGRAM}"))?;
+    let fd = prog.fd()?.try_clone()?;
+    let mut tails = ProgramArray::try_from(take(ebpf, maps::TAILS)?)?;
+    tails.set(TAIL_WRITE_PATH, &fd, 0)?;
+    Ok(tails)
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
