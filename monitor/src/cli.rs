@@ -23,6 +23,10 @@ pub enum Command {
     Run(RunArgs),
     /// Preflight: can this machine run the agent? Exit 0 only if so.
     Check(CheckArgs),
+    /// Send one issuance record to a running agent.
+    Issue(crate::api::client::IssueArgs),
+    /// Mark a secret revoked from now on.
+    Revoke(crate::api::client::RevokeArgs),
 }
 
 #[derive(Args, Debug, Default)]
@@ -33,6 +37,22 @@ pub struct RunArgs {
     /// Write every event as a JSON line to this file, or `-` for stdout.
     #[arg(long)]
     pub events: Option<String>,
+    /// Alerts as JSON lines to this file, or `-` for stdout (default).
+    #[arg(long)]
+    pub alerts: Option<String>,
+    /// Local API socket (default /run/monitor/api.sock).
+    #[arg(long)]
+    pub api: Option<PathBuf>,
+    /// Issuance file to tail, JSON lines (repeatable).
+    #[arg(long = "issuances", value_name = "F")]
+    pub issuances: Vec<PathBuf>,
+    /// Vault audit log (file device) to tail (repeatable).
+    #[arg(long = "vault-audit", value_name = "F")]
+    pub vault_audit: Vec<PathBuf>,
+    /// Files matching this glob become discovered secrets (repeatable;
+    /// replaces the defaults).
+    #[arg(long = "discover", value_name = "GLOB")]
+    pub discover: Vec<String>,
     /// Watch files matching this glob (repeatable).
     #[arg(long = "watch", value_name = "GLOB")]
     pub watch: Vec<String>,
@@ -71,9 +91,38 @@ fn sensor_options(f: &FileConfig, capture: Option<u32>, ring: Option<u32>) -> Se
 pub fn run_options(a: &RunArgs, f: &FileConfig) -> RunOptions {
     let mut watch = f.watch.clone();
     watch.extend(a.watch.iter().cloned());
+    let mut issuances = f.issuances.clone();
+    issuances.extend(a.issuances.iter().cloned());
+    let mut vault_audit = f.vault_audit.clone();
+    vault_audit.extend(a.vault_audit.iter().cloned());
     RunOptions {
         sensors: sensor_options(f, a.capture_bytes, a.ring_bytes),
         events: a.events.clone().or_else(|| f.events.clone()),
+        alerts: a
+            .alerts
+            .clone()
+            .or_else(|| f.alerts.clone())
+            .unwrap_or_else(|| "-".into()),
+        api: Some(
+            a.api
+                .clone()
+                .or_else(|| f.api.clone())
+                .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET)),
+        ),
+        issuances,
+        vault_audit,
+        fingerprint_key: f.fingerprint_key.clone(),
+        aggregate_window: Duration::from_secs(f.aggregate_window_seconds.unwrap_or(60)),
+        discover: if a.discover.is_empty() {
+            f.discover.clone().unwrap_or_else(|| {
+                crate::issuance::discover::DEFAULT_DISCOVER
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            })
+        } else {
+            a.discover.clone()
+        },
         watch,
         host_proc: a
             .host_proc
@@ -89,10 +138,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(a) => {
             let f = FileConfig::load(a.config.as_deref())?;
             let opts = run_options(&a, &f);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(agent::run(opts))?;
+            rt()?.block_on(agent::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Issue(a) => {
+            rt()?.block_on(crate::api::client::issue(a))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revoke(a) => {
+            rt()?.block_on(crate::api::client::revoke(a))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(a) => {
@@ -105,6 +159,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+fn rt() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Entry point: errors are one line on stderr and a non-zero exit.

@@ -14,6 +14,18 @@ pub const DEFAULT_CONFIG: &str = "/etc/monitor/monitor.toml";
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub events: Option<String>,
+    pub alerts: Option<String>,
+    pub api: Option<PathBuf>,
+    #[serde(default)]
+    pub issuances: Vec<PathBuf>,
+    #[serde(default)]
+    pub vault_audit: Vec<PathBuf>,
+    /// 64 hex chars shared by a fleet, so fingerprints compare across nodes.
+    pub fingerprint_key: Option<String>,
+    pub aggregate_window_seconds: Option<u64>,
+    /// Globs of discovered secrets (default: Vault Agent output, service
+    /// account tokens, kubelet pod volumes); `[]` turns discovery off.
+    pub discover: Option<Vec<String>>,
     #[serde(default)]
     pub watch: Vec<String>,
     pub capture_bytes: Option<u32>,

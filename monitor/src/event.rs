@@ -85,6 +85,10 @@ pub struct Detail {
     /// getenv name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Secrets this event touched (delivery file access, or their bytes
+    /// found in the payload, argv or envp), with how they were found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<crate::correlate::SecretMatch>>,
     /// Lost-event report: how many, and per CPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,

@@ -2,17 +2,24 @@
 //!
 //! The pipeline, one module a stage:
 //! [`sensors`] (programs + maps) -> [`observer`] (ring buffer, decode) ->
-//! [`enrich`] (process, descriptor, container) -> exporters ([`output`]),
-//! driven by [`agent`]. [`watch`] keeps the watched-file set, [`host`] knows
-//! the machine, [`check`] is the preflight, [`cli`] the command line.
+//! [`enrich`] (process, descriptor, container) -> [`correlate`] (issuances,
+//! fingerprints, rules) -> exporters ([`output`]), driven by [`agent`].
+//! [`issuance`] reads the records (files, Vault audit, JWT claims), [`api`]
+//! is the local control socket, [`watch`] keeps the watched-file set,
+//! [`host`] knows the machine, [`check`] is the preflight, [`cli`] the
+//! command line.
 pub mod agent;
+pub mod api;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod correlate;
 pub mod enrich;
 pub mod event;
 pub mod host;
+pub mod issuance;
 pub mod observer;
 pub mod output;
 pub mod sensors;
+pub mod timefmt;
 pub mod watch;

@@ -123,6 +123,14 @@ impl WatchSet {
         found
     }
 
+    /// Every file found so far: (path, inode).
+    pub fn known(&self) -> Vec<(String, InodeKey)> {
+        self.inodes
+            .iter()
+            .map(|(k, (_, p))| (p.clone(), *k))
+            .collect()
+    }
+
     pub fn watched_inodes(&self) -> usize {
         self.inodes.len()
     }

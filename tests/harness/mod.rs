@@ -77,16 +77,30 @@ pub struct Agent {
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Its API socket (one per agent).
+    pub api: PathBuf,
 }
 
 impl Agent {
-    /// `monitor run --events - <args>`, waiting until it says it is ready.
+    /// `monitor run --events - --alerts - --api <unique> <args>`, waiting
+    /// until it says it is ready. Events and alerts share stdout; alerts are
+    /// the lines with a `rule`.
     pub fn start(args: &[&str]) -> Agent {
         require_root();
-        let mut child = Command::new(MONITOR)
-            .arg("run")
-            .arg("--events")
-            .arg("-")
+        let api = std::env::temp_dir().join(format!(
+            "monitor-it-api-{}-{}.sock",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let mut cmd = Command::new(MONITOR);
+        cmd.arg("run").arg("--api").arg(&api);
+        // Events and alerts on stdout unless the test sends them elsewhere.
+        for flag in ["--events", "--alerts"] {
+            if !args.contains(&flag) {
+                cmd.arg(flag).arg("-");
+            }
+        }
+        let mut child = cmd
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -118,6 +132,7 @@ impl Agent {
             child,
             events,
             stderr,
+            api,
         };
         let t0 = Instant::now();
         loop {
@@ -145,8 +160,92 @@ impl Agent {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Events (lines with a `kind`).
     pub fn events(&self) -> Vec<Value> {
-        self.events.lock().unwrap().clone()
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v.get("kind").is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Alerts (lines with a `rule`).
+    pub fn alerts(&self) -> Vec<Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v.get("rule").is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Everything the agent wrote on stdout, as text.
+    pub fn stdout_text(&self) -> String {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Wait for an alert of `rule` matching `pred`.
+    pub fn wait_alert(&self, rule: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let t0 = Instant::now();
+        loop {
+            if let Some(a) = self
+                .alerts()
+                .into_iter()
+                .find(|a| a["rule"] == rule && pred(a))
+            {
+                return a;
+            }
+            if t0.elapsed() > EVENT_TIMEOUT {
+                panic!(
+                    "no {rule} alert after {EVENT_TIMEOUT:?}; alerts:\n{}\nagent log:\n{}",
+                    self.alerts()
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    self.stderr().join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `monitor <cmd> ... --api <ours>`; returns stdout, panics on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(MONITOR)
+            .args(args)
+            .arg("--api")
+            .arg(&self.api)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "monitor {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Wait until the agent logged a line containing `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let t0 = Instant::now();
+        while !self.stderr().iter().any(|l| l.contains(needle)) {
+            assert!(
+                t0.elapsed() < EVENT_TIMEOUT,
+                "agent never logged {needle:?}:\n{}",
+                self.stderr().join("\n")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Events of one process.
@@ -198,10 +297,17 @@ impl Agent {
 
     /// SIGTERM, wait, return stderr.
     pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.terminate();
+        (status, self.stderr())
+    }
+
+    /// SIGTERM and wait; what it wrote stays readable.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
         unsafe { kill(self.child.id() as i32, 15) };
         let status = self.child.wait().unwrap();
-        thread::sleep(Duration::from_millis(100));
-        (status, self.stderr())
+        // Let the reader threads take the last lines.
+        thread::sleep(Duration::from_millis(200));
+        status
     }
 }
 
@@ -266,10 +372,159 @@ pub fn finish(mut child: Child) {
     let _ = child.wait();
 }
 
+/// `GET path` on the agent's API socket: (status, JSON body).
+pub fn api_get(sock: &Path, path: &str) -> (u16, Value) {
+    use std::os::unix::net::UnixStream;
+    let mut c = UnixStream::connect(sock).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: monitor\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut c, &mut resp).unwrap();
+    let status: u16 = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 pub fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// A python3 process that runs code sent to it, one statement block at a
+/// time: the tests' stand-in for a workload (a secret holder or not).
+pub struct Py {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    out: BufReader<std::process::ChildStdout>,
+    pub pid: u32,
+}
+
+const DRIVER: &str = r#"
+import sys, json, os, socket, base64, subprocess, time
+g = {"os": os, "socket": socket, "base64": base64, "subprocess": subprocess, "sys": sys, "time": time}
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        g["_r"] = None
+        exec(json.loads(line), g)
+        sys.stdout.write("\nok " + json.dumps(g.get("_r")) + "\n")
+    except Exception as e:
+        sys.stdout.write("\nerr " + repr(e) + "\n")
+    sys.stdout.flush()
+"#;
+
+impl Py {
+    /// Start with exactly this environment (plus PATH).
+    pub fn spawn(env: &[(&str, &str)]) -> Py {
+        let mut cmd = Command::new("python3");
+        cmd.arg("-u")
+            .arg("-c")
+            .arg(DRIVER)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python3");
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let pid = child.id();
+        Py {
+            child,
+            stdin,
+            out,
+            pid,
+        }
+    }
+
+    /// Run `code`; returns the JSON value of `_r` (set it to return data).
+    pub fn run(&mut self, code: &str) -> Value {
+        let msg = serde_json::to_string(code).unwrap();
+        writeln!(self.stdin, "{msg}").unwrap();
+        self.stdin.flush().unwrap();
+        loop {
+            let mut line = String::new();
+            if self.out.read_line(&mut line).unwrap() == 0 {
+                panic!("python driver exited while running {code:?}");
+            }
+            if let Some(v) = line.strip_prefix("ok ") {
+                return serde_json::from_str(v.trim()).unwrap();
+            }
+            if let Some(e) = line.strip_prefix("err ") {
+                panic!("python error running {code:?}: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Py {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real cgroup v2 directory (created under the v2 mount, removed on drop
+/// after its processes are gone).
+pub struct Cgroup {
+    pub dir: PathBuf,
+    /// Path relative to the v2 mount, as the agent reports it.
+    pub rel: String,
+    created: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    pub fn new(rel: &str) -> Cgroup {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                (post.split_whitespace().next()? == "cgroup2")
+                    .then(|| pre.split_whitespace().nth(4).unwrap().to_string())
+            })
+            .expect("no cgroup v2 mount");
+        let mut created = Vec::new();
+        let mut dir = PathBuf::from(&mount);
+        for part in rel.trim_matches('/').split('/') {
+            dir.push(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                created.push(dir.clone());
+            }
+        }
+        Cgroup {
+            dir,
+            rel: format!("/{}", rel.trim_matches('/')),
+            created,
+        }
+    }
+
+    /// Move a process into this cgroup.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for d in self.created.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }

@@ -77,6 +77,7 @@ pub struct Enricher {
     procs: HashMap<u32, ProcEntry>,
     fds: HashMap<(u32, i32), FdEntry>,
     pending_exec: HashMap<u32, PendingExec>,
+    cgroup_cache: HashMap<u64, (String, Option<String>, Option<String>)>,
     next_id: u64,
 }
 
@@ -89,6 +90,7 @@ impl Enricher {
             procs: HashMap::new(),
             fds: HashMap::new(),
             pending_exec: HashMap::new(),
+            cgroup_cache: HashMap::new(),
             next_id: 1,
         }
     }
@@ -112,12 +114,22 @@ impl Enricher {
             .collect()
     }
 
-    /// The enriched process of a header.
+    /// The enriched process of a header. The cgroup (and so container and
+    /// pod) comes from the record's own cgroup id: processes move between
+    /// cgroups (that is how a container starts), the cache must not pin it.
     pub fn process(&mut self, h: &EventHeader) -> Process {
         let pid = h.pid;
         if !self.procs.contains_key(&pid) {
             let entry = self.load_proc(pid, h.cgroup_id);
             self.procs.insert(pid, entry);
+        }
+        if let Some(cg) = self.cgroup_info(h.cgroup_id) {
+            let e = self.procs.get_mut(&pid).expect("inserted above");
+            if e.cgroup.as_deref() != Some(cg.0.as_str()) {
+                e.cgroup = Some(cg.0);
+                e.container_id = cg.1;
+                e.pod_uid = cg.2;
+            }
         }
         let e = &self.procs[&pid];
         Process {
@@ -134,6 +146,27 @@ impl Enricher {
         }
     }
 
+    /// (path, container id, pod uid) of a cgroup id, cached.
+    fn cgroup_info(&mut self, cgroup_id: u64) -> Option<(String, Option<String>, Option<String>)> {
+        if cgroup_id == 0 {
+            return None;
+        }
+        if let Some(c) = self.cgroup_cache.get(&cgroup_id) {
+            return Some(c.clone());
+        }
+        let path = self.cgroups.as_mut()?.path_of(cgroup_id)?;
+        let info = (
+            path.clone(),
+            cgroup::container_id(&path),
+            cgroup::pod_uid(&path),
+        );
+        if self.cgroup_cache.len() > 65_536 {
+            self.cgroup_cache.clear();
+        }
+        self.cgroup_cache.insert(cgroup_id, info.clone());
+        Some(info)
+    }
+
     fn load_proc(&mut self, pid: u32, cgroup_id: u64) -> ProcEntry {
         let mut e = ProcEntry {
             ppid: self.procfs.stat(pid).ok().map(|s| s.ppid),
@@ -145,16 +178,49 @@ impl Enricher {
     }
 
     fn set_cgroup(&mut self, e: &mut ProcEntry, pid: u32, cgroup_id: u64) {
-        let path = self
-            .cgroups
-            .as_mut()
-            .and_then(|c| c.path_of(cgroup_id))
+        let path = (cgroup_id != 0)
+            .then(|| self.cgroups.as_mut().and_then(|c| c.path_of(cgroup_id)))
+            .flatten()
             .or_else(|| self.procfs.cgroup_v2_path(pid));
         if let Some(p) = &path {
             e.container_id = cgroup::container_id(p);
             e.pod_uid = cgroup::pod_uid(p);
         }
         e.cgroup = path;
+    }
+
+    /// The process behind a pid (cache, else procfs) for rules that look at
+    /// another process than the actor.
+    pub fn process_of(&mut self, pid: u32) -> Option<Process> {
+        if !self.procs.contains_key(&pid) {
+            let st = self.procfs.stat(pid).ok()?;
+            let mut e = ProcEntry {
+                ppid: Some(st.ppid),
+                exe: self.procfs.exe(pid).map(|p| p.display().to_string()),
+                ..Default::default()
+            };
+            self.set_cgroup(&mut e, pid, 0);
+            self.procs.insert(pid, e);
+        }
+        let e = &self.procs[&pid];
+        let (uid, gid) = self.procfs.status_ids(pid).unwrap_or((0, 0));
+        let comm = self.procfs.stat(pid).map(|s| s.comm).unwrap_or_default();
+        Some(Process {
+            pid,
+            tid: pid,
+            ppid: e.ppid,
+            uid,
+            gid,
+            comm,
+            exe: e.exe.clone(),
+            cgroup: e.cgroup.clone(),
+            container_id: e.container_id.clone(),
+            pod_uid: e.pod_uid.clone(),
+        })
+    }
+
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.procfs.list_pids()
     }
 
     /// Forget processes that exited a while ago.
@@ -266,19 +332,25 @@ impl Enricher {
                 d.fd = Some(e.fd_in);
                 d.path = self.fd_path(pid, e.fd_in, &e.in_file, watches);
                 d.fd_out = Some(e.fd_out);
-                d.out_path = self.fd_path(pid, e.fd_out, &e.out_file, watches);
+                d.out_path = if e.out_path_len > 0 {
+                    Some(cstr(&e.out_path, e.out_path_len))
+                } else {
+                    self.fd_path(pid, e.fd_out, &e.out_file, watches)
+                };
                 d.out_kind = Some(kind_of(&e.out_file).as_str().into());
                 d.dest = format_addr(&e.out_peer);
                 d.bytes = Some(e.count);
                 d.watch = watches.watch_name(e.watch_id);
                 "copy"
             }
-            RawEvent::Write(e, _) => {
+            RawEvent::Write(e, _, kpath) => {
                 let mut k = kind_of(&e.file);
                 d.fd = Some(e.fd);
                 d.path = match k {
                     FdKind::Socket => None,
-                    _ => self.fd_path(pid, e.fd, &e.file, watches),
+                    _ => kpath
+                        .clone()
+                        .or_else(|| self.fd_path(pid, e.fd, &e.file, watches)),
                 };
                 // Since 6.15 anonymous inodes carry S_IFREG in i_mode: the
                 // /proc link ("anon_inode:[eventfd]") tells them apart.
@@ -529,6 +601,15 @@ pub fn format_unix(sun_path: &[u8]) -> String {
 /// Kind of what a `/proc/<pid>/fd/<n>` link points to.
 pub fn link_kind(target: &str) -> FdKind {
     fd_kind_from_link(target)
+}
+
+impl crate::correlate::ProcLookup for Enricher {
+    fn process_of(&mut self, pid: u32) -> Option<Process> {
+        Enricher::process_of(self, pid)
+    }
+    fn live_pids(&self) -> Vec<u32> {
+        Enricher::live_pids(self)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,1123 @@
+//! Correlation: issuance records + enriched kernel events -> alerts.
+//!
+//! Keeps the known secrets (issuance, revocation, learned fingerprints,
+//! delivery inodes), decides who is a holder, scans captured buffers for the
+//! secrets' bytes (raw or encoded), and evaluates the ten rules.
+pub mod alert;
+pub mod fingerprint;
+pub mod rules;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use monitor_common::{FileInfo, InodeKey};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use zeroize::Zeroize;
+
+use self::{
+    alert::{Actor, Aggregator, Alert, Evidence},
+    fingerprint::{Encoding, FingerprintKey, FingerprintSet, Match, SecretRef},
+    rules::{Rule, ATTACK_CONTAINER_API},
+};
+use crate::{
+    event::{Event, Process},
+    issuance::{jwt, Delivery, Issuance, Record},
+    observer::decode::{split_nul, Captured, RawEvent},
+    timefmt::rfc3339_micros,
+};
+
+/// Largest delivery file the agent reads to learn a secret.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A secret's match in an event (kept on the event for the timeline).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretMatch {
+    pub secret_id: String,
+    /// How the bytes were found (`raw`, `base64`...), or `delivery` for an
+    /// access to the delivery file itself.
+    pub encoding: String,
+}
+
+/// Process facts for a pid (the enricher's cache).
+pub trait ProcLookup {
+    fn process_of(&mut self, pid: u32) -> Option<Process>;
+    /// Every live pid (for resolving cgroup/container/pod/exe holders).
+    fn live_pids(&self) -> Vec<u32>;
+}
+
+/// What the agent must do after a record or an event.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub alerts: Vec<Alert>,
+    /// Pids whose writes and sends the kernel must capture.
+    pub track: Vec<u32>,
+    /// Files to watch (delivery files).
+    pub watch: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct SecretState {
+    issuance: Issuance,
+    revoked_at: Option<DateTime<Utc>>,
+    fingerprint: Option<SecretRef>,
+    learned_at: Option<DateTime<Utc>>,
+    learned_from: Option<String>,
+    /// Resolved addresses of host-name destinations.
+    resolved: HashMap<String, Vec<IpAddr>>,
+    /// Delivery files seen as inodes.
+    inodes: BTreeSet<(u64, u32)>,
+}
+
+impl SecretState {
+    fn expiry(&self) -> Option<DateTime<Utc>> {
+        self.issuance.expires_at
+    }
+
+    /// Expired or revoked at `t`? Returns which, with when.
+    fn dead_at(&self, t: DateTime<Utc>) -> Option<(bool, DateTime<Utc>)> {
+        if let Some(r) = self.revoked_at.filter(|r| *r <= t) {
+            return Some((true, r));
+        }
+        self.expiry().filter(|e| *e <= t).map(|e| (false, e))
+    }
+
+    fn state(&self, now: DateTime<Utc>) -> &'static str {
+        match self.dead_at(now) {
+            Some((true, _)) => "revoked",
+            Some((false, _)) => "expired",
+            None => "active",
+        }
+    }
+
+    fn file_deliveries(&self) -> impl Iterator<Item = &str> {
+        self.issuance.delivery.iter().filter_map(|d| match d {
+            Delivery::File(p) => Some(p.as_str()),
+            Delivery::Env(_) => None,
+        })
+    }
+
+    fn env_deliveries(&self) -> impl Iterator<Item = &str> {
+        self.issuance.delivery.iter().filter_map(|d| match d {
+            Delivery::Env(n) => Some(n.as_str()),
+            Delivery::File(_) => None,
+        })
+    }
+
+    /// Is `ip:port` allowed? `None` when the secret is not restricted.
+    fn allows(&self, ip: IpAddr, port: u16) -> Option<bool> {
+        let allowed = self.issuance.allowed_destinations.as_ref()?;
+        Some(allowed.iter().any(|d| {
+            let resolved = match d {
+                crate::issuance::Destination::Host { name, .. } => {
+                    self.resolved.get(name).map(|v| v.as_slice()).unwrap_or(&[])
+                }
+                _ => &[],
+            };
+            d.matches_addr(ip, port, resolved)
+        }))
+    }
+}
+
+/// Where a secret's bytes went, from the write's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    /// An inet socket: a send.
+    Network,
+    /// stdout/stderr, terminal, pipe, syslog/journal socket, log file.
+    Log,
+    /// Another regular file.
+    File,
+    /// /dev/null and friends, other unix sockets: nothing to say.
+    Ignore,
+}
+
+const LOG_SOCKETS: [&str; 4] = [
+    "unix:/dev/log",
+    "unix:/run/systemd/journal/socket",
+    "unix:/run/systemd/journal/stdout",
+    "unix:/run/systemd/journal/syslog",
+];
+
+fn classify(fd_kind: Option<&str>, path: Option<&str>, dest: Option<&str>) -> Sink {
+    match fd_kind {
+        Some("socket") => match dest {
+            Some(d) if LOG_SOCKETS.contains(&d) => Sink::Log,
+            Some(d) if d.starts_with("unix:") => Sink::Ignore,
+            Some(_) => Sink::Network,
+            None => Sink::Ignore,
+        },
+        Some("tty") | Some("pipe") => Sink::Log,
+        Some("file") => match path {
+            Some(p) if p.starts_with("/var/log/") || p.ends_with(".log") => Sink::Log,
+            Some(p) if p.starts_with("anon_inode:") => Sink::Ignore,
+            _ => Sink::File,
+        },
+        _ => Sink::Ignore,
+    }
+}
+
+/// `IP:PORT` / `[IPv6]:PORT` -> (ip, port).
+pub fn parse_dest(d: &str) -> Option<(IpAddr, u16)> {
+    d.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|s| (s.ip(), s.port()))
+}
+
+pub struct Correlator {
+    fp: FingerprintSet,
+    secrets: BTreeMap<String, SecretState>,
+    by_ref: HashMap<SecretRef, BTreeSet<String>>,
+    /// Delivery file inode -> secrets delivered through it.
+    delivery_inodes: HashMap<(u64, u32), BTreeSet<String>>,
+    /// pid -> secrets it holds as a pid holder (or a child forked after).
+    pid_holders: HashMap<u32, BTreeSet<String>>,
+    /// argv/envp of execs waiting for their result.
+    pending_exec: HashMap<u32, (Captured, Captured)>,
+    aggregator: Aggregator,
+    /// Vault leases by id, for issuances that name them.
+    leases: HashMap<String, crate::issuance::vault::VaultLease>,
+    pub alerts_raised: u64,
+}
+
+/// Most Vault leases remembered.
+const MAX_LEASES: usize = 10_000;
+
+fn apply_lease(s: &mut SecretState, lease: &crate::issuance::vault::VaultLease) {
+    for (k, v) in lease.to_issuance_identity() {
+        s.issuance.identity.insert(k, v);
+    }
+    if s.issuance.expires_at.is_none() {
+        s.issuance.expires_at = lease.expires_at();
+    }
+}
+
+impl Correlator {
+    pub fn new(key: FingerprintKey, aggregate_window: Duration) -> Self {
+        Self {
+            fp: FingerprintSet::new(key),
+            secrets: BTreeMap::new(),
+            by_ref: HashMap::new(),
+            delivery_inodes: HashMap::new(),
+            pid_holders: HashMap::new(),
+            pending_exec: HashMap::new(),
+            aggregator: Aggregator::new(aggregate_window),
+            leases: HashMap::new(),
+            alerts_raised: 0,
+        }
+    }
+
+    pub fn secret_count(&self) -> usize {
+        self.secrets.len()
+    }
+
+    pub fn fingerprint_count(&self) -> usize {
+        self.fp.len()
+    }
+
+    // ------------------------------------------------------------ records
+
+    /// Apply an issuance or revocation. Returns what the agent must do.
+    pub fn apply(
+        &mut self,
+        rec: Record,
+        procs: &mut dyn ProcLookup,
+    ) -> Result<(String, Outcome), String> {
+        let mut out = Outcome::default();
+        match rec {
+            Record::Revoke { secret_id, at } => {
+                let s = self
+                    .secrets
+                    .get_mut(&secret_id)
+                    .ok_or_else(|| format!("unknown secret_id {secret_id:?}"))?;
+                s.revoked_at = Some(at.unwrap_or_else(Utc::now));
+                Ok((secret_id, out))
+            }
+            Record::Issue(iss) => {
+                let id = iss.secret_id.clone();
+                let prev = self.secrets.remove(&id);
+                let mut s = SecretState {
+                    issuance: iss,
+                    revoked_at: None,
+                    // A re-issue keeps what was learned about the same secret.
+                    fingerprint: prev.as_ref().and_then(|p| p.fingerprint),
+                    learned_at: prev.as_ref().and_then(|p| p.learned_at),
+                    learned_from: prev.as_ref().and_then(|p| p.learned_from.clone()),
+                    resolved: HashMap::new(),
+                    inodes: prev.map(|p| p.inodes).unwrap_or_default(),
+                };
+                resolve_hosts(&mut s);
+                if let Some(lease) = s
+                    .issuance
+                    .lease_id
+                    .as_ref()
+                    .and_then(|l| self.leases.get(l))
+                {
+                    apply_lease(&mut s, lease);
+                }
+                out.watch = s.file_deliveries().map(str::to_string).collect();
+                if let Some(pid) = s.issuance.holder.pid {
+                    self.pid_holders.entry(pid).or_default().insert(id.clone());
+                    out.track.push(pid);
+                    // An env secret of a running process: the agent reads it
+                    // from /proc/<pid>/environ itself.
+                    if s.fingerprint.is_none() && s.env_deliveries().next().is_some() {
+                        self.learn_env_from_proc(&mut s, pid);
+                    }
+                }
+                // Live processes matching a cgroup/container/pod/exe holder.
+                if has_selector(&s.issuance) {
+                    for pid in procs.live_pids() {
+                        if let Some(p) = procs.process_of(pid) {
+                            if selector_matches(&s.issuance, &p) {
+                                out.track.push(pid);
+                            }
+                        }
+                    }
+                }
+                for k in s.inodes.clone() {
+                    self.delivery_inodes
+                        .entry(k)
+                        .or_default()
+                        .insert(id.clone());
+                }
+                self.secrets.insert(id.clone(), s);
+                Ok((id, out))
+            }
+        }
+    }
+
+    /// The watch set found a file at `path` with inode `key`.
+    pub fn on_file(&mut self, path: &str, key: InodeKey) {
+        for (id, s) in self.secrets.iter_mut() {
+            if s.file_deliveries().any(|p| p == path) {
+                s.inodes.insert((key.ino, key.dev));
+                self.delivery_inodes
+                    .entry((key.ino, key.dev))
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
+    }
+
+    /// Secrets as the API shows them (no fingerprints, no values).
+    pub fn secrets_json(&self) -> Value {
+        let now = Utc::now();
+        Value::Array(
+            self.secrets
+                .iter()
+                .map(|(id, s)| {
+                    let mut rec = s.issuance.to_json();
+                    rec["state"] = json!(s.state(now));
+                    rec["learned"] = json!(s.fingerprint.is_some());
+                    rec["learned_at"] = json!(s.learned_at.map(rfc3339_micros));
+                    rec["learned_from"] = json!(s.learned_from);
+                    rec["revoked_at"] = json!(s.revoked_at.map(rfc3339_micros));
+                    rec["secret_id"] = json!(id);
+                    rec
+                })
+                .collect(),
+        )
+    }
+
+    // ------------------------------------------------------------ learning
+
+    fn learn(&mut self, s: &mut SecretState, value: &mut Vec<u8>, from: String) {
+        if let Some(claims) = jwt::parse_jwt(value) {
+            if s.issuance.expires_at.is_none() {
+                s.issuance.expires_at = claims.exp;
+            }
+            s.issuance.identity.extend(claims.to_identity());
+        }
+        if let Some(r) = self.fp.add(value) {
+            s.fingerprint = Some(r);
+            s.learned_at = Some(Utc::now());
+            s.learned_from = Some(from);
+            self.by_ref
+                .entry(r)
+                .or_default()
+                .insert(s.issuance.secret_id.clone());
+        } else {
+            log::warn!(
+                "secret {} is shorter than {} bytes: not fingerprinted",
+                s.issuance.secret_id,
+                fingerprint::MIN_SECRET_LEN
+            );
+        }
+        value.zeroize();
+    }
+
+    /// Read a delivery file to learn its secret (the agent is not traced).
+    fn learn_file(&mut self, id: &str, path: &str, captured: Option<&Captured>) {
+        let Some(mut s) = self.secrets.remove(id) else {
+            return;
+        };
+        if s.fingerprint.is_none() {
+            let mut value = match std::fs::metadata(path) {
+                Ok(m) if m.len() <= MAX_SECRET_FILE => std::fs::read(path).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            if value.is_empty() {
+                if let Some(c) = captured {
+                    value = c.bytes().to_vec();
+                }
+            }
+            if !value.is_empty() {
+                self.learn(&mut s, &mut value, format!("file {path}"));
+            }
+        }
+        self.secrets.insert(id.to_string(), s);
+    }
+
+    fn learn_env_from_proc(&mut self, s: &mut SecretState, pid: u32) {
+        let Ok(mut environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return;
+        };
+        self.learn_env(s, &environ, format!("environ of pid {pid}"));
+        environ.zeroize();
+    }
+
+    /// Learn from `NAME=value` strings (NUL-separated).
+    fn learn_env(&mut self, s: &mut SecretState, envp: &[u8], from: String) {
+        let names: Vec<String> = s.env_deliveries().map(str::to_string).collect();
+        for kv in split_nul(envp) {
+            for name in &names {
+                if kv.len() > name.len()
+                    && kv.starts_with(name.as_bytes())
+                    && kv[name.len()] == b'='
+                {
+                    let mut value = kv[name.len() + 1..].to_vec();
+                    self.learn(s, &mut value, format!("{from} ({name})"));
+                    return;
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ holders
+
+    fn is_holder(&self, id: &str, p: &Process) -> bool {
+        let Some(s) = self.secrets.get(id) else {
+            return false;
+        };
+        if self
+            .pid_holders
+            .get(&p.pid)
+            .is_some_and(|set| set.contains(id))
+        {
+            return true;
+        }
+        selector_matches(&s.issuance, p)
+    }
+
+    fn secrets_for(&self, r: SecretRef) -> Vec<String> {
+        self.by_ref
+            .get(&r)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn matches_to_secrets(&self, matches: &[Match]) -> Vec<(String, Encoding, usize, usize)> {
+        let mut out = Vec::new();
+        for m in matches {
+            for id in self.secrets_for(m.secret) {
+                if !out
+                    .iter()
+                    .any(|(i, e, _, _): &(String, Encoding, usize, usize)| {
+                        *i == id && *e == m.encoding
+                    })
+                {
+                    out.push((id, m.encoding, m.offset, m.len));
+                }
+            }
+        }
+        out
+    }
+
+    // ------------------------------------------------------------ events
+
+    /// Evaluate the rules for one enriched event. `ev` may be annotated
+    /// (matched secrets, redacted argv).
+    pub fn on_event(
+        &mut self,
+        ev: &mut Event,
+        raw: &RawEvent,
+        procs: &mut dyn ProcLookup,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        let time = parse_event_time(&ev.time);
+        match raw {
+            RawEvent::Read(d, data) => {
+                self.delivery_access(ev, &d.file, Some(data), time, &mut out);
+            }
+            RawEvent::Mmap(m) => {
+                self.delivery_access(ev, &m.file, None, time, &mut out);
+            }
+            RawEvent::Transfer(t) => {
+                let ids = self.delivery_access(ev, &t.in_file, None, time, &mut out);
+                let sink = classify(
+                    ev.detail.out_kind.as_deref(),
+                    ev.detail.out_path.as_deref(),
+                    ev.detail.dest.as_deref(),
+                );
+                for id in ids {
+                    let path = ev.detail.out_path.clone();
+                    if sink == Sink::File && self.is_delivery_path(&id, path.as_deref()) {
+                        continue;
+                    }
+                    self.bytes_moved(ev, &id, "raw", sink, path, time, &mut out);
+                }
+            }
+            RawEvent::Write(_, data, _) => {
+                let matches = self.fp.scan(data.bytes());
+                let found = self.matches_to_secrets(&matches);
+                if !found.is_empty() {
+                    let sink = classify(
+                        ev.detail.fd_kind.as_deref(),
+                        ev.detail.path.as_deref(),
+                        ev.detail.dest.as_deref(),
+                    );
+                    for (id, enc, _, _) in &found {
+                        annotate(ev, id, enc_name(*enc));
+                        if sink == Sink::File
+                            && self.is_delivery_path(id, ev.detail.path.as_deref())
+                        {
+                            continue;
+                        }
+                        let path = ev.detail.path.clone();
+                        self.bytes_moved(ev, id, enc_name(*enc), sink, path, time, &mut out);
+                    }
+                    out.track.push(ev.process.pid);
+                }
+            }
+            RawEvent::ExecResult(r) => {
+                if let Some((argv, envp)) = self.pending_exec.remove(&ev.process.pid) {
+                    if r.ret == 0 {
+                        self.exec(ev, &argv, &envp, time, &mut out);
+                    }
+                }
+            }
+            RawEvent::Connect(_) => {
+                if let Some((ip, port)) = ev.detail.dest.as_deref().and_then(parse_dest) {
+                    let held: Vec<String> = self.held_by(&ev.process);
+                    for id in held {
+                        let s = &self.secrets[&id];
+                        if s.dead_at(time).is_some() {
+                            continue;
+                        }
+                        if s.allows(ip, port) == Some(false) {
+                            let summary = format!(
+                                "holder of {id} connected to {} by {} (pid {})",
+                                ev.detail.dest.as_deref().unwrap_or("?"),
+                                ev.process.comm,
+                                ev.process.pid
+                            );
+                            let evidence = Evidence {
+                                dest: ev.detail.dest.clone(),
+                                fd_kind: Some("socket".into()),
+                                syscall: Some(ev.syscall.clone()),
+                                ..Default::default()
+                            };
+                            self.raise(
+                                Rule::HolderEgressUnexpected,
+                                ev,
+                                &id,
+                                summary,
+                                evidence,
+                                &[],
+                                &mut out,
+                            );
+                        }
+                    }
+                }
+            }
+            RawEvent::ProcAccess(p) => {
+                if let Some(target) = procs.process_of(p.target_pid) {
+                    let held = self.held_by(&target);
+                    for id in held {
+                        if self.is_holder(&id, &ev.process) {
+                            continue;
+                        }
+                        let access = ev.detail.access.clone().unwrap_or_default();
+                        let what = match access.as_str() {
+                            "environ" => format!("/proc/{}/environ", p.target_pid),
+                            "mem" => format!("/proc/{}/mem", p.target_pid),
+                            other => format!("{other} of pid {}", p.target_pid),
+                        };
+                        let summary = format!(
+                            "{what} (holder of {id}) read by {} (pid {})",
+                            ev.process.comm, ev.process.pid
+                        );
+                        let evidence = Evidence {
+                            path: matches!(access.as_str(), "environ" | "mem")
+                                .then(|| what.clone()),
+                            target_pid: Some(p.target_pid),
+                            access: Some(access),
+                            syscall: Some(ev.syscall.clone()),
+                            ..Default::default()
+                        };
+                        annotate(ev, &id, "holder");
+                        self.raise(
+                            Rule::EnvironScrape,
+                            ev,
+                            &id,
+                            summary,
+                            evidence,
+                            &[],
+                            &mut out,
+                        );
+                    }
+                }
+            }
+            RawEvent::Fork(f) => {
+                if let Some(set) = self.pid_holders.get(&ev.process.pid).cloned() {
+                    self.pid_holders.insert(f.child_pid, set);
+                }
+            }
+            RawEvent::Exit(_) => {
+                self.pid_holders.remove(&ev.process.pid);
+                self.pending_exec.remove(&ev.process.pid);
+            }
+            RawEvent::Exec(..)
+            | RawEvent::Open(_)
+            | RawEvent::Close(_)
+            | RawEvent::Dup(_)
+            | RawEvent::Getenv(_) => {}
+        }
+        out
+    }
+
+    /// An exec entered the kernel: keep argv/envp for its result (the
+    /// enricher emits no event before the result).
+    pub fn exec_started(&mut self, pid: u32, argv: &Captured, envp: &Captured) {
+        self.pending_exec.insert(pid, (argv.clone(), envp.clone()));
+    }
+
+    /// A paired Vault audit entry: identity and expiry for the secrets
+    /// issued under its lease (now or later).
+    pub fn vault_lease(&mut self, lease: crate::issuance::vault::VaultLease) {
+        let Some(lease_id) = lease.lease_id.clone() else {
+            return;
+        };
+        for s in self.secrets.values_mut() {
+            if s.issuance.lease_id.as_deref() == Some(lease_id.as_str()) {
+                apply_lease(s, &lease);
+            }
+        }
+        if self.leases.len() >= MAX_LEASES {
+            self.leases.clear();
+        }
+        self.leases.insert(lease_id, lease);
+    }
+
+    /// Secrets `p` holds.
+    fn held_by(&self, p: &Process) -> Vec<String> {
+        self.secrets
+            .keys()
+            .filter(|id| self.is_holder(id, p))
+            .cloned()
+            .collect()
+    }
+
+    fn is_delivery_path(&self, id: &str, path: Option<&str>) -> bool {
+        match (self.secrets.get(id), path) {
+            (Some(s), Some(p)) => s.file_deliveries().any(|d| d == p),
+            _ => false,
+        }
+    }
+
+    /// A read/mmap/copy-in of a delivery file. Returns the secrets behind it.
+    fn delivery_access(
+        &mut self,
+        ev: &mut Event,
+        file: &FileInfo,
+        captured: Option<&Captured>,
+        time: DateTime<Utc>,
+        out: &mut Outcome,
+    ) -> Vec<String> {
+        let ids: Vec<String> = self
+            .delivery_inodes
+            .get(&(file.ino, file.dev))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for id in &ids {
+            annotate(ev, id, "delivery");
+            // A discovered file outside any pod: its first reader's cgroup
+            // holds it.
+            if let Some(s) = self.secrets.get_mut(id) {
+                let h = &mut s.issuance.holder;
+                let unheld = h.pid.is_none()
+                    && h.cgroup.is_none()
+                    && h.container_id.is_none()
+                    && h.pod_uid.is_none()
+                    && h.exe.is_none();
+                if unheld && s.issuance.source.as_deref() == Some(crate::issuance::discover::SOURCE)
+                {
+                    h.cgroup = ev.process.cgroup.clone();
+                }
+            }
+            let path = self
+                .secrets
+                .get(id)
+                .and_then(|s| s.file_deliveries().next().map(str::to_string))
+                .unwrap_or_default();
+            self.learn_file(id, &path, captured);
+            let s = &self.secrets[id];
+            let evidence = Evidence {
+                path: ev.detail.path.clone().or(Some(path.clone())),
+                fd_kind: Some("file".into()),
+                bytes: ev.detail.bytes,
+                syscall: Some(ev.syscall.clone()),
+                ..Default::default()
+            };
+            let extra: &[&str] = if is_service_account_token(&path) {
+                &[ATTACK_CONTAINER_API]
+            } else {
+                &[]
+            };
+            if let Some((revoked, when)) = s.dead_at(time) {
+                let mut e = evidence.clone();
+                set_dead(&mut e, revoked, when);
+                let summary = format!(
+                    "{id} read after {} by {} (pid {})",
+                    if revoked { "revocation" } else { "expiry" },
+                    ev.process.comm,
+                    ev.process.pid
+                );
+                self.raise(Rule::ReplayExpired, ev, id, summary, e, extra, out);
+            }
+            if !self.is_holder(id, &ev.process) {
+                let summary = format!(
+                    "{id} ({}) read by {} (pid {}), not its holder",
+                    path, ev.process.comm, ev.process.pid
+                );
+                self.raise(Rule::ReadForeign, ev, id, summary, evidence, extra, out);
+            }
+        }
+        ids
+    }
+
+    /// The secret's bytes went to `sink` (a write or an in-kernel copy).
+    #[allow(clippy::too_many_arguments)]
+    fn bytes_moved(
+        &mut self,
+        ev: &Event,
+        id: &str,
+        encoding: &str,
+        sink: Sink,
+        path: Option<String>,
+        time: DateTime<Utc>,
+        out: &mut Outcome,
+    ) {
+        let who = format!("{} (pid {})", ev.process.comm, ev.process.pid);
+        let evidence = Evidence {
+            path: path.clone(),
+            dest: ev.detail.dest.clone(),
+            fd_kind: ev.detail.out_kind.clone().or(ev.detail.fd_kind.clone()),
+            encoding: Some(encoding.to_string()),
+            bytes: ev.detail.bytes,
+            syscall: Some(ev.syscall.clone()),
+            ..Default::default()
+        };
+        match sink {
+            Sink::Ignore => {}
+            Sink::File => {
+                let summary = format!(
+                    "{id} copied into {} by {who}",
+                    path.as_deref().unwrap_or("?")
+                );
+                self.raise(Rule::CopyFile, ev, id, summary, evidence, &[], out);
+            }
+            Sink::Log => {
+                let target = match (ev.detail.fd, evidence.fd_kind.as_deref()) {
+                    (Some(1), _) => "stdout".to_string(),
+                    (Some(2), _) => "stderr".to_string(),
+                    (_, Some("socket")) => ev.detail.dest.clone().unwrap_or_default(),
+                    (_, Some(k)) => path.clone().unwrap_or_else(|| k.to_string()),
+                    _ => "a log".into(),
+                };
+                let summary = format!("{id} written to {target} by {who}");
+                self.raise(Rule::LeakLog, ev, id, summary, evidence, &[], out);
+            }
+            Sink::Network => {
+                let dest = ev.detail.dest.clone().unwrap_or_default();
+                let Some(s) = self.secrets.get(id) else {
+                    return;
+                };
+                let dead = s.dead_at(time);
+                let allowed = parse_dest(&dest).and_then(|(ip, port)| s.allows(ip, port));
+                let holder = self.is_holder(id, &ev.process);
+                if let Some((revoked, when)) = dead {
+                    let mut e = evidence.clone();
+                    set_dead(&mut e, revoked, when);
+                    let summary = format!(
+                        "{id} sent to {dest} after {} by {who}",
+                        if revoked { "revocation" } else { "expiry" }
+                    );
+                    self.raise(Rule::ReplayExpired, ev, id, summary, e, &[], out);
+                }
+                if allowed == Some(false) {
+                    let summary =
+                        format!("{id} sent to {dest} (not an allowed destination) by {who}");
+                    self.raise(
+                        Rule::SendUnexpectedDestination,
+                        ev,
+                        id,
+                        summary,
+                        evidence.clone(),
+                        &[],
+                        out,
+                    );
+                }
+                if !holder {
+                    let summary = format!("{id} sent to {dest} by {who}, not its holder");
+                    self.raise(Rule::ReplayForeign, ev, id, summary, evidence, &[], out);
+                }
+            }
+        }
+    }
+
+    fn exec(
+        &mut self,
+        ev: &mut Event,
+        argv: &Captured,
+        envp: &Captured,
+        time: DateTime<Utc>,
+        out: &mut Outcome,
+    ) {
+        let _ = time;
+        // 1. The new image may be a holder: learn its env secrets, track it.
+        let ids: Vec<String> = self.secrets.keys().cloned().collect();
+        for id in &ids {
+            if !self.is_holder(id, &ev.process) {
+                continue;
+            }
+            out.track.push(ev.process.pid);
+            let mut s = self.secrets.remove(id).expect("secret present");
+            if s.fingerprint.is_none() && s.env_deliveries().next().is_some() {
+                self.learn_env(
+                    &mut s,
+                    envp.bytes(),
+                    format!("exec of pid {}", ev.process.pid),
+                );
+            }
+            self.secrets.insert(id.clone(), s);
+        }
+        // 2. argv: a secret on a command line (holder or not) is a leak.
+        let mut redacted: Vec<String> = Vec::new();
+        let mut hits: Vec<(String, Encoding)> = Vec::new();
+        for arg in split_nul(argv.bytes()) {
+            let found = self.matches_to_secrets(&self.fp.scan(arg));
+            if found.is_empty() {
+                redacted.push(String::from_utf8_lossy(arg).into_owned());
+                continue;
+            }
+            redacted.push(redact(arg, &found));
+            for (id, enc, _, _) in found {
+                if !hits.iter().any(|(i, _)| *i == id) {
+                    hits.push((id, enc));
+                }
+            }
+        }
+        if !hits.is_empty() {
+            ev.detail.argv = Some(redacted);
+            out.track.push(ev.process.pid);
+        }
+        for (id, enc) in hits {
+            annotate(ev, &id, enc_name(enc));
+            let summary = format!(
+                "{id} on the command line of {} (pid {})",
+                ev.process.comm, ev.process.pid
+            );
+            let evidence = Evidence {
+                path: ev.detail.filename.clone(),
+                encoding: Some(enc_name(enc).into()),
+                syscall: Some(ev.syscall.clone()),
+                ..Default::default()
+            };
+            self.raise(Rule::LeakArgv, ev, &id, summary, evidence, &[], out);
+        }
+        // 3. envp: the secret reached a process outside its holder.
+        let mut env_hits: Vec<(String, Encoding, String)> = Vec::new();
+        for kv in split_nul(envp.bytes()) {
+            let eq = kv.iter().position(|&b| b == b'=').unwrap_or(kv.len());
+            let value = &kv[(eq + 1).min(kv.len())..];
+            let name = String::from_utf8_lossy(&kv[..eq]).into_owned();
+            for (id, enc, _, _) in self.matches_to_secrets(&self.fp.scan(value)) {
+                if !env_hits.iter().any(|(i, _, _)| *i == id) {
+                    env_hits.push((id, enc, name.clone()));
+                }
+            }
+        }
+        for (id, enc, name) in env_hits {
+            annotate(ev, &id, enc_name(enc));
+            out.track.push(ev.process.pid);
+            if self.is_holder(&id, &ev.process) {
+                continue;
+            }
+            let summary = format!(
+                "{id} in the environment ({name}) of {} (pid {}), not its holder",
+                ev.process.comm, ev.process.pid
+            );
+            let evidence = Evidence {
+                path: ev.detail.filename.clone(),
+                encoding: Some(enc_name(enc).into()),
+                syscall: Some(ev.syscall.clone()),
+                ..Default::default()
+            };
+            self.raise(Rule::EnvPropagated, ev, &id, summary, evidence, &[], out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raise(
+        &mut self,
+        rule: Rule,
+        ev: &Event,
+        id: &str,
+        summary: String,
+        evidence: Evidence,
+        extra_attack: &[&str],
+        out: &mut Outcome,
+    ) {
+        let alert = Alert::new(
+            rule,
+            ev.time.clone(),
+            id,
+            summary,
+            Actor::from(&ev.process),
+            evidence,
+            vec![ev.id],
+        )
+        .with_attack(extra_attack);
+        self.alerts_raised += 1;
+        if let Some(a) = self.aggregator.offer(alert) {
+            out.alerts.push(a);
+        }
+    }
+
+    /// Periodic: roll-ups of aggregated alerts; re-resolve host names.
+    pub fn tick(&mut self, force: bool) -> Vec<Alert> {
+        self.aggregator.flush(force)
+    }
+
+    /// Live processes matching a cgroup/container/pod/exe holder (processes
+    /// can join a holder's cgroup without an exec the agent would see).
+    pub fn resolve_holders(&self, procs: &mut dyn ProcLookup) -> Vec<u32> {
+        let selectors: Vec<&Issuance> = self
+            .secrets
+            .values()
+            .map(|s| &s.issuance)
+            .filter(|i| has_selector(i))
+            .collect();
+        if selectors.is_empty() {
+            return Vec::new();
+        }
+        procs
+            .live_pids()
+            .into_iter()
+            .filter(|pid| {
+                procs
+                    .process_of(*pid)
+                    .is_some_and(|p| selectors.iter().any(|i| selector_matches(i, &p)))
+            })
+            .collect()
+    }
+
+    /// Is `path` the delivery file of a known secret?
+    pub fn delivers(&self, path: &str) -> bool {
+        self.secrets
+            .values()
+            .any(|s| s.file_deliveries().any(|p| p == path))
+    }
+
+    /// Does a new process match a selector holder? (exec/fork of unknown pids.)
+    pub fn should_track(&self, p: &Process) -> bool {
+        self.pid_holders.contains_key(&p.pid)
+            || self
+                .secrets
+                .values()
+                .any(|s| selector_matches(&s.issuance, p))
+    }
+}
+
+fn has_selector(i: &Issuance) -> bool {
+    let h = &i.holder;
+    h.cgroup.is_some() || h.container_id.is_some() || h.pod_uid.is_some() || h.exe.is_some()
+}
+
+/// cgroup (the path or below), container id (full or a prefix of 12+),
+/// pod uid, exe.
+fn selector_matches(i: &Issuance, p: &Process) -> bool {
+    let h = &i.holder;
+    if let (Some(cg), Some(pc)) = (&h.cgroup, &p.cgroup) {
+        let cg = cg.trim_end_matches('/');
+        if pc == cg || pc.starts_with(&format!("{cg}/")) || cg.is_empty() {
+            return true;
+        }
+    }
+    if let (Some(c), Some(pc)) = (&h.container_id, &p.container_id) {
+        if pc.starts_with(c.as_str()) {
+            return true;
+        }
+    }
+    if let (Some(u), Some(pu)) = (&h.pod_uid, &p.pod_uid) {
+        if u.eq_ignore_ascii_case(pu) {
+            return true;
+        }
+    }
+    if let (Some(e), Some(pe)) = (&h.exe, &p.exe) {
+        if e == pe {
+            return true;
+        }
+    }
+    false
+}
+
+fn resolve_hosts(s: &mut SecretState) {
+    use std::net::ToSocketAddrs;
+    let Some(list) = &s.issuance.allowed_destinations else {
+        return;
+    };
+    for d in list {
+        if let crate::issuance::Destination::Host { name, .. } = d {
+            let addrs: Vec<IpAddr> = (name.as_str(), 0)
+                .to_socket_addrs()
+                .map(|it| it.map(|a| a.ip()).collect())
+                .unwrap_or_default();
+            s.resolved.insert(name.clone(), addrs);
+        }
+    }
+}
+
+fn is_service_account_token(path: &str) -> bool {
+    path.contains("kubernetes.io/serviceaccount")
+        || path.contains("kube-api-access")
+        || path.contains("kubernetes.io~projected")
+}
+
+fn set_dead(e: &mut Evidence, revoked: bool, when: DateTime<Utc>) {
+    if revoked {
+        e.revoked_at = Some(rfc3339_micros(when));
+    } else {
+        e.expired_at = Some(rfc3339_micros(when));
+    }
+}
+
+fn annotate(ev: &mut Event, id: &str, encoding: &str) {
+    let list = ev.detail.secrets.get_or_insert_with(Vec::new);
+    if !list.iter().any(|m| m.secret_id == id) {
+        list.push(SecretMatch {
+            secret_id: id.to_string(),
+            encoding: encoding.to_string(),
+        });
+    }
+}
+
+fn enc_name(e: Encoding) -> &'static str {
+    e.as_str()
+}
+
+/// Replace every matched span of an argument by `[REDACTED:<secret_id>]`.
+fn redact(arg: &[u8], found: &[(String, Encoding, usize, usize)]) -> String {
+    let mut spans: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|(id, _, off, len)| (*off, (*off + *len).min(arg.len()), id.as_str()))
+        .collect();
+    spans.sort();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (start, end, id) in spans {
+        if start < at {
+            continue;
+        }
+        out.extend_from_slice(&arg[at..start]);
+        out.extend_from_slice(format!("[REDACTED:{id}]").as_bytes());
+        at = end;
+    }
+    out.extend_from_slice(&arg[at..]);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_event_time(t: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(t)
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_targets_are_classified() {
+        assert_eq!(
+            classify(Some("socket"), None, Some("10.0.0.1:443")),
+            Sink::Network
+        );
+        assert_eq!(
+            classify(Some("socket"), None, Some("unix:/dev/log")),
+            Sink::Log
+        );
+        assert_eq!(
+            classify(Some("socket"), None, Some("unix:/run/other.sock")),
+            Sink::Ignore
+        );
+        assert_eq!(classify(Some("pipe"), None, None), Sink::Log);
+        assert_eq!(classify(Some("tty"), Some("/dev/pts/1"), None), Sink::Log);
+        assert_eq!(
+            classify(Some("file"), Some("/var/log/app/x"), None),
+            Sink::Log
+        );
+        assert_eq!(
+            classify(Some("file"), Some("/srv/app.log"), None),
+            Sink::Log
+        );
+        assert_eq!(classify(Some("file"), Some("/tmp/copy"), None), Sink::File);
+        assert_eq!(
+            classify(Some("chardev"), Some("/dev/null"), None),
+            Sink::Ignore
+        );
+    }
+
+    #[test]
+    fn redaction_replaces_only_the_matched_span() {
+        let arg = b"--password=hunter2hunter2";
+        let found = vec![("db".to_string(), Encoding::Raw, 11, 14)];
+        assert_eq!(redact(arg, &found), "--password=[REDACTED:db]");
+    }
+
+    #[test]
+    fn selectors_match_cgroup_subtrees_containers_pods_and_exes() {
+        let rec = crate::issuance::parse_record(
+            r#"{"secret_id":"s","holder":{"cgroup":"/kubepods/pod1","container_id":"abcdef012345","exe":"/usr/bin/app"},"delivery":[{"env":"X"}]}"#,
+            Utc::now(),
+        )
+        .unwrap();
+        let Record::Issue(i) = rec else { panic!() };
+        let p = |cg: &str, c: Option<&str>, exe: &str| Process {
+            cgroup: Some(cg.into()),
+            container_id: c.map(str::to_string),
+            exe: Some(exe.into()),
+            ..Default::default()
+        };
+        assert!(selector_matches(
+            &i,
+            &p("/kubepods/pod1/ctr", None, "/bin/sh")
+        ));
+        assert!(!selector_matches(
+            &i,
+            &p("/kubepods/pod10", None, "/bin/sh")
+        ));
+        assert!(selector_matches(
+            &i,
+            &p("/x", Some("abcdef0123456789"), "/bin/sh")
+        ));
+        assert!(selector_matches(&i, &p("/x", None, "/usr/bin/app")));
+        assert!(!selector_matches(&i, &p("/x", Some("ffff"), "/bin/sh")));
+    }
+}

@@ -1,0 +1,606 @@
+//! Real-kernel scenario tests of the ten rules: a holder process gets a
+//! secret through a real issuance (file or API), real processes misuse it,
+//! and each test asserts the alert: rule, secret_id, actor, evidence.
+//! Benign workloads must raise nothing. Run as root, single-threaded.
+mod harness;
+
+use std::{
+    io::Read,
+    net::TcpListener,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use harness::*;
+use serde_json::{json, Value};
+
+/// A secret value long enough to fingerprint (the file adds a newline).
+const VALUE: &str = "pg-9f3b2c7d4e5a6b1c8d0e";
+
+struct World {
+    sc: Scratch,
+    file: String,
+    agent: Agent,
+}
+
+/// A delivery file and an agent with an issuance file.
+fn world(name: &str) -> World {
+    let sc = Scratch::new(name);
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    std::fs::write(sc.path("issuances.jsonl"), "").unwrap();
+    let issuances = sc.path("issuances.jsonl").display().to_string();
+    let agent = Agent::start(&["--issuances", &issuances]);
+    World { sc, file, agent }
+}
+
+impl World {
+    /// Append a record to the tailed issuance file and wait until applied.
+    fn issue(&self, record: Value) {
+        use std::io::Write;
+        let id = record["secret_id"].as_str().unwrap().to_string();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.sc.path("issuances.jsonl"))
+            .unwrap();
+        writeln!(f, "{record}").unwrap();
+        self.agent.wait_log(&format!("secret {id} recorded"));
+    }
+
+    /// A holder process (pid issuance) that has read its secret file.
+    fn holder(&self, extra: Value) -> Py {
+        let mut py = Py::spawn(&[]);
+        let mut rec = json!({
+            "secret_id": "db-prod",
+            "holder": {"pid": py.pid},
+            "delivery": [{"file": self.file}],
+            "source": "test",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            rec[k] = v.clone();
+        }
+        self.issue(rec);
+        py.run(&format!("secret = open({:?}).read().strip()", self.file));
+        self.agent.wait_for("holder read", |e| {
+            e["kind"] == "read" && e["process"]["pid"] == py.pid
+        });
+        py
+    }
+}
+
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    (l, p)
+}
+
+/// Accept one connection and drain it, in the background.
+fn drain(l: TcpListener) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut b = Vec::new();
+        let _ = c.read_to_end(&mut b);
+        b
+    })
+}
+
+fn no_alert(agent: &Agent, rule: &str, pid: u32) {
+    assert!(
+        !agent
+            .alerts()
+            .iter()
+            .any(|a| a["rule"] == rule && a["actor"]["pid"] == pid),
+        "unexpected {rule} for pid {pid}: {:?}",
+        agent.alerts()
+    );
+}
+
+#[test]
+fn read_by_a_foreign_process() {
+    let w = world("foreign-read");
+    let holder = w.holder(json!({}));
+    let (cat, _) = run(Command::new("cat").arg(&w.file));
+    let a = w
+        .agent
+        .wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == cat);
+    assert_eq!(a["secret_id"], "db-prod");
+    assert_eq!(a["severity"], "high");
+    assert_eq!(a["actor"]["comm"], "cat");
+    assert_eq!(a["evidence"]["path"], w.file.as_str());
+    assert_eq!(a["evidence"]["fd_kind"], "file");
+    assert_eq!(a["evidence"]["bytes"], (VALUE.len() + 1) as u64);
+    assert_eq!(a["attack"], json!(["T1552.001"]));
+    assert!(a["event_ids"].as_array().unwrap().len() == 1);
+    // The holder's own read is its ordinary use.
+    no_alert(&w.agent, "secret.read.foreign", holder.pid);
+}
+
+#[test]
+fn copies_raw_and_base64_into_other_files() {
+    let w = world("copy");
+    let _holder = w.holder(json!({}));
+    let dest = w.sc.path("copy-of-db").display().to_string();
+    let (cp, _) = run(Command::new("cp").arg(&w.file).arg(&dest));
+    let a = w
+        .agent
+        .wait_alert("secret.copy.file", |a| a["actor"]["pid"] == cp);
+    assert_eq!(a["secret_id"], "db-prod");
+    assert_eq!(a["evidence"]["path"], dest.as_str());
+    assert_eq!(a["evidence"]["encoding"], "raw");
+    assert_eq!(a["evidence"]["syscall"], "copy_file_range");
+
+    let b64 = w.sc.path("db.b64").display().to_string();
+    let (sh, _) = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("base64 {} > {}", w.file, b64)));
+    let enc = w.agent.wait_alert("secret.copy.file", |a| {
+        a["evidence"]["path"] == b64.as_str()
+    });
+    assert_eq!(enc["evidence"]["encoding"], "base64");
+    assert_eq!(enc["actor"]["comm"], "base64");
+    assert_eq!(enc["actor"]["ppid"], sh);
+}
+
+#[test]
+fn written_to_stdout_is_a_log_leak() {
+    let w = world("log");
+    let mut holder = w.holder(json!({}));
+    holder.run("sys.stdout.write('connecting with ' + secret + '\\n'); sys.stdout.flush()");
+    let a = w
+        .agent
+        .wait_alert("secret.leak.log", |a| a["actor"]["pid"] == holder.pid);
+    assert_eq!(a["evidence"]["fd_kind"], "pipe");
+    assert_eq!(a["evidence"]["encoding"], "raw");
+    assert!(a["summary"].as_str().unwrap().contains("stdout"), "{a}");
+    // A journal/syslog socket counts too.
+    holder.run(
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         p = '/dev/log'\n\
+         srv = None\n\
+         if not os.path.exists(p):\n    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); srv.bind(p)\n\
+         s.connect(p); s.send(('<14>app: token=' + secret).encode())\n\
+         if srv: srv.close(); os.unlink(p)",
+    );
+    let a = w.agent.wait_alert("secret.leak.log", |a| {
+        a["evidence"]["dest"] == "unix:/dev/log"
+    });
+    assert_eq!(a["evidence"]["fd_kind"], "socket");
+}
+
+#[test]
+fn secret_on_a_command_line_is_redacted_and_alerted() {
+    let w = world("argv");
+    let mut holder = w.holder(json!({}));
+    let pid = holder.run("_r = subprocess.Popen(['/bin/echo', '--password=' + secret], stdout=subprocess.DEVNULL).pid");
+    let pid = pid.as_u64().unwrap() as u32;
+    let a = w
+        .agent
+        .wait_alert("secret.leak.argv", |a| a["actor"]["pid"] == pid);
+    assert_eq!(a["secret_id"], "db-prod");
+    assert_eq!(a["evidence"]["encoding"], "raw");
+    assert_eq!(a["evidence"]["path"], "/bin/echo");
+    let exec = w.agent.wait_for("exec of echo", |e| {
+        e["kind"] == "exec" && e["process"]["pid"] == pid
+    });
+    assert_eq!(
+        exec["argv"],
+        json!(["/bin/echo", "--password=[REDACTED:db-prod]"])
+    );
+    assert!(
+        !w.agent.stdout_text().contains(VALUE),
+        "plaintext on the agent's output"
+    );
+}
+
+#[test]
+fn env_secret_reaching_a_foreign_process() {
+    let w = world("env");
+    // An env-delivered secret: the holder runs with it; the agent learns it
+    // from /proc/<pid>/environ when the issuance arrives.
+    let holder = Py::spawn(&[("API_TOKEN", VALUE)]);
+    w.issue(json!({"secret_id": "api-token", "holder": {"pid": holder.pid}, "delivery": [{"env": "API_TOKEN"}]}));
+    let (sh, _) = run(Command::new("/bin/sh")
+        .arg("-c")
+        .arg("exit 0")
+        .env_clear()
+        .env("LEAKED", VALUE));
+    let a = w
+        .agent
+        .wait_alert("secret.env.propagated", |a| a["actor"]["pid"] == sh);
+    assert_eq!(a["secret_id"], "api-token");
+    assert_eq!(a["severity"], "medium");
+    assert!(a["summary"].as_str().unwrap().contains("LEAKED"), "{a}");
+    // The exec event lists the variable's name, never its value.
+    let exec = w.agent.wait_for("exec of sh", |e| {
+        e["kind"] == "exec" && e["process"]["pid"] == sh
+    });
+    assert_eq!(exec["env"], json!(["LEAKED"]));
+}
+
+#[test]
+fn environ_of_a_holder_read_by_another_process() {
+    let w = world("scrape");
+    let holder = Py::spawn(&[("API_TOKEN", VALUE)]);
+    w.issue(json!({"secret_id": "api-token", "holder": {"pid": holder.pid}, "delivery": [{"env": "API_TOKEN"}]}));
+    let environ = format!("/proc/{}/environ", holder.pid);
+    let (cat, _) = run(Command::new("cat").arg(&environ));
+    let a = w
+        .agent
+        .wait_alert("secret.environ.scrape", |a| a["actor"]["pid"] == cat);
+    assert_eq!(a["secret_id"], "api-token");
+    assert_eq!(a["evidence"]["target_pid"], holder.pid);
+    assert_eq!(a["evidence"]["access"], "environ");
+    assert_eq!(a["evidence"]["path"], environ.as_str());
+    assert_eq!(a["attack"], json!(["T1003.007"]));
+}
+
+#[test]
+fn send_to_a_destination_outside_the_allowed_list() {
+    let w = world("dest");
+    let (allowed, ap) = listener();
+    let (other, op) = listener();
+    let (ta, to) = (drain(allowed), drain(other));
+    let mut holder = w.holder(json!({"allowed_destinations": [format!("127.0.0.1:{ap}")]}));
+    // Allowed: nothing. Not allowed: alert (and the connect is an egress alert).
+    holder.run(&format!("c = socket.create_connection(('127.0.0.1', {ap})); c.sendall(('PASS ' + secret).encode()); c.close()"));
+    holder.run(&format!("c = socket.create_connection(('127.0.0.1', {op})); c.sendall(('PASS ' + secret).encode()); c.close()"));
+    assert!(ta.join().unwrap().ends_with(VALUE.as_bytes()));
+    assert!(to.join().unwrap().ends_with(VALUE.as_bytes()));
+    let dest = format!("127.0.0.1:{op}");
+    let a = w
+        .agent
+        .wait_alert("secret.send.unexpected_destination", |a| {
+            a["evidence"]["dest"] == dest.as_str()
+        });
+    assert_eq!(a["actor"]["pid"], holder.pid);
+    assert_eq!(a["severity"], "critical");
+    assert_eq!(a["evidence"]["fd_kind"], "socket");
+    assert_eq!(a["evidence"]["encoding"], "raw");
+    assert_eq!(a["evidence"]["bytes"], (VALUE.len() + 5) as u64);
+    let allowed_dest = format!("127.0.0.1:{ap}");
+    assert!(
+        !w.agent
+            .alerts()
+            .iter()
+            .any(|a| a["evidence"]["dest"] == allowed_dest.as_str()),
+        "the allowed destination raised {:?}",
+        w.agent.alerts()
+    );
+}
+
+#[test]
+fn send_after_expiry_and_read_after_revocation() {
+    let w = world("expired");
+    let (l, port) = listener();
+    let t = drain(l);
+    let mut holder =
+        w.holder(json!({"ttl_seconds": 2, "allowed_destinations": [format!("127.0.0.1:{port}")]}));
+    thread::sleep(Duration::from_millis(2500));
+    holder.run(&format!("c = socket.create_connection(('127.0.0.1', {port})); c.sendall(secret.encode()); c.close()"));
+    t.join().unwrap();
+    let a = w
+        .agent
+        .wait_alert("secret.replay.expired", |a| a["actor"]["pid"] == holder.pid);
+    assert_eq!(a["evidence"]["dest"], format!("127.0.0.1:{port}"));
+    assert!(a["evidence"]["expired_at"].is_string(), "{a}");
+    assert_eq!(a["attack"], json!(["T1550.001"]));
+
+    // Revocation through the CLI/API, then a read of the delivery file.
+    w.agent.cli(&[
+        "issue",
+        "--secret-id",
+        "rotating",
+        "--file",
+        &w.file,
+        "--pid",
+        &holder.pid.to_string(),
+    ]);
+    w.agent.cli(&["revoke", "--secret-id", "rotating"]);
+    holder.run(&format!("open({:?}).read()", w.file));
+    let r = w
+        .agent
+        .wait_alert("secret.replay.expired", |a| a["secret_id"] == "rotating");
+    assert!(r["evidence"]["revoked_at"].is_string(), "{r}");
+    assert_eq!(r["evidence"]["path"], w.file.as_str());
+}
+
+#[test]
+fn secret_sent_by_a_process_that_never_held_it() {
+    let w = world("replay-foreign");
+    let _holder = w.holder(json!({}));
+    let (l, port) = listener();
+    let t = drain(l);
+    // A fresh process: never read the file, never tracked. Its first bytes
+    // on a new connection are captured and scanned.
+    let script = format!(
+        "import socket; c = socket.create_connection(('127.0.0.1', {port})); c.sendall(b'Authorization: Bearer {VALUE}'); c.close()"
+    );
+    let (pid, _) = python(&script, &[]);
+    t.join().unwrap();
+    let a = w
+        .agent
+        .wait_alert("secret.replay.foreign", |a| a["actor"]["pid"] == pid);
+    assert_eq!(a["secret_id"], "db-prod");
+    assert_eq!(a["evidence"]["dest"], format!("127.0.0.1:{port}"));
+    assert_eq!(a["severity"], "critical");
+}
+
+#[test]
+fn holder_connecting_somewhere_unexpected() {
+    let w = world("egress");
+    let (allowed, ap) = listener();
+    let (other, op) = listener();
+    let (ta, to) = (drain(allowed), drain(other));
+    let mut holder =
+        w.holder(json!({"allowed_destinations": [format!("127.0.0.1:{ap}"), "10.0.0.0/8:*"]}));
+    holder.run(&format!(
+        "c = socket.create_connection(('127.0.0.1', {ap})); c.close()"
+    ));
+    holder.run(&format!(
+        "c = socket.create_connection(('127.0.0.1', {op})); c.close()"
+    ));
+    ta.join().unwrap();
+    to.join().unwrap();
+    let dest = format!("127.0.0.1:{op}");
+    let a = w.agent.wait_alert("holder.egress.unexpected", |a| {
+        a["evidence"]["dest"] == dest.as_str()
+    });
+    assert_eq!(a["actor"]["pid"], holder.pid);
+    assert_eq!(a["secret_id"], "db-prod");
+    let allowed_dest = format!("127.0.0.1:{ap}");
+    assert!(!w
+        .agent
+        .alerts()
+        .iter()
+        .any(|a| a["evidence"]["dest"] == allowed_dest.as_str()));
+}
+
+#[test]
+fn benign_workloads_raise_nothing() {
+    let w = world("benign");
+    let (l, port) = listener();
+    let t = drain(l);
+    let mut holder = w
+        .holder(json!({"ttl_seconds": 600, "allowed_destinations": [format!("127.0.0.1:{port}")]}));
+    // The holder's allowed use: read again, send to its allowed destination.
+    holder.run(&format!("open({:?}).read()", w.file));
+    holder.run(&format!("c = socket.create_connection(('127.0.0.1', {port})); c.sendall(secret.encode()); c.close()"));
+    t.join().unwrap();
+    // A burst of unrelated commands.
+    let mut last = 0;
+    for _ in 0..10 {
+        for cmd in [
+            "ls /etc > /dev/null",
+            "cat /etc/hostname > /dev/null",
+            "echo hello | wc -c",
+            "env | sort | head -3",
+        ] {
+            let (pid, _) = run(Command::new("sh").arg("-c").arg(cmd));
+            last = pid;
+        }
+    }
+    w.agent.wait_for("last command exits", |e| {
+        e["kind"] == "exit" && e["process"]["pid"] == last
+    });
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        w.agent.alerts().is_empty(),
+        "benign workload raised {:?}",
+        w.agent.alerts()
+    );
+}
+
+#[test]
+fn repeated_alerts_are_rolled_up() {
+    let mut w = world("rollup");
+    let _holder = w.holder(json!({}));
+    let script = format!("for _ in range(5): open({:?}).read()", w.file);
+    let (pid, _) = python(&script, &[]);
+    w.agent
+        .wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == pid);
+    let t0 = Instant::now();
+    while w
+        .agent
+        .events_of(pid)
+        .iter()
+        .filter(|e| e["kind"] == "read")
+        .count()
+        < 5
+    {
+        assert!(t0.elapsed() < EVENT_TIMEOUT);
+        thread::sleep(Duration::from_millis(20));
+    }
+    // One alert now; the four repeats wait for their roll-up.
+    let n = w
+        .agent
+        .alerts()
+        .iter()
+        .filter(|a| a["actor"]["pid"] == pid)
+        .count();
+    assert_eq!(n, 1, "{:?}", w.agent.alerts());
+    // Shutdown closes the window: one roll-up with the four repeats.
+    assert!(w.agent.terminate().success());
+    let rolled: Vec<Value> = w
+        .agent
+        .alerts()
+        .into_iter()
+        .filter(|a| a["actor"]["pid"] == pid)
+        .collect();
+    assert_eq!(rolled.len(), 2, "{rolled:?}");
+    assert_eq!(rolled[1]["count"], 4);
+    assert_eq!(rolled[1]["event_ids"].as_array().unwrap().len(), 4);
+    assert!(rolled[1]["first_time"].is_string() && rolled[1]["last_time"].is_string());
+}
+
+#[test]
+fn discovered_pod_secret_is_held_by_its_pod() {
+    let sc = Scratch::new("discover");
+    let uid = "3f1c2a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b";
+    let file = sc.file(
+        &format!("kubelet/pods/{uid}/volumes/kubernetes.io~secret/db-creds/password"),
+        format!("{VALUE}\n").as_bytes(),
+    );
+    let glob = format!("{}/kubelet/pods/*/volumes/*/*/*", sc.dir.display());
+    let agent = Agent::start(&["--discover", &glob]);
+    let secret_id = format!("k8s:{uid}:db-creds/password");
+    agent.wait_log(&format!("secret {secret_id} recorded"));
+    // A container of that pod, in a cgroup named like the kubelet's systemd
+    // driver and containerd name them.
+    let cg = Cgroup::new(&format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{}.scope",
+        uid.replace('-', "_"),
+        "ab".repeat(32)
+    ));
+    let mut pod = Py::spawn(&[]);
+    cg.add(pod.pid);
+    pod.run(&format!("secret = open({file:?}).read()"));
+    let read = agent.wait_for("pod read", |e| {
+        e["kind"] == "read" && e["process"]["pid"] == pod.pid
+    });
+    assert_eq!(read["process"]["pod_uid"], uid);
+    assert_eq!(read["process"]["container_id"], "ab".repeat(32));
+    assert_eq!(read["process"]["cgroup"], cg.rel.as_str());
+    // Someone outside the pod reads it.
+    let (cat, _) = run(Command::new("cat").arg(&file));
+    let a = agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == cat);
+    assert_eq!(a["secret_id"], secret_id.as_str());
+    assert_eq!(a["evidence"]["path"], file.as_str());
+    no_alert(&agent, "secret.read.foreign", pod.pid);
+    drop(pod);
+}
+
+#[test]
+fn vault_audit_lease_gives_identity_and_expiry() {
+    let sc = Scratch::new("vault");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let audit = sc.path("vault-audit.log");
+    let issued = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let lease = "database/creds/app/Hq2GqF0sYHc7dE1mQ2aZ4bXy";
+    let auth = json!({
+        "accessor": "hmac-sha256:0a0b", "display_name": "kubernetes-payments-app",
+        "policies": ["app-db"], "entity_id": "e4b3c2d1-a0f9-4e8d-b7c6-a5b4c3d2e1f0",
+        "metadata": {"role": "app", "service_account_name": "app", "service_account_namespace": "payments"},
+        "token_ttl": 3600, "token_issue_time": issued,
+    });
+    let req = json!({"time": issued, "type": "request", "auth": auth,
+        "request": {"id": "c2d94e1a", "operation": "read", "mount_point": "database/",
+                    "path": "database/creds/app", "remote_address": "10.244.1.17"}});
+    let resp = json!({"time": issued, "type": "response", "auth": auth,
+        "request": {"id": "c2d94e1a", "operation": "read", "mount_point": "database/", "path": "database/creds/app"},
+        "response": {"secret": {"lease_id": lease},
+                     "data": {"password": "hmac-sha256:77aa88bb99cc00dd11ee22ff33004455667788990011223344556677889900aa"}}});
+    std::fs::write(&audit, format!("{req}\n{resp}\n")).unwrap();
+    let audit = audit.display().to_string();
+    let agent = Agent::start(&["--vault-audit", &audit]);
+    let mut holder = Py::spawn(&[]);
+    // The record Vault Agent would post, naming its lease (the CLI has no
+    // lease flag: the raw API).
+    let body = json!({"secret_id": "db-vault", "holder": {"pid": holder.pid},
+                      "delivery": [{"file": file}], "source": "vault", "lease_id": lease})
+    .to_string();
+    {
+        use std::io::Write;
+        use std::os::unix::net::UnixStream;
+        let mut c = UnixStream::connect(&agent.api).unwrap();
+        write!(c, "POST /issuances HTTP/1.1\r\nHost: m\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut r = String::new();
+        c.read_to_string(&mut r).unwrap();
+        assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    }
+    let (status, secrets) = api_get(&agent.api, "/secrets");
+    assert_eq!(status, 200);
+    let s = secrets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["secret_id"] == "db-vault")
+        .unwrap()
+        .clone();
+    assert_eq!(s["identity"]["k8s.service_account_name"], "app");
+    assert_eq!(s["identity"]["k8s.service_account_namespace"], "payments");
+    assert_eq!(s["identity"]["vault.path"], "database/creds/app");
+    assert_eq!(s["state"], "expired", "{s}");
+    // The token behind the lease expired an hour ago: a read is a replay.
+    holder.run(&format!("open({file:?}).read()"));
+    let a = agent.wait_alert("secret.replay.expired", |a| a["secret_id"] == "db-vault");
+    assert_eq!(a["actor"]["pid"], holder.pid);
+    assert!(a["evidence"]["expired_at"].is_string());
+}
+
+#[test]
+fn nothing_the_agent_writes_contains_the_plaintext() {
+    let sc = Scratch::new("plaintext");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let events = sc.path("events.jsonl").display().to_string();
+    let alerts = sc.path("alerts.jsonl").display().to_string();
+    let mut agent = Agent::start(&["--events", &events, "--alerts", &alerts]);
+    let (l, port) = listener();
+    let t = drain(l);
+    let mut holder = Py::spawn(&[("DB_PASSWORD", VALUE)]);
+    agent.cli(&[
+        "issue",
+        "--secret-id",
+        "db-prod",
+        "--file",
+        &file,
+        "--env",
+        "DB_PASSWORD",
+        "--pid",
+        &holder.pid.to_string(),
+        "--allow",
+        "10.0.0.0/8:5432",
+    ]);
+    // Every route the rules know, so the payloads pass through the agent.
+    holder.run(&format!("secret = open({file:?}).read().strip()"));
+    holder.run("sys.stdout.write(secret + '\\n'); sys.stdout.flush()");
+    holder.run("subprocess.run(['/bin/echo', secret], stdout=subprocess.DEVNULL)");
+    holder.run(
+        "subprocess.run(['/bin/true'], env={'TOKEN': base64.b64encode(secret.encode()).decode()})",
+    );
+    holder.run(&format!("c = socket.create_connection(('127.0.0.1', {port})); c.sendall(secret.encode()); c.close()"));
+    t.join().unwrap();
+    run(Command::new("cp").arg(&file).arg(sc.path("copy")));
+    run(Command::new("cat").arg(format!("/proc/{}/environ", holder.pid)));
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&alerts)
+        .unwrap_or_default()
+        .contains("secret.send.unexpected_destination")
+    {
+        assert!(
+            t0.elapsed() < EVENT_TIMEOUT,
+            "no send alert in {alerts}:\n{}",
+            agent.stderr().join("\n")
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(agent.terminate().success());
+    let mut written = std::fs::read(&events).unwrap();
+    written.extend(std::fs::read(&alerts).unwrap());
+    written.extend(agent.stderr().join("\n").into_bytes());
+    written.extend(agent.stdout_text().into_bytes());
+    let text = String::from_utf8_lossy(&written);
+    assert!(
+        text.contains("secret.leak.argv") && text.contains("secret.copy.file"),
+        "rules did not run"
+    );
+    use base64::Engine;
+    let forms = [
+        VALUE.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(VALUE),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(VALUE),
+        VALUE
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        VALUE
+            .bytes()
+            .map(|b| format!("{b:02X}"))
+            .collect::<String>(),
+    ];
+    for f in &forms {
+        assert!(
+            !text.contains(f.as_str()),
+            "the agent wrote the secret ({f}) somewhere"
+        );
+    }
+}
