@@ -473,3 +473,48 @@ fn check_reports_probes_and_exits_zero() {
     );
     assert!(!text.contains("NOT ATTACHED"), "{text}");
 }
+
+#[test]
+fn events_carry_container_and_pod_from_real_cgroups() {
+    let (_sc, file, _pattern, agent) = setup("attribution");
+    let uid = "7c1e4d2a-9b3f-4e5d-8a6b-1c2d3e4f5a6b";
+    let id = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+    // (cgroup path as the runtime/driver names it, container id, pod uid)
+    let cases = [
+        (
+            format!(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{}.scope",
+                uid.replace('-', "_"),
+                id('a')
+            ),
+            Some(id('a')),
+            Some(uid),
+        ),
+        (
+            format!("kubepods.slice/kubepods-pod{}.slice/crio-{}.scope", uid.replace('-', "_"), id('b')),
+            Some(id('b')),
+            Some(uid),
+        ),
+        (format!("kubepods/burstable/pod{uid}/{}", id('c')), Some(id('c')), Some(uid)),
+        (format!("system.slice/docker-{}.scope", id('d')), Some(id('d')), None),
+        ("monitor-test.slice/plain.scope".to_string(), None, None),
+    ];
+    for (path, container, pod) in cases {
+        let cg = Cgroup::new(&path);
+        let mut py = Py::spawn(&[]);
+        cg.add(py.pid);
+        py.run(&format!("open({file:?}).read()"));
+        let read = agent.wait_for("read in cgroup", |e| {
+            e["kind"] == "read" && e["process"]["pid"] == py.pid
+        });
+        assert_eq!(read["process"]["cgroup"], cg.rel.as_str(), "{path}");
+        assert_eq!(
+            read["process"]["container_id"].as_str(),
+            container.as_deref(),
+            "{path}"
+        );
+        assert_eq!(read["process"]["pod_uid"].as_str(), pod, "{path}");
+        drop(py);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
