@@ -351,6 +351,7 @@ os.write(1, b"stdout\n")
 r, w = os.pipe(); os.write(w, b"pipe")
 with open(sys.argv[2], "w") as f: f.write("file")
 s = socket.create_connection(("127.0.0.1", int(sys.argv[3])))
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
 s.close()
 "#;
     let (pid, _) = python(script, &[&other, &sink, &port.to_string()]);

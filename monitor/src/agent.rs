@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use monitor_common::{FdKey, FileInfo, TrackedFd, HDR_TRACKED, TRACK_AGENT};
+use monitor_common::{FdKey, FileInfo, TrackedFd, DATA_FIRST_BYTES, HDR_TRACKED, TRACK_AGENT};
 use serde_json::json;
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -190,6 +190,13 @@ impl Agent {
             return Ok(());
         };
         let out = self.correlator.on_event(&mut ev, &raw, &mut self.enricher);
+        // First bytes of an untracked process's connection are captured to
+        // be scanned; without a secret in them they are not an event.
+        let first_bytes =
+            matches!(&raw, RawEvent::Write(d, _, _) if d.flags & DATA_FIRST_BYTES != 0);
+        if first_bytes && ev.detail.secrets.is_none() {
+            return self.act(out);
+        }
         self.events_seen += 1;
         if let Some(sink) = self.events.as_mut() {
             sink.write(&ev)?;

@@ -357,8 +357,11 @@ impl Correlator {
             return;
         };
         if s.fingerprint.is_none() {
+            // Regular files only: a FIFO swapped in would block the agent.
             let mut value = match std::fs::metadata(path) {
-                Ok(m) if m.len() <= MAX_SECRET_FILE => std::fs::read(path).unwrap_or_default(),
+                Ok(m) if m.is_file() && m.len() <= MAX_SECRET_FILE => {
+                    std::fs::read(path).unwrap_or_default()
+                }
                 _ => Vec::new(),
             };
             if value.is_empty() {
