@@ -485,14 +485,14 @@ impl Correlator {
                         ev.detail.dest.as_deref(),
                     );
                     for (id, enc, _, _) in &found {
-                        annotate(ev, id, enc_name(*enc));
+                        annotate(ev, id, enc.as_str());
                         if sink == Sink::File
                             && self.is_delivery_path(id, ev.detail.path.as_deref())
                         {
                             continue;
                         }
                         let path = ev.detail.path.clone();
-                        self.bytes_moved(ev, id, enc_name(*enc), sink, path, time, &mut out);
+                        self.bytes_moved(ev, id, enc.as_str(), sink, path, time, &mut out);
                     }
                     out.track.push(ev.process.pid);
                 }
@@ -831,17 +831,12 @@ impl Correlator {
             out.track.push(ev.process.pid);
         }
         for (id, enc) in hits {
-            annotate(ev, &id, enc_name(enc));
+            annotate(ev, &id, enc.as_str());
             let summary = format!(
                 "{id} on the command line of {} (pid {})",
                 ev.process.comm, ev.process.pid
             );
-            let evidence = Evidence {
-                path: ev.detail.filename.clone(),
-                encoding: Some(enc_name(enc).into()),
-                syscall: Some(ev.syscall.clone()),
-                ..Default::default()
-            };
+            let evidence = exec_evidence(ev, enc);
             self.raise(Rule::LeakArgv, ev, &id, summary, evidence, &[], out);
         }
         // 3. envp: the secret reached a process outside its holder.
@@ -857,7 +852,7 @@ impl Correlator {
             }
         }
         for (id, enc, name) in env_hits {
-            annotate(ev, &id, enc_name(enc));
+            annotate(ev, &id, enc.as_str());
             out.track.push(ev.process.pid);
             if self.is_holder(&id, &ev.process) {
                 continue;
@@ -866,12 +861,7 @@ impl Correlator {
                 "{id} in the environment ({name}) of {} (pid {}), not its holder",
                 ev.process.comm, ev.process.pid
             );
-            let evidence = Evidence {
-                path: ev.detail.filename.clone(),
-                encoding: Some(enc_name(enc).into()),
-                syscall: Some(ev.syscall.clone()),
-                ..Default::default()
-            };
+            let evidence = exec_evidence(ev, enc);
             self.raise(Rule::EnvPropagated, ev, &id, summary, evidence, &[], out);
         }
     }
@@ -1021,8 +1011,14 @@ fn annotate(ev: &mut Event, id: &str, encoding: &str) {
     }
 }
 
-fn enc_name(e: Encoding) -> &'static str {
-    e.as_str()
+/// Evidence of a secret found in an exec's argv or envp.
+fn exec_evidence(ev: &Event, enc: Encoding) -> Evidence {
+    Evidence {
+        path: ev.detail.filename.clone(),
+        encoding: Some(enc.as_str().into()),
+        syscall: Some(ev.syscall.clone()),
+        ..Default::default()
+    }
 }
 
 /// Replace every matched span of an argument by `[REDACTED:<secret_id>]`.
