@@ -604,3 +604,139 @@ fn nothing_the_agent_writes_contains_the_plaintext() {
         );
     }
 }
+
+#[test]
+fn responders_query_the_store_and_rebuild_the_timeline() {
+    let mut w = world("timeline");
+    let (allowed, ap) = listener();
+    let (other, op) = listener();
+    let (ta, to) = (drain(allowed), drain(other));
+    let mut holder =
+        w.holder(json!({"ttl_seconds": 600, "allowed_destinations": [format!("127.0.0.1:{ap}")]}));
+    holder.run(&format!(
+        "c = socket.create_connection(('127.0.0.1', {ap})); c.sendall(secret.encode()); c.close()"
+    ));
+    let dest = w.sc.path("stolen").display().to_string();
+    let (cp, _) = run(Command::new("cp").arg(&w.file).arg(&dest));
+    holder.run(&format!(
+        "c = socket.create_connection(('127.0.0.1', {op})); c.sendall(secret.encode()); c.close()"
+    ));
+    ta.join().unwrap();
+    to.join().unwrap();
+    w.agent
+        .wait_alert("secret.copy.file", |a| a["actor"]["pid"] == cp);
+    w.agent
+        .wait_alert("secret.send.unexpected_destination", |_| true);
+
+    // The API answers while the agent runs, paginated.
+    let (st, page) = api_get(&w.agent.api, "/alerts?secret=db-prod&limit=2");
+    assert_eq!(st, 200, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let next = page["next"].as_u64().unwrap();
+    let (_, rest) = api_get(
+        &w.agent.api,
+        &format!("/alerts?secret=db-prod&after={next}"),
+    );
+    assert!(!rest["items"].as_array().unwrap().is_empty());
+    let (_, evs) = api_get(&w.agent.api, &format!("/events?pid={cp}"));
+    assert!(
+        evs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "copy"),
+        "{evs}"
+    );
+    let (st, tl) = api_get(&w.agent.api, "/timeline/db-prod");
+    assert_eq!(st, 200, "{tl}");
+    let (st, _) = api_get(&w.agent.api, "/timeline/never-issued");
+    assert_eq!(st, 404);
+
+    // After shutdown, the CLI reads the same database.
+    assert!(w.agent.terminate().success());
+    let db = w.agent.db.display().to_string();
+    let q = |args: &[&str]| {
+        let out = Command::new(MONITOR)
+            .args(args)
+            .args(["--db", &db])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "monitor {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json_alerts = q(&[
+        "query", "--kind", "alerts", "--secret", "db-prod", "--format", "json",
+    ]);
+    let rules: Vec<String> = json_alerts
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["rule"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for r in [
+        "secret.read.foreign",
+        "secret.copy.file",
+        "secret.send.unexpected_destination",
+        "holder.egress.unexpected",
+    ] {
+        assert!(rules.iter().any(|x| x == r), "{r} missing from {rules:?}");
+    }
+    let by_rule = q(&["query", "--rule", "secret.copy.file", "--format", "json"]);
+    assert_eq!(by_rule.lines().count(), 1, "{by_rule}");
+    let by_pid = q(&["query", "--pid", &cp.to_string(), "--format", "json"]);
+    assert!(by_pid.lines().all(|l| l.contains(&format!("\"pid\":{cp}"))));
+    let table = q(&["query", "--secret", "db-prod", "--format", "table"]);
+    assert!(
+        table.contains("RULE") && table.contains("secret.copy.file"),
+        "{table}"
+    );
+    let ocsf = q(&["query", "--rule", "secret.copy.file", "--format", "ocsf"]);
+    let o: Value = serde_json::from_str(ocsf.lines().next().unwrap()).unwrap();
+    assert_eq!(o["class_uid"], 2004);
+
+    // The identity-to-secret chain, in order: issuance first, then the
+    // holder's delivery read, the copy, the sends, the alerts.
+    let text = q(&["timeline", "--secret", "db-prod", "--format", "text"]);
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in timeline:\n{text}"))
+    };
+    assert!(at("db-prod") <= at("cp"), "{text}");
+    assert!(text.contains(&dest), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{op}")), "{text}");
+    let tj: Value =
+        serde_json::from_str(&q(&["timeline", "--secret", "db-prod", "--format", "json"])).unwrap();
+    assert_eq!(tj["secret_id"], "db-prod");
+    let dot = q(&["timeline", "--secret", "db-prod", "--format", "dot"]);
+    assert!(dot.starts_with("digraph"), "{dot}");
+    if std::path::Path::new("/usr/bin/dot").exists() {
+        use std::io::Write;
+        let mut child = Command::new("dot")
+            .arg("-Tsvg")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dot.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("<svg"));
+    } else {
+        eprintln!("skip: graphviz `dot` not installed (cargo xtask setup installs it)");
+    }
+    // Nothing in the store is plaintext.
+    let raw = std::fs::read(&w.agent.db).unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains(VALUE));
+}

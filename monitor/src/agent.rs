@@ -22,7 +22,14 @@ use crate::{
     issuance::{parse_record, tail::Tailer, vault::VaultPairer, Record},
     observer::{decode::RawEvent, Observer},
     output::JsonLines,
+    query::{filter_of, QueryArgs, QueryFormat, QueryKind},
     sensors::{KernelCounters, SensorOptions, Sensors},
+    store::{
+        timeline::Timeline,
+        worth_storing,
+        writer::{RetentionPolicy, StoreItem, StoreWriter},
+        Store,
+    },
     watch::WatchSet,
 };
 
@@ -48,7 +55,13 @@ pub struct RunOptions {
     pub aggregate_window: Duration,
     /// Globs whose files become implicit issuances (discovered secrets).
     pub discover: Vec<String>,
+    /// The event store.
+    pub db: PathBuf,
+    pub retention: RetentionPolicy,
 }
+
+/// Items the store queue holds before it drops (and counts) new ones.
+const STORE_QUEUE: usize = 65_536;
 
 struct Source {
     path: PathBuf,
@@ -65,9 +78,12 @@ pub struct Agent {
     events: Option<JsonLines>,
     alerts: JsonLines,
     sources: Vec<Source>,
+    store: StoreWriter,
+    db: PathBuf,
     /// Watch ids of the discovery globs.
     discover: Vec<u32>,
     last_counters: KernelCounters,
+    last_store_dropped: u64,
     pub events_seen: u64,
     pub alerts_sent: u64,
     pub bad_records: u64,
@@ -126,7 +142,15 @@ impl Agent {
                 vault: Some(VaultPairer::new(10_000)),
             });
         }
+        let store =
+            Store::open(&opts.db).with_context(|| format!("event store {}", opts.db.display()))?;
+        let first_id = store.max_event_id()? + 1;
+        let store = StoreWriter::spawn_with(store, STORE_QUEUE, Some(opts.retention.clone()));
+        let mut enricher = enricher;
+        enricher.set_next_id(first_id);
         let mut agent = Self {
+            store,
+            db: opts.db.clone(),
             sensors,
             watches,
             enricher,
@@ -136,6 +160,7 @@ impl Agent {
             sources,
             discover,
             last_counters: KernelCounters::default(),
+            last_store_dropped: 0,
             events_seen: 0,
             alerts_sent: 0,
             bad_records: 0,
@@ -201,14 +226,18 @@ impl Agent {
         if let Some(sink) = self.events.as_mut() {
             sink.write(&ev)?;
         }
+        if worth_storing(&ev) {
+            self.store.send(StoreItem::Event(ev));
+        }
         self.act(out)
     }
 
     /// Alerts out, processes tracked, delivery files watched.
     fn act(&mut self, out: Outcome) -> Result<()> {
-        for a in &out.alerts {
-            self.alerts.write(a)?;
+        for a in out.alerts {
+            self.alerts.write(&a)?;
             self.alerts_sent += 1;
+            self.store.send(StoreItem::Alert(a));
         }
         for pid in out.track {
             if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
@@ -247,7 +276,14 @@ impl Agent {
 
     /// An issuance or revocation from any source.
     fn apply_record(&mut self, rec: Record, origin: &str) -> Result<serde_json::Value, String> {
+        let stored = match &rec {
+            Record::Issue(i) => StoreItem::Issuance(i.clone(), origin.to_string()),
+            Record::Revoke { secret_id, at } => {
+                StoreItem::Revocation(secret_id.clone(), at.unwrap_or_else(Utc::now))
+            }
+        };
         let (id, out) = self.correlator.apply(rec, &mut self.enricher)?;
+        self.store.send(stored);
         log::info!("{origin}: secret {id} recorded");
         self.act(out).map_err(|e| format!("{e:#}"))?;
         Ok(json!({"secret_id": id}))
@@ -336,12 +372,121 @@ impl Agent {
                     },
                 }
             }
-            (_, "/issuances" | "/secrets" | "/watches") => {
+            ("GET", "/alerts") => self.api_query(QueryKind::Alerts, &req),
+            ("GET", "/events") => self.api_query(QueryKind::Events, &req),
+            ("GET", p) if p.starts_with("/timeline/") => {
+                let id = p["/timeline/".len()..].to_string();
+                self.api_timeline(&id, &req)
+            }
+            (_, "/issuances" | "/secrets" | "/watches" | "/alerts" | "/events") => {
                 ApiResponse::error(405, "method not allowed")
             }
             _ => ApiResponse::error(404, format!("no such endpoint: {}", req.path)),
         };
         let _ = req.reply.send(resp);
+    }
+
+    /// `GET /alerts` and `GET /events`: the query flags as parameters
+    /// (`secret`, `rule`, `pid`, `since`, `until`, `limit`), paginated with
+    /// `after` (the `next` of the previous page).
+    fn api_query(&mut self, kind: QueryKind, req: &ApiRequest) -> ApiResponse {
+        self.store.flush();
+        let q = |k: &str| req.query_param(k).map(str::to_string);
+        let args = QueryArgs {
+            db: Some(self.db.clone()),
+            kind,
+            secret: q("secret"),
+            rule: q("rule"),
+            pid: match q("pid").map(|p| p.parse::<u32>()) {
+                Some(Ok(p)) => Some(p),
+                Some(Err(_)) => return ApiResponse::error(400, "pid must be a number"),
+                None => None,
+            },
+            since: q("since"),
+            until: q("until"),
+            limit: match q("limit").map(|l| l.parse::<usize>()) {
+                Some(Ok(l)) => l.min(10_000),
+                Some(Err(_)) => return ApiResponse::error(400, "limit must be a number"),
+                None => 100,
+            },
+            format: QueryFormat::Json,
+        };
+        let mut f = match filter_of(&args, Utc::now()) {
+            Ok(f) => f,
+            Err(e) => return ApiResponse::error(400, format!("{e:#}")),
+        };
+        // Pages run oldest first from the cursor; `next` is set only when
+        // more remain (the filter asks for one row beyond the limit).
+        f.after_id = match q("after").map(|a| a.parse::<u64>()) {
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => return ApiResponse::error(400, "after must be a number"),
+            None => Some(0),
+        };
+        let limit = args.limit;
+        let store = match Store::open_readonly(&self.db) {
+            Ok(s) => s,
+            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
+        };
+        let page = match kind {
+            QueryKind::Alerts => store.query_alert_rows(&f).map(|rows| {
+                rows.into_iter()
+                    .map(|r| (r.id, json!(r.alert)))
+                    .collect::<Vec<_>>()
+            }),
+            QueryKind::Events => store.query_events(&f).map(|evs| {
+                evs.into_iter()
+                    .map(|e| (e.id, json!(e)))
+                    .collect::<Vec<_>>()
+            }),
+        }
+        .map(|mut rows| {
+            let more = limit > 0 && rows.len() > limit;
+            if more {
+                rows.truncate(limit);
+            }
+            let next = if more {
+                rows.last().map(|(id, _)| *id)
+            } else {
+                None
+            };
+            (rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), next)
+        });
+        match page {
+            Ok((items, next)) => ApiResponse::ok(json!({"items": items, "next": next})),
+            Err(e) => ApiResponse::error(500, format!("{e:#}")),
+        }
+    }
+
+    /// `GET /timeline/<secret_id>[?format=json|text|dot]`.
+    fn api_timeline(&mut self, secret_id: &str, req: &ApiRequest) -> ApiResponse {
+        self.store.flush();
+        let store = match Store::open_readonly(&self.db) {
+            Ok(s) => s,
+            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
+        };
+        let t = match Timeline::build(&store, secret_id) {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) => {
+                return ApiResponse::error(404, format!("nothing known about secret {secret_id:?}"))
+            }
+            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
+        };
+        match req.query_param("format").unwrap_or("json") {
+            "json" => match serde_json::from_str(&t.render_json()) {
+                Ok(v) => ApiResponse::ok(v),
+                Err(e) => ApiResponse::error(500, e.to_string()),
+            },
+            "text" => ApiResponse::ok(
+                json!({"secret_id": secret_id, "format": "text", "text": t.render_text()}),
+            ),
+            "dot" => ApiResponse::ok(
+                json!({"secret_id": secret_id, "format": "dot", "text": t.render_dot()}),
+            ),
+            other => ApiResponse::error(
+                400,
+                format!("format must be json, text or dot, not {other:?}"),
+            ),
+        }
     }
 
     /// One record, or several (one JSON object a line). All or nothing:
@@ -433,7 +578,7 @@ impl Agent {
                 .collect();
             log::warn!("lost {delta} kernel events (ring buffer full), per CPU {per_cpu:?}");
             let ev = Event {
-                id: 0,
+                id: self.enricher.alloc_id(),
                 time: format_time(Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128),
                 kind: "lost".into(),
                 syscall: "ringbuf".into(),
@@ -448,6 +593,16 @@ impl Agent {
             if let Some(sink) = self.events.as_mut() {
                 sink.write(&ev)?;
             }
+            self.store.send(StoreItem::Event(ev));
+        }
+        let dropped = self.store.dropped();
+        if dropped > self.last_store_dropped {
+            log::warn!(
+                "event store could not keep up: {} items dropped ({} in all)",
+                dropped - self.last_store_dropped,
+                dropped
+            );
+            self.last_store_dropped = dropped;
         }
         self.last_counters = now;
         Ok(())
@@ -457,7 +612,7 @@ impl Agent {
         self.sensors.counters()
     }
 
-    /// Shutdown: every open roll-up goes out.
+    /// Shutdown: every open roll-up goes out, the store is flushed.
     pub fn finish(&mut self) -> Result<()> {
         let rollups = self.correlator.tick(true);
         self.act(Outcome {
@@ -465,6 +620,7 @@ impl Agent {
             ..Default::default()
         })?;
         self.report_lost()?;
+        self.store.flush();
         self.flush()
     }
 }

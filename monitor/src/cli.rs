@@ -27,6 +27,10 @@ pub enum Command {
     Issue(crate::api::client::IssueArgs),
     /// Mark a secret revoked from now on.
     Revoke(crate::api::client::RevokeArgs),
+    /// Alerts or events from the store, by secret, rule, pid and time.
+    Query(crate::query::QueryArgs),
+    /// The identity-to-secret chain of one secret.
+    Timeline(crate::query::TimelineArgs),
 }
 
 #[derive(Args, Debug, Default)]
@@ -40,6 +44,9 @@ pub struct RunArgs {
     /// Alerts as JSON lines to this file, or `-` for stdout (default).
     #[arg(long)]
     pub alerts: Option<String>,
+    /// The event store (default /var/lib/monitor/events.db).
+    #[arg(long, value_name = "F")]
+    pub db: Option<PathBuf>,
     /// Local API socket (default /run/monitor/api.sock).
     #[arg(long)]
     pub api: Option<PathBuf>,
@@ -88,14 +95,31 @@ fn sensor_options(f: &FileConfig, capture: Option<u32>, ring: Option<u32>) -> Se
 }
 
 /// Flags over config over defaults.
-pub fn run_options(a: &RunArgs, f: &FileConfig) -> RunOptions {
+pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
     let mut watch = f.watch.clone();
     watch.extend(a.watch.iter().cloned());
     let mut issuances = f.issuances.clone();
     issuances.extend(a.issuances.iter().cloned());
     let mut vault_audit = f.vault_audit.clone();
     vault_audit.extend(a.vault_audit.iter().cloned());
-    RunOptions {
+    let max_age = match &f.retention_max_age {
+        Some(d) => Some(
+            crate::timefmt::parse_duration(d)
+                .map_err(|e| anyhow::anyhow!("config retention_max_age: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(RunOptions {
+        db: a
+            .db
+            .clone()
+            .or_else(|| f.db.clone())
+            .unwrap_or_else(|| PathBuf::from(crate::store::DEFAULT_DB)),
+        retention: crate::store::writer::RetentionPolicy {
+            max_age,
+            max_bytes: f.retention_max_bytes,
+            every: Duration::from_secs(300),
+        },
         sensors: sensor_options(f, a.capture_bytes, a.ring_bytes),
         events: a.events.clone().or_else(|| f.events.clone()),
         alerts: a
@@ -130,14 +154,14 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> RunOptions {
             .or_else(|| f.host_proc.clone())
             .unwrap_or_else(|| PathBuf::from("/proc")),
         rescan_every: Duration::from_secs(2),
-    }
+    })
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(a) => {
             let f = FileConfig::load(a.config.as_deref())?;
-            let opts = run_options(&a, &f);
+            let opts = run_options(&a, &f)?;
             rt()?.block_on(agent::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -147,6 +171,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Revoke(a) => {
             rt()?.block_on(crate::api::client::revoke(a))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query(a) => {
+            crate::query::run_query(a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Timeline(a) => {
+            crate::query::run_timeline(a)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(a) => {
@@ -200,11 +232,11 @@ mod tests {
             capture_bytes: Some(200),
             ..Default::default()
         };
-        let o = run_options(&a, &f);
+        let o = run_options(&a, &f).unwrap();
         assert_eq!(o.events.as_deref(), Some("-"));
         assert_eq!(o.watch, vec!["/a/*".to_string(), "/b".to_string()]);
         assert_eq!(o.sensors.capture_bytes, 200);
-        let o = run_options(&RunArgs::default(), &f);
+        let o = run_options(&RunArgs::default(), &f).unwrap();
         assert_eq!(o.events.as_deref(), Some("/from/config"));
         assert_eq!(o.sensors.capture_bytes, 100);
         assert_eq!(o.host_proc, PathBuf::from("/proc"));

@@ -15,6 +15,12 @@ pub const DEFAULT_CONFIG: &str = "/etc/monitor/monitor.toml";
 pub struct FileConfig {
     pub events: Option<String>,
     pub alerts: Option<String>,
+    /// The event store (SQLite).
+    pub db: Option<PathBuf>,
+    /// Delete stored events and alerts older than this (e.g. "30d").
+    pub retention_max_age: Option<String>,
+    /// Keep the store under this many bytes.
+    pub retention_max_bytes: Option<u64>,
     pub api: Option<PathBuf>,
     #[serde(default)]
     pub issuances: Vec<PathBuf>,

@@ -3,7 +3,8 @@
 //! The pipeline, one module a stage:
 //! [`sensors`] (programs + maps) -> [`observer`] (ring buffer, decode) ->
 //! [`enrich`] (process, descriptor, container) -> [`correlate`] (issuances,
-//! fingerprints, rules) -> exporters ([`output`]), driven by [`agent`].
+//! fingerprints, rules) -> [`store`] and exporters ([`output`]), driven by
+//! [`agent`]; [`query`] answers responders from the store.
 //! [`issuance`] reads the records (files, Vault audit, JWT claims), [`api`]
 //! is the local control socket, [`watch`] keeps the watched-file set,
 //! [`host`] knows the machine, [`check`] is the preflight, [`cli`] the
@@ -20,6 +21,8 @@ pub mod host;
 pub mod issuance;
 pub mod observer;
 pub mod output;
+pub mod query;
 pub mod sensors;
+pub mod store;
 pub mod timefmt;
 pub mod watch;

@@ -79,6 +79,8 @@ pub struct Agent {
     stderr: Arc<Mutex<Vec<String>>>,
     /// Its API socket (one per agent).
     pub api: PathBuf,
+    /// Its event store (unless the test gave `--db`).
+    pub db: PathBuf,
 }
 
 impl Agent {
@@ -94,6 +96,11 @@ impl Agent {
         ));
         let mut cmd = Command::new(MONITOR);
         cmd.arg("run").arg("--api").arg(&api);
+        // A store of its own unless the test names one.
+        let db = api.with_extension("db");
+        if !args.contains(&"--db") {
+            cmd.arg("--db").arg(&db);
+        }
         // Events and alerts on stdout unless the test sends them elsewhere.
         for flag in ["--events", "--alerts"] {
             if !args.contains(&flag) {
@@ -133,6 +140,7 @@ impl Agent {
             events,
             stderr,
             api,
+            db,
         };
         let t0 = Instant::now();
         loop {
@@ -316,6 +324,9 @@ impl Drop for Agent {
         if let Ok(None) = self.child.try_wait() {
             unsafe { kill(self.child.id() as i32, 15) };
             let _ = self.child.wait();
+        }
+        for ext in ["db", "db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(self.db.with_extension(ext));
         }
     }
 }

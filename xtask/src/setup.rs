@@ -27,6 +27,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // recommends and `--no-install-recommends` would otherwise skip.
     "gcc",
     "libc6-dev",
+    // `dot` renders the timeline's Graphviz output in its test.
+    "graphviz",
 ];
 
 /// The bpf-linker release line we build.

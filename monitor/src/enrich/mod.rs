@@ -95,6 +95,18 @@ impl Enricher {
         }
     }
 
+    /// Continue event numbering (after the store's last id).
+    pub fn set_next_id(&mut self, id: u64) {
+        self.next_id = id.max(1);
+    }
+
+    /// A fresh event id (for events the agent makes itself).
+    pub fn alloc_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
     /// Wall-clock nanoseconds of a kernel timestamp.
     pub fn unix_ns(&self, ts_ns: u64) -> i128 {
         self.boot_offset_ns + ts_ns as i128

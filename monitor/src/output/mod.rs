@@ -8,6 +8,8 @@ use std::{
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+pub mod ocsf;
+
 /// One JSON object a line, to stdout (`-`) or appended to a file.
 pub struct JsonLines {
     out: BufWriter<Box<dyn Write + Send>>,
