@@ -740,3 +740,92 @@ fn responders_query_the_store_and_rebuild_the_timeline() {
     let raw = std::fs::read(&w.agent.db).unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains(VALUE));
 }
+
+#[test]
+fn alerts_reach_the_configured_feeds() {
+    use std::io::{BufRead, BufReader, Write};
+    let sc = Scratch::new("feeds");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    // A webhook receiver that answers 200 and keeps each request body.
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
+    let got = bodies.clone();
+    thread::spawn(move || {
+        for conn in hook.incoming() {
+            let Ok(mut c) = conn else { break };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let (mut len, mut auth) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let l = line.to_ascii_lowercase();
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if l.starts_with("authorization:") {
+                    auth = line.trim_end().to_string();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            got.lock()
+                .unwrap()
+                .push((auth, serde_json::from_slice(&body).unwrap()));
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let ocsf = sc.path("ocsf.jsonl");
+    let config = sc.path("monitor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[feeds]]\ntype = \"file\"\npath = {:?}\nformat = \"ocsf\"\n\n\
+             [[feeds]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/alerts\"\n\
+             bearer_token = \"test-token\"\nspool_dir = {:?}\n",
+            ocsf.display().to_string(),
+            sc.path("spool").display().to_string()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&["--config", &config.display().to_string()]);
+    let holder = Py::spawn(&[]);
+    agent.cli(&[
+        "issue",
+        "--secret-id",
+        "db-prod",
+        "--file",
+        &file,
+        "--pid",
+        &holder.pid.to_string(),
+    ]);
+    let (cat, _) = run(Command::new("cat").arg(&file));
+    agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == cat);
+    let t0 = Instant::now();
+    loop {
+        let ocsf_lines = std::fs::read_to_string(&ocsf).unwrap_or_default();
+        let hooked = bodies.lock().unwrap().clone();
+        if !ocsf_lines.is_empty() && !hooked.is_empty() {
+            let o: Value = serde_json::from_str(ocsf_lines.lines().next().unwrap()).unwrap();
+            assert_eq!(o["class_uid"], 2004);
+            assert_eq!(o["finding_info"]["analytic"]["name"], "secret.read.foreign");
+            let (auth, batch) = &hooked[0];
+            assert!(
+                auth.eq_ignore_ascii_case("authorization: Bearer test-token"),
+                "{auth}"
+            );
+            assert_eq!(batch[0]["rule"], "secret.read.foreign");
+            assert_eq!(batch[0]["actor"]["pid"], cat);
+            break;
+        }
+        assert!(
+            t0.elapsed() < EVENT_TIMEOUT,
+            "feeds got nothing:\n{}",
+            agent.stderr().join("\n")
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -21,6 +21,7 @@ use crate::{
     event::{format_time, Detail, Event, Process},
     issuance::{parse_record, tail::Tailer, vault::VaultPairer, Record},
     observer::{decode::RawEvent, Observer},
+    output::feed::Feed,
     output::JsonLines,
     query::{filter_of, QueryArgs, QueryFormat, QueryKind},
     sensors::{KernelCounters, SensorOptions, Sensors},
@@ -55,6 +56,8 @@ pub struct RunOptions {
     pub aggregate_window: Duration,
     /// Globs whose files become implicit issuances (discovered secrets).
     pub discover: Vec<String>,
+    /// SOC feeds every alert also goes to.
+    pub feeds: Vec<crate::output::feed::FeedConfig>,
     /// The event store.
     pub db: PathBuf,
     pub retention: RetentionPolicy,
@@ -80,6 +83,7 @@ pub struct Agent {
     sources: Vec<Source>,
     store: StoreWriter,
     db: PathBuf,
+    feeds: Vec<Box<dyn Feed>>,
     /// Watch ids of the discovery globs.
     discover: Vec<u32>,
     last_counters: KernelCounters,
@@ -148,7 +152,17 @@ impl Agent {
         let store = StoreWriter::spawn_with(store, STORE_QUEUE, Some(opts.retention.clone()));
         let mut enricher = enricher;
         enricher.set_next_id(first_id);
+        let mut feeds = Vec::new();
+        for f in &opts.feeds {
+            let feed = crate::output::feed::build(f, |a| {
+                crate::output::ocsf::alert_to_ocsf(a, env!("CARGO_PKG_VERSION"))
+            })
+            .context("feed")?;
+            log::info!("alerts also go to {}", feed.name());
+            feeds.push(feed);
+        }
         let mut agent = Self {
+            feeds,
             store,
             db: opts.db.clone(),
             sensors,
@@ -234,6 +248,15 @@ impl Agent {
 
     /// Alerts out, processes tracked, delivery files watched.
     fn act(&mut self, out: Outcome) -> Result<()> {
+        if !out.alerts.is_empty() {
+            for feed in &mut self.feeds {
+                // A feed's failures are counted by the feed (and the webhook
+                // keeps them in its spool): the agent goes on.
+                if let Err(e) = feed.send(&out.alerts) {
+                    log::warn!("feed {}: {e:#}", feed.name());
+                }
+            }
+        }
         for a in out.alerts {
             self.alerts.write(&a)?;
             self.alerts_sent += 1;

@@ -120,6 +120,7 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
             max_bytes: f.retention_max_bytes,
             every: Duration::from_secs(300),
         },
+        feeds: f.feeds.clone(),
         sensors: sensor_options(f, a.capture_bytes, a.ring_bytes),
         events: a.events.clone().or_else(|| f.events.clone()),
         alerts: a

@@ -21,6 +21,9 @@ pub struct FileConfig {
     pub retention_max_age: Option<String>,
     /// Keep the store under this many bytes.
     pub retention_max_bytes: Option<u64>,
+    /// SOC feeds: `[[feeds]] type = "file" | "syslog" | "webhook"`.
+    #[serde(default)]
+    pub feeds: Vec<crate::output::feed::FeedConfig>,
     pub api: Option<PathBuf>,
     #[serde(default)]
     pub issuances: Vec<PathBuf>,

@@ -29,6 +29,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libc6-dev",
     // `dot` renders the timeline's Graphviz output in its test.
     "graphviz",
+    // The syslog feed is tested against a real rsyslogd; the webhook's TLS
+    // test makes its certificates with the openssl CLI.
+    "rsyslog",
+    "openssl",
 ];
 
 /// The bpf-linker release line we build.

@@ -8,7 +8,11 @@ use std::{
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+pub mod feed;
+pub mod file;
 pub mod ocsf;
+pub mod syslog;
+pub mod webhook;
 
 /// One JSON object a line, to stdout (`-`) or appended to a file.
 pub struct JsonLines {
