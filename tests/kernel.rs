@@ -519,3 +519,142 @@ fn events_carry_container_and_pod_from_real_cgroups() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// `GET path` on the metrics server: (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: monitor\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// The value of one sample line (`name{labels} value`), if present.
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_and_health_count_what_the_agent_did() {
+    let sc = Scratch::new("metrics");
+    let file = sc.file("secrets/db", SECRET);
+    let pattern = format!("{}/secrets/*", sc.dir.display());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&["--watch", &pattern, "--metrics", &addr]);
+    agent.wait_log("metrics and health on");
+
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["required_probes_attached"], true);
+    assert!(h["probes_attached"].as_u64().unwrap() > 0);
+
+    // A holder (a sleeping process) and two foreign reads of its file.
+    let mut holder = Command::new("sleep").arg("60").spawn().unwrap();
+    agent.cli(&[
+        "issue",
+        "--secret-id",
+        "metrics-db",
+        "--file",
+        &file,
+        "--pid",
+        &holder.id().to_string(),
+    ]);
+    for _ in 0..2 {
+        let (pid, _) = run(Command::new("cat").arg(&file));
+        agent.wait_for("close by cat", |e| kind(e, "close") && pid_is(e, pid));
+        agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == pid);
+    }
+    let opens = agent.events().iter().filter(|e| kind(e, "open")).count() as u64;
+    let reads = agent.events().iter().filter(|e| kind(e, "read")).count() as u64;
+    assert_eq!(opens, 2, "one open per cat");
+    assert!(reads >= 2);
+
+    // Counters are flushed per batch, gauges on each 1 s tick.
+    let t0 = std::time::Instant::now();
+    let text = loop {
+        let (status, text) = http_get(port, "/metrics");
+        assert_eq!(status, 200);
+        if sample(&text, "monitor_secrets") == Some(1)
+            && sample(&text, "monitor_events_total{kind=\"open\"}") == Some(opens)
+        {
+            break text;
+        }
+        assert!(
+            t0.elapsed() < EVENT_TIMEOUT,
+            "metrics never caught up:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(text.contains("# TYPE monitor_events_total counter"), "{text}");
+    assert_eq!(
+        sample(&text, "monitor_events_total{kind=\"read\"}"),
+        Some(reads)
+    );
+    // Alerts by rule, as emitted: each cat read the file (not its holder)
+    // and wrote the secret to its stdout, a pipe (a log leak); each cat is
+    // its own pid, so nothing was rolled up.
+    let alerts = agent.alerts();
+    let of = |rule: &str| alerts.iter().filter(|a| a["rule"] == rule).count() as u64;
+    assert_eq!(of("secret.read.foreign"), 2, "{alerts:#?}");
+    assert_eq!(of("secret.leak.log"), 2, "{alerts:#?}");
+    assert_eq!(alerts.len(), 4, "{alerts:#?}");
+    for rule in ["secret.read.foreign", "secret.leak.log"] {
+        assert_eq!(
+            sample(&text, &format!("monitor_alerts_total{{rule=\"{rule}\"}}")),
+            Some(of(rule)),
+            "{text}"
+        );
+    }
+    assert_eq!(sample(&text, "monitor_alerts_suppressed_total"), Some(0));
+    assert_eq!(sample(&text, "monitor_watched_files"), Some(1));
+    assert!(sample(&text, "monitor_tracked_processes").unwrap() >= 1);
+    assert_eq!(sample(&text, "monitor_bad_records_total"), Some(0));
+    // One lost-event counter per possible CPU, all zero here.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for cpu in 0..cpus {
+        assert_eq!(
+            sample(&text, &format!("monitor_kernel_lost_events_total{{cpu=\"{cpu}\"}}")),
+            Some(0),
+            "{text}"
+        );
+    }
+    assert_eq!(http_get(port, "/nope").0, 404);
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
+fn metrics_refuse_a_non_loopback_address_unless_allowed() {
+    require_root();
+    let sc = Scratch::new("metrics-refuse");
+    let out = Command::new(MONITOR)
+        .args(["run", "--metrics", "0.0.0.0:9102", "--api"])
+        .arg(sc.path("api.sock"))
+        .arg("--db")
+        .arg(sc.path("events.db"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve metrics on non-loopback address 0.0.0.0:9102"),
+        "{err}"
+    );
+    // Nothing was loaded or created: the address is checked first.
+    assert!(!sc.path("events.db").exists());
+}

@@ -3,7 +3,13 @@
 //! with the periodic chores (watch rescans, process reaping, lost-event
 //! reports, alert roll-ups) and a clean shutdown on SIGINT/SIGTERM that
 //! detaches every probe.
-use std::{path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -20,6 +26,7 @@ use crate::{
     enrich::{cgroup::CgroupResolver, procfs::ProcFs, Enricher},
     event::{format_time, Detail, Event, Process},
     issuance::{parse_record, tail::Tailer, vault::VaultPairer, Record},
+    metrics::Metrics,
     observer::{decode::RawEvent, Observer},
     output::feed::Feed,
     output::JsonLines,
@@ -61,6 +68,11 @@ pub struct RunOptions {
     /// The event store.
     pub db: PathBuf,
     pub retention: RetentionPolicy,
+    /// Prometheus `/metrics` and `/healthz` (none: off).
+    pub metrics: Option<SocketAddr>,
+    /// Serve metrics on a non-loopback address (the DaemonSet: the kubelet
+    /// probes the pod IP).
+    pub metrics_allow_non_loopback: bool,
 }
 
 /// Items the store queue holds before it drops (and counts) new ones.
@@ -88,6 +100,10 @@ pub struct Agent {
     discover: Vec<u32>,
     last_counters: KernelCounters,
     last_store_dropped: u64,
+    metrics: Arc<Metrics>,
+    /// Events by kind since the last [`Agent::flush`], then added to
+    /// `metrics` (one lock per batch, not per event).
+    kinds_pending: HashMap<String, u64>,
     pub events_seen: u64,
     pub alerts_sent: u64,
     pub bad_records: u64,
@@ -175,17 +191,65 @@ impl Agent {
             discover,
             last_counters: KernelCounters::default(),
             last_store_dropped: 0,
+            metrics: Arc::new(Metrics::new()),
+            kinds_pending: HashMap::new(),
             events_seen: 0,
             alerts_sent: 0,
             bad_records: 0,
         };
+        // `Sensors::load` fails unless every required probe attached.
+        agent.metrics.set_probes(
+            agent.sensors.attached() as u64,
+            agent.sensors.status.len() as u64,
+            true,
+        );
         agent.poll_sources()?;
         agent.rescan();
+        agent.update_metrics()?;
         Ok((agent, observer))
     }
 
     pub fn sensors(&self) -> &Sensors {
         &self.sensors
+    }
+
+    /// What `/metrics` and `/healthz` serve.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    fn count_event(&mut self, kind: &str) {
+        match self.kinds_pending.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.kinds_pending.insert(kind.to_string(), 1);
+            }
+        }
+    }
+
+    /// Gauges and cumulative counters, refreshed on each tick.
+    fn update_metrics(&mut self) -> Result<()> {
+        let m = &self.metrics;
+        m.set_lost_per_cpu(&self.last_counters.ringbuf_full_per_cpu);
+        m.set_queue_depth("store", self.store.queued() as u64);
+        m.set_store_dropped(self.store.dropped());
+        for feed in &self.feeds {
+            let name = feed.name();
+            m.set_feed_failures(&name, feed.failures());
+            m.set_feed_pending(&name, feed.pending());
+        }
+        m.set_bad_records(self.bad_records);
+        m.set(
+            crate::metrics::Metric::AlertsSuppressed,
+            "",
+            self.correlator.alerts_suppressed(),
+        );
+        m.set_sizes(
+            self.sensors.tracked_pids().len() as u64,
+            self.correlator.secret_count() as u64,
+            self.watches.watched_inodes() as u64,
+        );
+        Ok(())
     }
 
     /// One decoded record through enrichment, correlation and out.
@@ -237,6 +301,7 @@ impl Agent {
             return self.act(out);
         }
         self.events_seen += 1;
+        self.count_event(&ev.kind);
         if let Some(sink) = self.events.as_mut() {
             sink.write(&ev)?;
         }
@@ -260,6 +325,7 @@ impl Agent {
         for a in out.alerts {
             self.alerts.write(&a)?;
             self.alerts_sent += 1;
+            self.metrics.inc_alert(&a.rule);
             self.store.send(StoreItem::Alert(a));
         }
         for pid in out.track {
@@ -554,6 +620,9 @@ impl Agent {
     }
 
     pub fn flush(&mut self) -> Result<()> {
+        for (kind, n) in self.kinds_pending.drain() {
+            self.metrics.add(crate::metrics::Metric::Events, &kind, n);
+        }
         if let Some(out) = self.events.as_mut() {
             out.flush()?;
         }
@@ -580,7 +649,8 @@ impl Agent {
             alerts: rollups,
             ..Default::default()
         })?;
-        self.report_lost()
+        self.report_lost()?;
+        self.update_metrics()
     }
 
     /// Lost kernel events since the last report: a `lost` event and a log
@@ -613,6 +683,7 @@ impl Agent {
                     ..Default::default()
                 },
             };
+            self.count_event(&ev.kind);
             if let Some(sink) = self.events.as_mut() {
                 sink.write(&ev)?;
             }
@@ -650,6 +721,10 @@ impl Agent {
 
 /// Run until SIGINT/SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<()> {
+    // A refused metrics address fails before anything is loaded.
+    if let Some(addr) = opts.metrics {
+        crate::metrics::check_bind_addr(addr, opts.metrics_allow_non_loopback)?;
+    }
     let (mut agent, mut observer) = Agent::start(&opts)?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(64);
     if let Some(path) = &opts.api {
@@ -657,6 +732,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tokio::spawn(crate::api::server::serve(listener, api_tx.clone()));
         log::info!("API on {}", path.display());
     }
+    let metrics = agent.metrics();
+    if let Some(addr) = opts.metrics {
+        let listener = crate::metrics::bind(addr, opts.metrics_allow_non_loopback).await?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        tokio::spawn(crate::metrics::serve_listener(listener, metrics.clone()));
+        log::info!("metrics and health on http://{addr}/metrics, /healthz");
+    }
+    metrics.mark_drained();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -679,6 +762,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     agent.handle(raw)?;
                 }
                 agent.flush()?;
+                metrics.mark_drained();
             }
             Some(req) = api_rx.recv() => {
                 agent.api(req);
@@ -692,6 +776,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 ticks += 1;
                 agent.tick(ticks.is_multiple_of(rescan_ticks))?;
                 agent.flush()?;
+                // The loop that polls the ring buffer is alive (an idle
+                // node has no batches to prove it).
+                metrics.mark_drained();
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// The host's /proc when the agent runs in a container.
     #[arg(long)]
     pub host_proc: Option<PathBuf>,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address
+    /// (IP:PORT; off by default; loopback unless the config allows more).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -155,6 +159,22 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
             .or_else(|| f.host_proc.clone())
             .unwrap_or_else(|| PathBuf::from("/proc")),
         rescan_every: Duration::from_secs(2),
+        metrics: match a.metrics.as_ref().or(f.metrics.as_ref()) {
+            Some(m) => Some(parse_metrics_addr(m)?),
+            None => None,
+        },
+        metrics_allow_non_loopback: f.metrics_allow_non_loopback.unwrap_or(false),
+    })
+}
+
+/// `IP:PORT` (`[::1]:9102` for IPv6); `:PORT` means loopback.
+pub fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr> {
+    let full = match s.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => s.to_string(),
+    };
+    full.parse().map_err(|_| {
+        anyhow::anyhow!("metrics address {s:?}: expected IP:PORT, e.g. 127.0.0.1:9102")
     })
 }
 
@@ -241,5 +261,30 @@ mod tests {
         assert_eq!(o.events.as_deref(), Some("/from/config"));
         assert_eq!(o.sensors.capture_bytes, 100);
         assert_eq!(o.host_proc, PathBuf::from("/proc"));
+        assert_eq!(o.metrics, None);
+    }
+
+    #[test]
+    fn metrics_address_from_flag_or_config() {
+        let f = FileConfig {
+            metrics: Some("0.0.0.0:9102".into()),
+            metrics_allow_non_loopback: Some(true),
+            ..Default::default()
+        };
+        let o = run_options(&RunArgs::default(), &f).unwrap();
+        assert_eq!(o.metrics, Some("0.0.0.0:9102".parse().unwrap()));
+        assert!(o.metrics_allow_non_loopback);
+        let a = RunArgs {
+            metrics: Some(":9200".into()),
+            ..Default::default()
+        };
+        let o = run_options(&a, &f).unwrap();
+        assert_eq!(o.metrics, Some("127.0.0.1:9200".parse().unwrap()));
+        let a = RunArgs {
+            metrics: Some("localhost".into()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", run_options(&a, &f).unwrap_err());
+        assert!(e.contains("metrics address \"localhost\""), "{e}");
     }
 }

@@ -46,6 +46,10 @@ pub struct FileConfig {
     pub host_proc: Option<PathBuf>,
     pub btf: Option<PathBuf>,
     pub libc: Option<PathBuf>,
+    /// Prometheus `/metrics` and `/healthz` on `IP:PORT` (off if absent).
+    pub metrics: Option<String>,
+    /// Allow `metrics` on a non-loopback address (default false).
+    pub metrics_allow_non_loopback: Option<bool>,
 }
 
 impl FileConfig {

@@ -6,7 +6,8 @@
 //! fingerprints, rules) -> [`store`] and exporters ([`output`]), driven by
 //! [`agent`]; [`query`] answers responders from the store.
 //! [`issuance`] reads the records (files, Vault audit, JWT claims), [`api`]
-//! is the local control socket, [`watch`] keeps the watched-file set,
+//! is the local control socket, [`metrics`] serves Prometheus metrics and
+//! the health check, [`watch`] keeps the watched-file set,
 //! [`host`] knows the machine, [`check`] is the preflight, [`cli`] the
 //! command line.
 pub mod agent;
@@ -19,6 +20,7 @@ pub mod enrich;
 pub mod event;
 pub mod host;
 pub mod issuance;
+pub mod metrics;
 pub mod observer;
 pub mod output;
 pub mod query;

@@ -215,6 +215,11 @@ impl Correlator {
         self.secrets.len()
     }
 
+    /// Alerts rolled up into an earlier identical one so far.
+    pub fn alerts_suppressed(&self) -> u64 {
+        self.aggregator.suppressed
+    }
+
     pub fn fingerprint_count(&self) -> usize {
         self.fp.len()
     }

@@ -51,6 +51,11 @@ pub trait Feed: Send {
     /// Delivery failures so far (alerts not delivered, or for the webhook,
     /// failed delivery attempts: its alerts wait in the spool).
     fn failures(&self) -> u64;
+    /// Alerts accepted but not yet delivered (the webhook's spool); 0 for
+    /// feeds that deliver synchronously.
+    fn pending(&self) -> u64 {
+        0
+    }
 }
 
 /// The JSON shape of an alert in a feed.

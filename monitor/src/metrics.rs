@@ -1,0 +1,1276 @@
+//! Prometheus metrics and the health check, served over a minimal HTTP/1.1
+//! server on TCP (`--metrics ADDR`, off by default).
+//!
+//! [`Metrics`] is shared as `Arc<Metrics>`: the agent updates it from its
+//! event loop, the server renders it. Every update is a relaxed atomic or a
+//! short uncontended lock, so it costs nothing measurable per event.
+//!
+//! Endpoints (`GET` or `HEAD`; anything else is 404, another method on a
+//! known path 405):
+//! - `/metrics`: the text exposition format 0.0.4, every name prefixed
+//!   `monitor_`, families sorted by name, samples by label value.
+//! - `/healthz`: `200 {"status":"ok",...}` or `503 {"status":"unhealthy",
+//!   "reasons":[...],...}`. Healthy means: the probes are loaded with every
+//!   required probe attached ([`Metrics::set_probes`]), and the ring buffer
+//!   was drained within the last [`DEFAULT_MAX_DRAIN_AGE`] (configurable).
+//!
+//! **The agent must call [`Metrics::mark_drained`] on every 1 s tick, not
+//! only when a batch of events arrives**: an idle node produces no events,
+//! and the tick proves the event loop (which also polls the ring buffer) is
+//! alive. A stuck loop stops both, and `/healthz` turns 503 after the
+//! maximum drain age, so the kubelet restarts the pod.
+//!
+//! Binding refuses a non-loopback address unless `allow_non_loopback` is
+//! passed: the metrics carry no secrets, but rule names, feed names and
+//! counts are still information about the node. The DaemonSet binds
+//! `0.0.0.0:9102` (the kubelet probes the pod IP) only when configured so.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+
+/// Default port of the metrics/health server (`0.0.0.0:9102` in the
+/// DaemonSet).
+pub const DEFAULT_PORT: u16 = 9102;
+/// Default: unhealthy when the ring buffer was not drained for this long.
+pub const DEFAULT_MAX_DRAIN_AGE: Duration = Duration::from_secs(10);
+/// Largest request head accepted (else 431).
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Time allowed to receive a request and to send the answer.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 32;
+/// After an error answer, how long and how much input is read and dropped.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+/// `Content-Type` of `/metrics`.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What a family is, for its `# TYPE` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// The metrics the agent updates (those of the health check, probes and
+/// ring-buffer drain, are set through [`Metrics::set_probes`] and
+/// [`Metrics::mark_drained`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    /// `events_total{kind}`: events emitted, by kind (`open`, `read`, ...).
+    Events,
+    /// `kernel_lost_events_total{cpu}`: ring-buffer writes that failed, per
+    /// CPU (a snapshot of the kernel's per-CPU counters).
+    KernelLostEvents,
+    /// `alerts_total{rule}`: alerts emitted, by rule.
+    Alerts,
+    /// `alerts_suppressed_total`: identical alerts rolled up into another.
+    AlertsSuppressed,
+    /// `queue_depth{queue}`: items waiting in an internal queue.
+    QueueDepth,
+    /// `store_dropped_total`: events or alerts the database could not keep.
+    StoreDropped,
+    /// `feed_failures_total{feed}`: failed deliveries to an alert feed.
+    FeedFailures,
+    /// `feed_pending{feed}`: alerts waiting (spooled) for a feed.
+    FeedPending,
+    /// `tracked_processes`: processes tracked in the kernel.
+    TrackedProcesses,
+    /// `secrets`: secrets known (issued or discovered).
+    Secrets,
+    /// `watched_files`: watched inodes.
+    WatchedFiles,
+    /// `bad_records_total`: issuance records rejected.
+    BadRecords,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 12] = [
+        Metric::Events,
+        Metric::KernelLostEvents,
+        Metric::Alerts,
+        Metric::AlertsSuppressed,
+        Metric::QueueDepth,
+        Metric::StoreDropped,
+        Metric::FeedFailures,
+        Metric::FeedPending,
+        Metric::TrackedProcesses,
+        Metric::Secrets,
+        Metric::WatchedFiles,
+        Metric::BadRecords,
+    ];
+
+    /// The name without the `monitor_` prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Events => "events_total",
+            Metric::KernelLostEvents => "kernel_lost_events_total",
+            Metric::Alerts => "alerts_total",
+            Metric::AlertsSuppressed => "alerts_suppressed_total",
+            Metric::QueueDepth => "queue_depth",
+            Metric::StoreDropped => "store_dropped_total",
+            Metric::FeedFailures => "feed_failures_total",
+            Metric::FeedPending => "feed_pending",
+            Metric::TrackedProcesses => "tracked_processes",
+            Metric::Secrets => "secrets",
+            Metric::WatchedFiles => "watched_files",
+            Metric::BadRecords => "bad_records_total",
+        }
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Metric::Events
+            | Metric::KernelLostEvents
+            | Metric::Alerts
+            | Metric::AlertsSuppressed
+            | Metric::StoreDropped
+            | Metric::FeedFailures
+            | Metric::BadRecords => Kind::Counter,
+            Metric::QueueDepth
+            | Metric::FeedPending
+            | Metric::TrackedProcesses
+            | Metric::Secrets
+            | Metric::WatchedFiles => Kind::Gauge,
+        }
+    }
+
+    /// The one label of a labelled family.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Metric::Events => Some("kind"),
+            Metric::KernelLostEvents => Some("cpu"),
+            Metric::Alerts => Some("rule"),
+            Metric::QueueDepth => Some("queue"),
+            Metric::FeedFailures | Metric::FeedPending => Some("feed"),
+            _ => None,
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            Metric::Events => "Events emitted, by kind.",
+            Metric::KernelLostEvents => {
+                "Kernel events lost because the ring buffer was full, per CPU."
+            }
+            Metric::Alerts => "Alerts emitted, by rule.",
+            Metric::AlertsSuppressed => {
+                "Alerts rolled up into an earlier identical alert (aggregation window)."
+            }
+            Metric::QueueDepth => "Items waiting in an internal queue.",
+            Metric::StoreDropped => "Events or alerts the database could not store.",
+            Metric::FeedFailures => "Failed deliveries to an alert feed, by feed.",
+            Metric::FeedPending => "Alerts waiting (spooled) for delivery to a feed, by feed.",
+            Metric::TrackedProcesses => "Processes tracked in the kernel.",
+            Metric::Secrets => "Secrets known to the agent (issued or discovered).",
+            Metric::WatchedFiles => "Watched files (inodes).",
+            Metric::BadRecords => "Issuance records rejected (bad line or field).",
+        }
+    }
+}
+
+/// Liveness of the sensors: probes attached, ring buffer drained.
+#[derive(Debug)]
+pub struct Health {
+    probes_attached: AtomicU64,
+    probes_total: AtomicU64,
+    /// Set once the probes are loaded with every required one attached.
+    probes_required_ok: AtomicBool,
+    /// Monotonic origin of `last_drain`.
+    base: Instant,
+    /// Nanoseconds after `base` of the last drain, plus one (0: never).
+    last_drain: AtomicU64,
+    /// Unix time of the last drain, in milliseconds (0: never).
+    last_drain_unix_ms: AtomicU64,
+    max_drain_age: Duration,
+}
+
+impl Health {
+    fn new(max_drain_age: Duration) -> Self {
+        Self {
+            probes_attached: AtomicU64::new(0),
+            probes_total: AtomicU64::new(0),
+            probes_required_ok: AtomicBool::new(false),
+            base: Instant::now(),
+            last_drain: AtomicU64::new(0),
+            last_drain_unix_ms: AtomicU64::new(0),
+            max_drain_age,
+        }
+    }
+
+    fn mark_drained_at(&self, at: Instant) {
+        let ns = at.saturating_duration_since(self.base).as_nanos();
+        let ns = u64::try_from(ns).unwrap_or(u64::MAX - 1);
+        self.last_drain.store(ns + 1, Ordering::Relaxed);
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_drain_unix_ms.store(unix_ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last drain as of `now` (none: never drained).
+    fn drain_age(&self, now: Instant) -> Option<Duration> {
+        match self.last_drain.load(Ordering::Relaxed) {
+            0 => None,
+            n => {
+                let at = self.base + Duration::from_nanos(n - 1);
+                Some(now.saturating_duration_since(at))
+            }
+        }
+    }
+
+    fn check(&self, now: Instant) -> (bool, serde_json::Value) {
+        let attached = self.probes_attached.load(Ordering::Relaxed);
+        let total = self.probes_total.load(Ordering::Relaxed);
+        let required_ok = self.probes_required_ok.load(Ordering::Relaxed);
+        let age = self.drain_age(now);
+        let mut reasons = Vec::new();
+        if !required_ok {
+            reasons.push("required probes are not attached".to_string());
+        }
+        match age {
+            None => reasons.push("ring buffer never drained".to_string()),
+            Some(a) if a > self.max_drain_age => reasons.push(format!(
+                "ring buffer last drained {:.1}s ago (limit {}s)",
+                a.as_secs_f64(),
+                self.max_drain_age.as_secs_f64()
+            )),
+            Some(_) => {}
+        }
+        let healthy = reasons.is_empty();
+        let mut v = json!({
+            "status": if healthy { "ok" } else { "unhealthy" },
+            "probes_attached": attached,
+            "probes_total": total,
+            "required_probes_attached": required_ok,
+            "last_drain_age_seconds": age.map(|a| (a.as_secs_f64() * 1000.0).round() / 1000.0),
+            "max_drain_age_seconds": self.max_drain_age.as_secs_f64(),
+        });
+        if !healthy {
+            v["reasons"] = json!(reasons);
+        }
+        (healthy, v)
+    }
+}
+
+/// Every metric of the agent; `Send + Sync`, shared as `Arc<Metrics>`.
+#[derive(Debug)]
+pub struct Metrics {
+    /// `(metric, label value)` -> value; label value `""` for unlabelled
+    /// families.
+    values: Mutex<BTreeMap<(Metric, String), u64>>,
+    health: Health,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Unhealthy after [`DEFAULT_MAX_DRAIN_AGE`] without a drain.
+    pub fn new() -> Self {
+        Self::with_max_drain_age(DEFAULT_MAX_DRAIN_AGE)
+    }
+
+    pub fn with_max_drain_age(max_drain_age: Duration) -> Self {
+        Self {
+            values: Mutex::new(BTreeMap::new()),
+            health: Health::new(max_drain_age),
+        }
+    }
+
+    fn values(&self) -> MutexGuard<'_, BTreeMap<(Metric, String), u64>> {
+        // A panic elsewhere must not take the metrics down with it.
+        self.values.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `n` to a counter. `label` is the value of the family's label
+    /// (`""` for an unlabelled family).
+    pub fn add(&self, m: Metric, label: &str, n: u64) {
+        debug_assert!(
+            m.label().is_some() || label.is_empty(),
+            "{} has no label",
+            m.name()
+        );
+        let mut v = self.values();
+        match v.get_mut(&(m, label.to_string())) {
+            Some(x) => *x = x.saturating_add(n),
+            None => {
+                v.insert((m, label.to_string()), n);
+            }
+        }
+    }
+
+    /// `add(m, label, 1)`.
+    pub fn inc(&self, m: Metric, label: &str) {
+        self.add(m, label, 1);
+    }
+
+    /// Sets a gauge (or a counter from a snapshot of a monotonic source).
+    pub fn set(&self, m: Metric, label: &str, value: u64) {
+        debug_assert!(
+            m.label().is_some() || label.is_empty(),
+            "{} has no label",
+            m.name()
+        );
+        self.values().insert((m, label.to_string()), value);
+    }
+
+    /// Current value (0 if never set).
+    pub fn get(&self, m: Metric, label: &str) -> u64 {
+        self.values()
+            .get(&(m, label.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn inc_event(&self, kind: &str) {
+        self.inc(Metric::Events, kind);
+    }
+
+    pub fn inc_alert(&self, rule: &str) {
+        self.inc(Metric::Alerts, rule);
+    }
+
+    pub fn add_alerts_suppressed(&self, n: u64) {
+        self.add(Metric::AlertsSuppressed, "", n);
+    }
+
+    /// The kernel's cumulative per-CPU lost-event counters
+    /// (`KernelCounters::ringbuf_full_per_cpu`), index = CPU.
+    pub fn set_lost_per_cpu(&self, per_cpu: &[u64]) {
+        let mut v = self.values();
+        v.retain(|(m, _), _| *m != Metric::KernelLostEvents);
+        for (cpu, n) in per_cpu.iter().enumerate() {
+            v.insert((Metric::KernelLostEvents, cpu.to_string()), *n);
+        }
+    }
+
+    pub fn set_queue_depth(&self, queue: &str, depth: u64) {
+        self.set(Metric::QueueDepth, queue, depth);
+    }
+
+    /// The store writer's cumulative count (`StoreWriter::dropped()`).
+    pub fn set_store_dropped(&self, total: u64) {
+        self.set(Metric::StoreDropped, "", total);
+    }
+
+    /// A feed's cumulative count (`Feed::failures()`), by `Feed::name()`.
+    pub fn set_feed_failures(&self, feed: &str, total: u64) {
+        self.set(Metric::FeedFailures, feed, total);
+    }
+
+    pub fn set_feed_pending(&self, feed: &str, pending: u64) {
+        self.set(Metric::FeedPending, feed, pending);
+    }
+
+    /// The agent's cumulative count (`Agent::bad_records`).
+    pub fn set_bad_records(&self, total: u64) {
+        self.set(Metric::BadRecords, "", total);
+    }
+
+    /// Gauges refreshed on each tick.
+    pub fn set_sizes(&self, tracked_processes: u64, secrets: u64, watched_files: u64) {
+        let mut v = self.values();
+        v.insert((Metric::TrackedProcesses, String::new()), tracked_processes);
+        v.insert((Metric::Secrets, String::new()), secrets);
+        v.insert((Metric::WatchedFiles, String::new()), watched_files);
+    }
+
+    /// After loading the probes: how many attached of how many, and whether
+    /// every required one did (`Sensors::load` fails otherwise, so the agent
+    /// passes `true`).
+    pub fn set_probes(&self, attached: u64, total: u64, required_ok: bool) {
+        let h = &self.health;
+        h.probes_attached.store(attached, Ordering::Relaxed);
+        h.probes_total.store(total, Ordering::Relaxed);
+        h.probes_required_ok.store(required_ok, Ordering::Relaxed);
+    }
+
+    /// The ring buffer was drained (or the idle event loop ticked): call it
+    /// after each batch **and on each 1 s tick**.
+    pub fn mark_drained(&self) {
+        self.health.mark_drained_at(Instant::now());
+    }
+
+    /// `(healthy, details)` for `/healthz`.
+    pub fn health(&self) -> (bool, serde_json::Value) {
+        self.health_at(Instant::now())
+    }
+
+    /// [`Metrics::health`] as of `now`.
+    pub fn health_at(&self, now: Instant) -> (bool, serde_json::Value) {
+        self.health.check(now)
+    }
+
+    /// The text exposition format 0.0.4: `# HELP`, `# TYPE` and samples of
+    /// each family, families sorted by name, samples by label value (CPUs
+    /// numerically). Unlabelled families always have a sample (0 until set).
+    pub fn render(&self) -> String {
+        struct Family {
+            name: &'static str,
+            help: &'static str,
+            kind: Kind,
+            /// `(sort key, labels text, value text)`
+            samples: Vec<(String, String, String)>,
+        }
+        let mut families: Vec<Family> = Vec::new();
+        {
+            let values = self.values();
+            for m in Metric::ALL {
+                let mut samples = Vec::new();
+                match m.label() {
+                    None => {
+                        let v = values.get(&(m, String::new())).copied().unwrap_or(0);
+                        samples.push((String::new(), String::new(), v.to_string()));
+                    }
+                    Some(label) => {
+                        let family = values
+                            .range((m, String::new())..)
+                            .take_while(|((mm, _), _)| *mm == m);
+                        for ((_, lv), v) in family {
+                            // CPUs numerically: "2" before "10".
+                            let key = if m == Metric::KernelLostEvents {
+                                format!("{lv:0>10}")
+                            } else {
+                                lv.clone()
+                            };
+                            let labels = format!("{{{label}=\"{}\"}}", escape_label_value(lv));
+                            samples.push((key, labels, v.to_string()));
+                        }
+                    }
+                }
+                samples.sort();
+                families.push(Family {
+                    name: m.name(),
+                    help: m.help(),
+                    kind: m.kind(),
+                    samples,
+                });
+            }
+        }
+        let h = &self.health;
+        let gauge = |name, help, value: String| Family {
+            name,
+            help,
+            kind: Kind::Gauge,
+            samples: vec![(String::new(), String::new(), value)],
+        };
+        families.push(gauge(
+            "probes_attached",
+            "Probes attached.",
+            h.probes_attached.load(Ordering::Relaxed).to_string(),
+        ));
+        families.push(gauge(
+            "probes_defined",
+            "Probes in the probe table (attached or not).",
+            h.probes_total.load(Ordering::Relaxed).to_string(),
+        ));
+        let ms = h.last_drain_unix_ms.load(Ordering::Relaxed);
+        families.push(gauge(
+            "ringbuf_last_drain_timestamp_seconds",
+            "Unix time of the last ring-buffer drain or idle tick (0: never).",
+            format!("{}.{:03}", ms / 1000, ms % 1000),
+        ));
+        families.sort_by_key(|f| f.name);
+
+        let mut out = String::with_capacity(4096);
+        for f in families {
+            let _ = writeln!(out, "# HELP monitor_{} {}", f.name, escape_help(f.help));
+            let _ = writeln!(out, "# TYPE monitor_{} {}", f.name, f.kind.as_str());
+            for (_, labels, value) in f.samples {
+                let _ = writeln!(out, "monitor_{}{labels} {value}", f.name);
+            }
+        }
+        out
+    }
+}
+
+/// A label value: `\` -> `\\`, `"` -> `\"`, newline -> `\n`.
+pub fn escape_label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `# HELP` text: `\` -> `\\`, newline -> `\n`.
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Whether `addr` may be bound: loopback always, anything else only when
+/// explicitly allowed.
+pub fn check_bind_addr(addr: SocketAddr, allow_non_loopback: bool) -> Result<()> {
+    if addr.ip().to_canonical().is_loopback() || allow_non_loopback {
+        return Ok(());
+    }
+    bail!(
+        "refusing to serve metrics on non-loopback address {addr}: \
+         use a loopback address or allow non-loopback explicitly"
+    )
+}
+
+/// Binds the metrics/health listener (see [`check_bind_addr`]).
+pub async fn bind(addr: SocketAddr, allow_non_loopback: bool) -> Result<TcpListener> {
+    check_bind_addr(addr, allow_non_loopback)?;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics server to {addr}"))
+}
+
+/// Binds `addr` and serves `/metrics` and `/healthz` until the task is
+/// dropped. Errors only if the address is refused or cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    allow_non_loopback: bool,
+) -> Result<()> {
+    let listener = bind(addr, allow_non_loopback).await?;
+    serve_listener(listener, metrics).await
+}
+
+/// Serves on an already bound listener (the agent binds first, so a bad
+/// address fails at start, then spawns this).
+pub async fn serve_listener(listener: TcpListener, metrics: Arc<Metrics>) -> Result<()> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .context("metrics connection limit")?;
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let metrics = metrics.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = tokio::time::timeout(IO_TIMEOUT, handle(stream, &metrics)).await;
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: don't spin.
+                log::warn!("metrics server: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One request, one answer, then the connection is closed.
+async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        if let Some(end) = find_head_end(&buf) {
+            break end;
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            let r = respond(431, "text/plain", "request head too large\n", false);
+            stream.write_all(&r).await?;
+            stream.shutdown().await?;
+            // Read what the client still sends, so that closing does not
+            // reset the connection before it has read the answer.
+            let _ = tokio::time::timeout(LINGER_TIME, async {
+                let mut seen = 0;
+                while seen < LINGER_BYTES {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen += n,
+                    }
+                }
+            })
+            .await;
+            return Ok(());
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let answer = route(head.lines().next().unwrap_or(""), metrics);
+    stream.write_all(&answer).await?;
+    stream.shutdown().await
+}
+
+/// End of the request head (after the blank line; CRLF or bare LF).
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The full response to a request line.
+fn route(request_line: &str, metrics: &Metrics) -> Vec<u8> {
+    let mut parts = request_line.split_whitespace();
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return respond(400, "text/plain", "bad request line\n", false);
+    };
+    if !version.starts_with("HTTP/1.") {
+        return respond(505, "text/plain", "HTTP/1.x only\n", false);
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let head_only = method == "HEAD";
+    let known = matches!(path, "/metrics" | "/healthz");
+    if known && !(method == "GET" || head_only) {
+        return respond(405, "text/plain", "method not allowed\n", false);
+    }
+    match path {
+        "/metrics" => respond(200, METRICS_CONTENT_TYPE, &metrics.render(), head_only),
+        "/healthz" => {
+            let (ok, body) = metrics.health();
+            let body = format!("{body}\n");
+            respond(
+                if ok { 200 } else { 503 },
+                "application/json",
+                &body,
+                head_only,
+            )
+        }
+        _ => respond(
+            404,
+            "text/plain",
+            "not found: try /metrics or /healthz\n",
+            false,
+        ),
+    }
+}
+
+fn respond(status: u16, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        body.len()
+    );
+    if status == 405 {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    if !head_only {
+        out.push_str(body);
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn metrics_is_send_and_sync() {
+        assert_send_sync::<Metrics>();
+        assert_send_sync::<Arc<Metrics>>();
+    }
+
+    /// One parsed sample line: `name{label="value"} number`.
+    #[derive(Debug)]
+    struct Sample {
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    }
+
+    fn is_name(s: &str) -> bool {
+        let mut c = s.chars();
+        c.next()
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+    }
+
+    /// A strict parser of the 0.0.4 sample grammar (no timestamps), with
+    /// label values unescaped.
+    fn parse_sample(line: &str) -> Result<Sample, String> {
+        let name_end = line
+            .find(['{', ' '])
+            .ok_or_else(|| format!("no value: {line:?}"))?;
+        let name = &line[..name_end];
+        if !is_name(name) {
+            return Err(format!("bad name {name:?}"));
+        }
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            rest = r;
+            loop {
+                if let Some(r) = rest.strip_prefix('}') {
+                    rest = r;
+                    break;
+                }
+                let eq = rest.find('=').ok_or("label without =")?;
+                let lname = &rest[..eq];
+                if !is_name(lname) || lname.starts_with("__") {
+                    return Err(format!("bad label name {lname:?}"));
+                }
+                rest = rest[eq + 1..].strip_prefix('"').ok_or("unquoted label")?;
+                let mut value = String::new();
+                let mut chars = rest.char_indices();
+                let end = loop {
+                    match chars.next() {
+                        None => return Err("unterminated label value".into()),
+                        Some((i, '"')) => break i,
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, '\\')) => value.push('\\'),
+                            Some((_, '"')) => value.push('"'),
+                            Some((_, 'n')) => value.push('\n'),
+                            other => return Err(format!("bad escape {other:?}")),
+                        },
+                        Some((_, '\n')) => return Err("raw newline in label".into()),
+                        Some((_, c)) => value.push(c),
+                    }
+                };
+                labels.push((lname.to_string(), value));
+                rest = &rest[end + 1..];
+                rest = rest.strip_prefix(',').unwrap_or(rest);
+            }
+        }
+        let value = rest
+            .strip_prefix(' ')
+            .ok_or_else(|| format!("no space before value: {line:?}"))?;
+        if value.contains(' ') {
+            return Err(format!("trailing fields: {line:?}"));
+        }
+        let value: f64 = value
+            .parse()
+            .map_err(|_| format!("bad value {value:?} in {line:?}"))?;
+        Ok(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        })
+    }
+
+    /// Checks the whole exposition; returns the samples.
+    fn parse_exposition(text: &str) -> Vec<Sample> {
+        assert!(text.ends_with('\n'), "must end with a newline");
+        let mut help: HashMap<String, usize> = HashMap::new();
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut order = Vec::new();
+        let mut samples = Vec::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, _) = rest.split_once(' ').expect("HELP has text");
+                assert!(is_name(name), "{line}");
+                *help.entry(name.to_string()).or_default() += 1;
+                current = Some(name.to_string());
+                order.push(name.to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE has a type");
+                assert_eq!(Some(name), current.as_deref(), "TYPE after its HELP");
+                assert!(
+                    matches!(kind, "counter" | "gauge"),
+                    "unexpected type {kind}"
+                );
+                assert!(
+                    types.insert(name.to_string(), kind.to_string()).is_none(),
+                    "TYPE twice for {name}"
+                );
+            } else {
+                assert!(!line.starts_with('#'), "stray comment {line}");
+                let s = parse_sample(line).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    Some(s.name.as_str()),
+                    current.as_deref(),
+                    "sample {line:?} outside its family"
+                );
+                assert!(types.contains_key(&s.name), "sample before TYPE: {line}");
+                samples.push(s);
+            }
+        }
+        for (name, n) in &help {
+            assert_eq!(*n, 1, "HELP of {name} appears {n} times");
+            assert!(name.starts_with("monitor_"), "{name} lacks the prefix");
+            assert!(types.contains_key(name), "{name} has no TYPE");
+            if types[name] == "counter" {
+                assert!(
+                    name.ends_with("_total"),
+                    "counter {name} must end in _total"
+                );
+            } else {
+                assert!(!name.ends_with("_total"), "gauge {name} ends in _total");
+            }
+        }
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted, "families sorted by name");
+        samples
+    }
+
+    fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+        samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && match label {
+                        None => s.labels.is_empty(),
+                        Some((k, v)) => s.labels == vec![(k.to_string(), v.to_string())],
+                    }
+            })
+            .map(|s| s.value)
+    }
+
+    fn populated() -> Metrics {
+        let m = Metrics::new();
+        m.inc_event("read");
+        m.inc_event("read");
+        m.inc_event("open");
+        m.inc_alert("secret.copy.file");
+        m.add_alerts_suppressed(4);
+        m.set_lost_per_cpu(&[0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+        m.set_queue_depth("store", 12);
+        m.set_store_dropped(2);
+        m.set_feed_failures("webhook", 1);
+        m.set_feed_pending("webhook", 5);
+        m.set_sizes(9, 3, 4);
+        m.set_bad_records(1);
+        m.set_probes(40, 42, true);
+        m.mark_drained();
+        m
+    }
+
+    #[test]
+    fn metrics_render_is_valid_exposition() {
+        let m = populated();
+        let text = m.render();
+        let s = parse_exposition(&text);
+        assert_eq!(
+            value(&s, "monitor_events_total", Some(("kind", "read"))),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&s, "monitor_events_total", Some(("kind", "open"))),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "monitor_alerts_total",
+                Some(("rule", "secret.copy.file"))
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "monitor_alerts_suppressed_total", None),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(&s, "monitor_kernel_lost_events_total", Some(("cpu", "10"))),
+            Some(7.0)
+        );
+        assert_eq!(
+            value(&s, "monitor_kernel_lost_events_total", Some(("cpu", "0"))),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&s, "monitor_queue_depth", Some(("queue", "store"))),
+            Some(12.0)
+        );
+        assert_eq!(value(&s, "monitor_store_dropped_total", None), Some(2.0));
+        assert_eq!(
+            value(&s, "monitor_feed_failures_total", Some(("feed", "webhook"))),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "monitor_feed_pending", Some(("feed", "webhook"))),
+            Some(5.0)
+        );
+        assert_eq!(value(&s, "monitor_tracked_processes", None), Some(9.0));
+        assert_eq!(value(&s, "monitor_secrets", None), Some(3.0));
+        assert_eq!(value(&s, "monitor_watched_files", None), Some(4.0));
+        assert_eq!(value(&s, "monitor_bad_records_total", None), Some(1.0));
+        assert_eq!(value(&s, "monitor_probes_attached", None), Some(40.0));
+        assert_eq!(value(&s, "monitor_probes_defined", None), Some(42.0));
+        let drained = value(&s, "monitor_ringbuf_last_drain_timestamp_seconds", None).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((now - drained).abs() < 60.0, "{drained} vs {now}");
+        // CPUs in numeric order, label values otherwise sorted.
+        let cpus: Vec<&str> = s
+            .iter()
+            .filter(|x| x.name == "monitor_kernel_lost_events_total")
+            .map(|x| x.labels[0].1.as_str())
+            .collect();
+        assert_eq!(
+            cpus,
+            ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
+        );
+        let kinds: Vec<&str> = s
+            .iter()
+            .filter(|x| x.name == "monitor_events_total")
+            .map(|x| x.labels[0].1.as_str())
+            .collect();
+        assert_eq!(kinds, ["open", "read"]);
+        // Deterministic: same state, same bytes.
+        assert_eq!(text, m.render());
+        // Exactly the documented families.
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                "monitor_alerts_suppressed_total counter",
+                "monitor_alerts_total counter",
+                "monitor_bad_records_total counter",
+                "monitor_events_total counter",
+                "monitor_feed_failures_total counter",
+                "monitor_feed_pending gauge",
+                "monitor_kernel_lost_events_total counter",
+                "monitor_probes_attached gauge",
+                "monitor_probes_defined gauge",
+                "monitor_queue_depth gauge",
+                "monitor_ringbuf_last_drain_timestamp_seconds gauge",
+                "monitor_secrets gauge",
+                "monitor_store_dropped_total counter",
+                "monitor_tracked_processes gauge",
+                "monitor_watched_files gauge",
+            ]
+        );
+    }
+
+    #[test]
+    fn metrics_empty_render_is_valid_and_zero() {
+        let text = Metrics::new().render();
+        let s = parse_exposition(&text);
+        assert_eq!(value(&s, "monitor_secrets", None), Some(0.0));
+        assert_eq!(
+            value(&s, "monitor_ringbuf_last_drain_timestamp_seconds", None),
+            Some(0.0)
+        );
+        // Labelled families have HELP/TYPE but no sample yet.
+        assert!(text.contains("# TYPE monitor_events_total counter\n# HELP"));
+        assert!(!s.iter().any(|x| x.name == "monitor_events_total"));
+    }
+
+    #[test]
+    fn metrics_label_values_are_escaped() {
+        let m = Metrics::new();
+        let nasty = "a\\b\"c\nd} 1\ne=\"x\"";
+        m.inc_event(nasty);
+        m.set_queue_depth("", 1);
+        let text = m.render();
+        assert!(
+            text.contains(r#"monitor_events_total{kind="a\\b\"c\nd} 1\ne=\"x\""} 1"#),
+            "{text}"
+        );
+        let s = parse_exposition(&text);
+        assert_eq!(
+            value(&s, "monitor_events_total", Some(("kind", nasty))),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "monitor_queue_depth", Some(("queue", ""))),
+            Some(1.0)
+        );
+        assert_eq!(escape_label_value("plain"), "plain");
+        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
+    }
+
+    #[test]
+    fn metrics_lost_per_cpu_replaces_the_snapshot_and_counters_saturate() {
+        let m = Metrics::new();
+        m.set_lost_per_cpu(&[1, 2, 3]);
+        m.set_lost_per_cpu(&[5, 6]);
+        assert_eq!(m.get(Metric::KernelLostEvents, "1"), 6);
+        assert_eq!(m.get(Metric::KernelLostEvents, "2"), 0);
+        assert!(!m.render().contains("cpu=\"2\""));
+        m.add(Metric::StoreDropped, "", u64::MAX);
+        m.add(Metric::StoreDropped, "", 5);
+        assert_eq!(m.get(Metric::StoreDropped, ""), u64::MAX);
+    }
+
+    #[test]
+    fn metrics_health_needs_probes_and_a_recent_drain() {
+        let m = Metrics::with_max_drain_age(Duration::from_secs(10));
+        let (ok, v) = m.health();
+        assert!(!ok);
+        assert_eq!(v["status"], "unhealthy");
+        let reasons = v["reasons"].to_string();
+        assert!(reasons.contains("required probes"), "{reasons}");
+        assert!(reasons.contains("never drained"), "{reasons}");
+
+        m.set_probes(40, 42, true);
+        m.mark_drained();
+        let now = Instant::now();
+        let (ok, v) = m.health_at(now);
+        assert!(ok, "{v}");
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["probes_attached"], 40);
+        assert_eq!(v["probes_total"], 42);
+        assert!(v.get("reasons").is_none());
+
+        // Within the limit: still healthy; past it: stale.
+        assert!(m.health_at(now + Duration::from_secs(9)).0);
+        let (ok, v) = m.health_at(now + Duration::from_secs(11));
+        assert!(!ok);
+        let reasons = v["reasons"].to_string();
+        assert!(
+            reasons.contains("last drained") && reasons.contains("limit 10s"),
+            "{reasons}"
+        );
+        assert!(v["last_drain_age_seconds"].as_f64().unwrap() >= 11.0);
+
+        // A new drain (e.g. the idle tick) makes it healthy again.
+        m.mark_drained();
+        assert!(m.health().0);
+
+        // Required probes lost: unhealthy whatever the drain.
+        m.set_probes(40, 42, false);
+        assert!(!m.health().0);
+    }
+
+    #[test]
+    fn metrics_refuses_non_loopback_unless_allowed() {
+        let any: SocketAddr = "0.0.0.0:9102".parse().unwrap();
+        let e = check_bind_addr(any, false).unwrap_err().to_string();
+        assert!(
+            e.contains("0.0.0.0:9102") && e.contains("non-loopback"),
+            "{e}"
+        );
+        assert!(check_bind_addr(any, true).is_ok());
+        for ok in [
+            "127.0.0.1:9102",
+            "127.1.2.3:0",
+            "[::1]:9102",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(check_bind_addr(ok.parse().unwrap(), false).is_ok(), "{ok}");
+        }
+        for bad in ["10.0.0.1:9102", "[::]:9102", "192.168.1.1:80"] {
+            assert!(
+                check_bind_addr(bad.parse().unwrap(), false).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    /// The `monitor.toml` block of the DaemonSet's ConfigMap.
+    fn configmap_toml(yaml: &str) -> String {
+        let mut lines = yaml.lines().skip_while(|l| l.trim() != "monitor.toml: |");
+        assert!(lines.next().is_some(), "no monitor.toml block");
+        lines
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| l.get(4..).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The address of the `metrics = "..."` line, commented out or not.
+    fn metrics_addr(toml: &str) -> Option<SocketAddr> {
+        toml.lines().find_map(|l| {
+            let l = l.trim_start_matches(['#', ' ']);
+            let v = l.strip_prefix("metrics")?.trim_start().strip_prefix('=')?;
+            v.trim().trim_matches('"').parse().ok()
+        })
+    }
+
+    /// The deployment's config files are accepted by the agent as it is
+    /// (unknown keys are an error), and the metrics port is the one the
+    /// DaemonSet probes.
+    #[test]
+    fn metrics_deploy_configs_are_valid_agent_configs() {
+        use crate::{
+            cli::{run_options, RunArgs},
+            config::FileConfig,
+        };
+        let cm = configmap_toml(include_str!("../../deploy/kubernetes/configmap.yaml"));
+        let f = FileConfig::parse(&cm, std::path::Path::new("configmap.yaml"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let o = run_options(&RunArgs::default(), &f).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(o.host_proc, std::path::PathBuf::from("/host/proc"));
+        assert!(f.fingerprint_key.is_none(), "no key in a ConfigMap");
+        let addr = metrics_addr(&cm).expect("a metrics line");
+        assert_eq!(addr.port(), DEFAULT_PORT);
+        // The kubelet probes the pod IP: the agent must accept the address.
+        assert_eq!(o.metrics, Some(addr));
+        assert!(check_bind_addr(addr, o.metrics_allow_non_loopback).is_ok());
+        let ds = include_str!("../../deploy/kubernetes/daemonset.yaml");
+        let ports: Vec<&str> = ds
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("port: ")
+                    .or_else(|| l.strip_prefix("containerPort: "))
+            })
+            .collect();
+        // The commented-out feed example is valid too.
+        let feed: Vec<&str> = cm
+            .lines()
+            .skip_while(|l| l.trim() != "# [[feeds]]")
+            .map(|l| l.trim_start_matches("# "))
+            .collect();
+        assert!(!feed.is_empty(), "a [[feeds]] example");
+        let with_feed = format!("{cm}\n{}\n", feed.join("\n"));
+        let f = FileConfig::parse(&with_feed, std::path::Path::new("configmap.yaml"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(f.feeds.len(), 1);
+        assert_eq!(ports.len(), 4, "3 probes and the container port");
+        assert!(
+            ports.iter().all(|p| *p == DEFAULT_PORT.to_string()),
+            "{ports:?}"
+        );
+
+        let host = include_str!("../../deploy/systemd/monitor.toml");
+        let f = FileConfig::parse(host, std::path::Path::new("monitor.toml"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let o = run_options(&RunArgs::default(), &f).unwrap_or_else(|e| panic!("{e:#}"));
+        let addr = metrics_addr(host).expect("a metrics line");
+        assert_eq!(o.metrics, Some(addr));
+        assert!(!o.metrics_allow_non_loopback);
+        assert!(check_bind_addr(addr, false).is_ok(), "loopback on hosts");
+    }
+
+    #[tokio::test]
+    async fn metrics_refuses_to_bind_non_loopback() {
+        let e = bind("0.0.0.0:0".parse().unwrap(), false).await.unwrap_err();
+        assert!(e.to_string().contains("non-loopback"), "{e}");
+    }
+
+    async fn get(addr: SocketAddr, request: &str) -> (u16, String, String) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .expect("server answers and closes")
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        if !request.starts_with("HEAD") {
+            assert_eq!(len, body.len(), "Content-Length matches the body");
+        }
+        (status, head.to_string(), body.to_string())
+    }
+
+    #[tokio::test]
+    async fn metrics_serves_metrics_and_healthz_over_tcp() {
+        let metrics = Arc::new(Metrics::new());
+        let listener = bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_listener(listener, metrics.clone()));
+
+        // Not ready yet: probes not loaded, ring never drained.
+        let (status, head, body) = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(status, 503, "{head}");
+        assert!(head.contains("Content-Type: application/json"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "unhealthy");
+        assert!(v["reasons"].as_array().is_some_and(|r| r.len() == 2), "{v}");
+
+        metrics.set_probes(40, 42, true);
+        metrics.mark_drained();
+        metrics.inc_event("exec");
+        metrics.inc_alert("secret.leak.log");
+
+        let (status, head, body) = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(status, 200, "{head}\n{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["probes_attached"], 40);
+
+        // Bare-LF request lines, a query string, HTTP/1.0.
+        let (status, head, body) = get(addr, "GET /metrics?x=1 HTTP/1.0\n\n").await;
+        assert_eq!(status, 200, "{head}");
+        assert!(
+            head.contains("Content-Type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        let s = parse_exposition(&body);
+        assert_eq!(
+            value(&s, "monitor_events_total", Some(("kind", "exec"))),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "monitor_alerts_total",
+                Some(("rule", "secret.leak.log"))
+            ),
+            Some(1.0)
+        );
+
+        let (status, _, body) = get(addr, "HEAD /metrics HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status, 200);
+        assert!(body.is_empty());
+
+        let (status, _, _) = get(addr, "GET /nope HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status, 404);
+        let (status, head, _) = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status, 405);
+        assert!(head.contains("Allow: GET, HEAD"), "{head}");
+        let (status, _, _) = get(addr, "garbage\r\n\r\n").await;
+        assert_eq!(status, 400);
+        let big = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+        let (status, _, _) = get(addr, &big).await;
+        assert_eq!(status, 431);
+
+        // Still serving after all that.
+        let (status, _, _) = get(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status, 200);
+        server.abort();
+    }
+}
