@@ -31,6 +31,12 @@ pub enum Command {
     Query(crate::query::QueryArgs),
     /// The identity-to-secret chain of one secret.
     Timeline(crate::query::TimelineArgs),
+    /// A self-contained scenario on this machine that shows every rule
+    /// firing, then the timeline (as root).
+    Demo(crate::demo::DemoArgs),
+    /// The demo's actors (holder, scraper, replayer), one process each.
+    #[command(hide = true)]
+    DemoActor(crate::demo::actor::ActorArgs),
 }
 
 #[derive(Args, Debug, Default)]
@@ -200,6 +206,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Timeline(a) => {
             crate::query::run_timeline(a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(a) => crate::demo::run(a),
+        Command::DemoActor(a) => {
+            crate::demo::actor::run(a)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(a) => {

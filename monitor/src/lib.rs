@@ -8,14 +8,17 @@
 //! [`issuance`] reads the records (files, Vault audit, JWT claims), [`api`]
 //! is the local control socket, [`metrics`] serves Prometheus metrics and
 //! the health check, [`watch`] keeps the watched-file set,
-//! [`host`] knows the machine, [`check`] is the preflight, [`cli`] the
-//! command line.
+//! [`host`] knows the machine, [`check`] is the preflight, [`demo`] the
+//! self-contained scenario that fires every rule, [`cli`] the command line;
+//! [`config`] is the configuration file, [`event`] the event shape,
+//! [`timefmt`] durations and times.
 pub mod agent;
 pub mod api;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod correlate;
+pub mod demo;
 pub mod enrich;
 pub mod event;
 pub mod host;
