@@ -600,7 +600,10 @@ fn metrics_and_health_count_what_the_agent_did() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
-    assert!(text.contains("# TYPE monitor_events_total counter"), "{text}");
+    assert!(
+        text.contains("# TYPE monitor_events_total counter"),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "monitor_events_total{kind=\"read\"}"),
         Some(reads)
@@ -628,7 +631,10 @@ fn metrics_and_health_count_what_the_agent_did() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     for cpu in 0..cpus {
         assert_eq!(
-            sample(&text, &format!("monitor_kernel_lost_events_total{{cpu=\"{cpu}\"}}")),
+            sample(
+                &text,
+                &format!("monitor_kernel_lost_events_total{{cpu=\"{cpu}\"}}")
+            ),
             Some(0),
             "{text}"
         );

@@ -3,13 +3,7 @@
 //! with the periodic chores (watch rescans, process reaping, lost-event
 //! reports, alert roll-ups) and a clean shutdown on SIGINT/SIGTERM that
 //! detaches every probe.
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use chrono::Utc;

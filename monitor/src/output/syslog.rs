@@ -772,7 +772,8 @@ mod tests {
     fn delivers_to_a_real_rsyslogd_over_udp_tcp_and_unix() {
         // `cargo xtask setup` installs rsyslog: its absence is a failure,
         // not a reason to pass.
-        let bin = which("rsyslogd").expect("rsyslogd not installed (cargo xtask setup installs it)");
+        let bin =
+            which("rsyslogd").expect("rsyslogd not installed (cargo xtask setup installs it)");
         let dir = tmpdir("rsyslog");
         let work = dir.join("work");
         std::fs::create_dir_all(&work).unwrap();
