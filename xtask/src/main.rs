@@ -1,5 +1,7 @@
 //! Development tasks for the monitor workspace: `cargo xtask <command>`.
 
+mod bench;
+mod deploy;
 mod setup;
 mod util;
 
@@ -53,6 +55,19 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Run setup (plus bpftrace and auditd), build in release, then run the
+    /// benchmarks; writes BENCHMARKS.md and target/bench/results.json.
+    Bench {
+        /// Every benchmark with tiny counts (under a minute, for CI); writes
+        /// only under target/bench/.
+        #[arg(long)]
+        smoke: bool,
+        /// Run only these benchmarks (comma-separated: untracked, tracked,
+        /// throughput, scan, latency, footprint); writes only under
+        /// target/bench/.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,7 +77,7 @@ fn main() -> ExitCode {
         Cmd::Build { release } => build(release),
         Cmd::Run { release, args } => run(release, args),
         Cmd::Test { args } => test(args),
-        // `bench` will be added here (with its own `Cmd` variant) later.
+        Cmd::Bench { smoke, only } => bench::bench(smoke, &only),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,7 +179,15 @@ fn test(args: Vec<OsString>) -> Result<()> {
         eprintln!("[test] FAILED ({status}): {}", display(&cmd));
         std::process::exit(status.code().unwrap_or(1));
     }
-    Ok(())
+    // The deployment manifests, offline, against the Kubernetes schemas;
+    // and xtask's own unit tests (the validator's kustomization parser).
+    deploy::validate_manifests(&workspace_root())?;
+    util::run(Command::new(cargo()).current_dir(workspace_root()).args([
+        "test",
+        "--package",
+        "xtask",
+        "--quiet",
+    ]))
 }
 
 #[cfg(test)]

@@ -14,11 +14,12 @@ use anyhow::{bail, Context as _, Result};
 use crate::util::{self, cargo, is_root, which};
 
 /// Debian packages the tests (and the build) need; only the missing ones are
-/// installed. Extend this list as tests grow (planned: rsyslog, graphviz,
-/// bpftrace, auditd).
+/// installed. Extend this list as tests grow.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "python3",
+    // The manifests' validator (kubernetes-validate, PyPI) runs in a venv.
+    "python3-venv",
     "procps",
     "util-linux",
     "coreutils",
@@ -35,6 +36,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
 ];
 
+/// Debian packages only `cargo xtask bench` needs, installed by it (not by
+/// every `setup`): the tools the benchmarks compare the agent with.
+pub const BENCH_PACKAGES: &[&str] = &["bpftrace", "auditd"];
+
 /// The bpf-linker release line we build.
 const BPF_LINKER_VERSION: &str = "^0.13";
 /// Name of the file, next to the bpf-linker binary, that records the LLVM
@@ -50,10 +55,15 @@ pub fn setup() -> Result<()> {
     nightly_toolchain()?;
     rust_src()?;
     // Before bpf-linker: building it needs a C toolchain (gcc, libc6-dev).
-    debian_packages()?;
+    debian_packages("debian packages", DEBIAN_PACKAGES)?;
     bpf_linker()?;
     step("done", "machine is ready");
     Ok(())
+}
+
+/// The benchmarks' own packages ([`BENCH_PACKAGES`]), after [`setup`].
+pub fn bench_packages() -> Result<()> {
+    debian_packages("bench packages", BENCH_PACKAGES)
 }
 
 fn check_root() {
@@ -129,21 +139,21 @@ fn rust_src() -> Result<()> {
     Ok(())
 }
 
-/// Step 4: Debian packages from [`DEBIAN_PACKAGES`].
-fn debian_packages() -> Result<()> {
-    const NAME: &str = "debian packages";
+/// Step 4: Debian packages from [`DEBIAN_PACKAGES`] (and, for the
+/// benchmarks, [`BENCH_PACKAGES`]): only the missing ones are installed.
+fn debian_packages(name: &str, packages: &[&str]) -> Result<()> {
     if which("dpkg-query").is_none() {
         step(
-            NAME,
+            name,
             format!(
                 "WARNING: dpkg-query not found (not Debian?); make sure these are installed: {}",
-                DEBIAN_PACKAGES.join(" ")
+                packages.join(" ")
             ),
         );
         return Ok(());
     }
     let mut missing = Vec::new();
-    for &pkg in DEBIAN_PACKAGES {
+    for &pkg in packages {
         let out = util::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))?;
         let status = String::from_utf8_lossy(&out.stdout);
         // e.g. "install ok installed"; "deinstall ok config-files" is missing.
@@ -152,13 +162,10 @@ fn debian_packages() -> Result<()> {
         }
     }
     if missing.is_empty() {
-        step(
-            NAME,
-            format!("all installed ({})", DEBIAN_PACKAGES.join(" ")),
-        );
+        step(name, format!("all installed ({})", packages.join(" ")));
         return Ok(());
     }
-    step(NAME, format!("missing: {}; installing", missing.join(" ")));
+    step(name, format!("missing: {}; installing", missing.join(" ")));
     let apt = |args: &[&str]| -> Result<Command> {
         let mut cmd = if is_root() {
             Command::new("env")
@@ -180,7 +187,7 @@ fn debian_packages() -> Result<()> {
     let mut install = apt(&["install", "-y", "--no-install-recommends"])?;
     install.args(&missing);
     util::run(&mut install).context("apt-get install failed")?;
-    step(NAME, format!("installed {}", missing.join(" ")));
+    step(name, format!("installed {}", missing.join(" ")));
     Ok(())
 }
 
