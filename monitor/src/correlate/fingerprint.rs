@@ -19,14 +19,16 @@
 //!   derivation (a 32-byte confirmation key and six 64-bit prefilter/tag
 //!   keys; the master key itself is dropped and zeroized). Zeroized on drop.
 //! * For every fingerprinted byte string `F` (the value or one of its
-//!   encodings): the 256-bit `blake3::keyed_hash(confirm_key, F)`, its length,
-//!   the secret's [`SecretRef`], the [`Encoding`], and two *anchors*: offsets
-//!   `k`, `k + 1` into `F` with two 32-bit keyed hashes (prefilter and tag) of
-//!   each 7-byte window `F[k..k + 7]`, `F[k + 1..k + 8]` (see "Scanning").
+//!   encodings): `blake3::keyed_hash(confirm_key, F)` truncated to 128 bits,
+//!   its length, the secret's [`SecretRef`], the [`Encoding`], and two
+//!   *anchors*: offsets `k`, `k + 1` into `F` with two 32-bit keyed hashes
+//!   (prefilter and tag) of each 7-byte window `F[k..k + 7]`, `F[k + 1..k +
+//!   8]` (see "Scanning"). One 48-byte record per `F` in a chunked arena;
+//!   the anchors are filed under their tags as chains through those records
+//!   (a hash map `tag -> first anchor`, no allocation per tag).
 //! * A bitset indexed by the anchors' prefilter hashes.
 //! * Per secret: the keyed hash of the raw value (to dedupe and for
-//!   [`FingerprintSet::contains`]) and the list of its anchor tags (for
-//!   [`FingerprintSet::remove`]).
+//!   [`FingerprintSet::contains`]).
 //!
 //! Every temporary buffer that holds the value or an encoding of it is a
 //! fixed-capacity scratch buffer that can never reallocate (a reallocation
@@ -48,7 +50,7 @@
 //!
 //! With the key (it is in the same process, so a full dump has it): the
 //! attacker can test guesses of a whole fingerprinted string against the
-//! 256-bit hashes, which is inherent to any fingerprint scheme. The anchors
+//! 128-bit hashes, which is inherent to any fingerprint scheme. The anchors
 //! additionally let them test guesses of 7-byte windows. All anchors of one
 //! secret (raw and every encoding) are placed over the *same* 8-byte region
 //! of the value, so together they reveal at most those 8 bytes, and only by
@@ -67,13 +69,15 @@
 //! the keyed prefilter hash `pre(w) = ((w ^ k0) * k1) >> 32` (multiplicative
 //! hashing, `k0`, `k1` derived from the key, `k1` odd). Its low bits index a
 //! bitset sized at about 128 bits per anchor (so about 0.8 % of windows
-//! pass). Only then is the stronger keyed 32-bit tag (two 64×64→128-bit
-//! multiply-fold rounds, wyhash style) computed and looked up in a hash map
-//! `tag -> [anchor]`; an anchor whose prefilter hash also matches is
-//! confirmed by `blake3::keyed_hash(confirm_key, buf[i - k .. i - k + len])`
-//! compared in constant time with its 256-bit hash. Random windows reach
-//! BLAKE3 with probability about `anchors / 2^64`; a false match needs a
-//! 256-bit keyed-hash collision.
+//! pass), at most 2 MiB (past about 130,000 anchors, some 6,500 secrets, it
+//! gets denser: the bitset of a larger set no longer fits a core's cache
+//! anyway). Only then is the stronger keyed 32-bit tag (two
+//! 64×64→128-bit multiply-fold rounds, wyhash style) computed and looked up
+//! in a hash map `tag -> [anchor]`; an anchor whose prefilter hash also
+//! matches is confirmed by `blake3::keyed_hash(confirm_key, buf[i - k .. i -
+//! k + len])` compared in constant time with its stored 128 bits. Random
+//! windows reach BLAKE3 with probability about `anchors / 2^64`; a false
+//! match then also needs a 128-bit keyed-hash collision.
 //!
 //! The cost is O(`buf.len()`) plus one BLAKE3 per genuine anchor hit,
 //! *independent of the number of secrets and of the number of distinct
@@ -105,7 +109,7 @@
 //! | encoding | forms |
 //! |---|---|
 //! | [`Encoding::Raw`] | `V` |
-//! | [`Encoding::Base64`] | standard alphabet, with and without `=` padding; plus the three "inside a longer stream" forms below |
+//! | [`Encoding::Base64`] | standard alphabet, with and without `=` padding (one fingerprint: the unpadded form, reported with its padding when the padding follows it); plus the three "inside a longer stream" forms below |
 //! | [`Encoding::Base64url`] | URL-safe alphabet, with and without padding; plus the three stream forms |
 //! | [`Encoding::Hex`] | lowercase and uppercase |
 //! | [`Encoding::Percent`] | RFC 3986: unreserved (`A-Z a-z 0-9 - . _ ~`) kept, every other byte `%XX`; uppercase and lowercase hex digits (only when different from `V`) |
@@ -142,7 +146,9 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Deref;
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+#[cfg(test)]
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::engine::GeneralPurpose;
 use base64::Engine as _;
 use zeroize::Zeroize;
@@ -173,7 +179,7 @@ const _: () = assert!(SPAN == 8 && SPAN <= MIN_SECRET_LEN);
 
 /// Bitset size bounds (log2 of the number of bits) and density.
 const MIN_BITS_LOG2: u32 = 15; // 4 KiB
-const MAX_BITS_LOG2: u32 = 26; // 8 MiB
+const MAX_BITS_LOG2: u32 = 24; // 2 MiB
 const BITS_PER_ANCHOR_LOG2: u32 = 7; // ~128 bits per anchor window
 
 /// How many anchor regions `add` tries before settling for the one whose
@@ -315,7 +321,7 @@ pub struct Match {
 
 /// Key material derived from the [`FingerprintKey`]; zeroized on drop.
 struct Keys {
-    /// BLAKE3 key for the 256-bit confirmation hashes.
+    /// BLAKE3 key for the confirmation hashes.
     confirm: [u8; 32],
     /// Prefilter hash: `((w ^ pre[0]) * pre[1]) >> 32`, `pre[1]` odd.
     pre: [u64; 2],
@@ -360,8 +366,13 @@ impl Keys {
         ((b >> 32) ^ b) as u32
     }
 
-    fn confirm(&self, bytes: &[u8]) -> blake3::Hash {
-        blake3::keyed_hash(&self.confirm, bytes)
+    /// `blake3::keyed_hash(confirm_key, bytes)`, truncated to
+    /// [`HASH_LEN`] bytes.
+    fn confirm(&self, bytes: &[u8]) -> Hash {
+        let full = blake3::keyed_hash(&self.confirm, bytes);
+        let mut h = [0u8; HASH_LEN];
+        h.copy_from_slice(&full.as_bytes()[..HASH_LEN]);
+        h
     }
 }
 
@@ -415,26 +426,186 @@ impl Hasher for TagHasher {
 
 type TagMap<V> = HashMap<u32, V, BuildHasherDefault<TagHasher>>;
 
-/// One anchor window of one fingerprint `F`, filed under its tag.
-struct Cand {
-    /// `blake3::keyed_hash(confirm_key, F)`.
-    hash: [u8; 32],
-    /// Prefilter hash of the anchor window (must equal the scanned one).
-    pre: u32,
-    /// Offset of the anchor window in `F`.
+/// Confirmation hashes are BLAKE3 keyed hashes truncated to 128 bits: a
+/// false confirmation needs a 128-bit collision of a keyed hash, and only
+/// buffers whose anchor window already passed the 32-bit prefilter and
+/// 32-bit tag are hashed at all.
+const HASH_LEN: usize = 16;
+type Hash = [u8; HASH_LEN];
+
+/// Constant-time equality of two confirmation hashes.
+#[inline]
+fn hash_eq(a: &Hash, b: &Hash) -> bool {
+    (u128::from_ne_bytes(*a) ^ u128::from_ne_bytes(*b)) == 0
+}
+
+/// End of an anchor chain.
+const NONE: u32 = u32::MAX;
+/// `secret` of a free arena slot (refs never reach `u32::MAX`).
+const FREE: SecretRef = u32::MAX;
+
+/// One fingerprinted string `F` (the value or one of its encodings) of one
+/// secret, with its two anchor windows at offsets `k` and `k + 1`. Anchor
+/// `2 * i + d` is window `d` of the fingerprint in arena slot `i`.
+#[derive(Clone, Copy)]
+struct Fingerprint {
+    /// `blake3::keyed_hash(confirm_key, F)`, first [`HASH_LEN`] bytes.
+    hash: Hash,
+    /// Prefilter hashes of the two anchor windows (must equal the scanned
+    /// window's).
+    pre: [u32; 2],
+    /// Next anchor with the same tag as window `d`, or [`NONE`].
+    next: [u32; 2],
+    /// Offset of the first anchor window in `F`.
     k: u32,
     /// `F.len()`.
     len: u32,
     secret: SecretRef,
     encoding: Encoding,
+    /// Whole-value base64 without padding: the number of `=` that make it
+    /// the padded form (a match followed by them is reported with them, as
+    /// the padded form); 0 for every other form.
+    pad: u8,
 }
+
+const FREE_SLOT: Fingerprint = Fingerprint {
+    hash: [0; HASH_LEN],
+    pre: [0; 2],
+    next: [NONE; 2],
+    k: 0,
+    len: 0,
+    secret: FREE,
+    encoding: Encoding::Raw,
+    pad: 0,
+};
+
+/// Fingerprints per arena chunk (48 KiB): the arena grows one chunk at a
+/// time, so it never holds more than one chunk of slack and never copies.
+const CHUNK: usize = 1024;
+
+/// Every stored fingerprint, in fixed-size chunks; freed slots are reused.
+#[derive(Default)]
+struct Arena {
+    chunks: Vec<Box<[Fingerprint]>>,
+    /// Slots handed out so far (live or free).
+    len: u32,
+    free: Vec<u32>,
+}
+
+impl Arena {
+    #[inline]
+    fn get(&self, i: u32) -> &Fingerprint {
+        &self.chunks[i as usize / CHUNK][i as usize % CHUNK]
+    }
+
+    fn get_mut(&mut self, i: u32) -> &mut Fingerprint {
+        &mut self.chunks[i as usize / CHUNK][i as usize % CHUNK]
+    }
+
+    fn alloc(&mut self, f: Fingerprint) -> u32 {
+        if let Some(i) = self.free.pop() {
+            *self.get_mut(i) = f;
+            return i;
+        }
+        let i = self.len;
+        assert!(i < NONE / 2, "too many fingerprints");
+        if (i as usize).is_multiple_of(CHUNK) {
+            self.chunks.push(vec![FREE_SLOT; CHUNK].into_boxed_slice());
+        }
+        self.len += 1;
+        *self.get_mut(i) = f;
+        i
+    }
+
+    /// Slots of live fingerprints.
+    fn live(&self) -> impl Iterator<Item = (u32, &Fingerprint)> {
+        (0..self.len)
+            .map(|i| (i, self.get(i)))
+            .filter(|(_, f)| f.secret != FREE)
+    }
+}
+
+/// The anchor index: tag -> the chain of anchors with that tag, threaded
+/// through the fingerprints themselves (no per-tag allocation).
+#[derive(Default)]
+struct Anchors {
+    /// Tag -> first anchor of its chain.
+    heads: TagMap<u32>,
+    fps: Arena,
+}
+
+impl Anchors {
+    fn contains_key(&self, tag: &u32) -> bool {
+        self.heads.contains_key(tag)
+    }
+
+    /// The anchors of the chain starting at `head`: (window, fingerprint).
+    #[inline]
+    fn chain(&self, head: u32) -> impl Iterator<Item = (usize, &Fingerprint)> {
+        let mut a = head;
+        std::iter::from_fn(move || {
+            if a == NONE {
+                return None;
+            }
+            let d = (a & 1) as usize;
+            let f = self.fps.get(a >> 1);
+            a = f.next[d];
+            Some((d, f))
+        })
+    }
+
+    /// Files window `d` of fingerprint slot `i` under `tag`.
+    fn link(&mut self, tag: u32, i: u32, d: usize) {
+        let a = 2 * i + d as u32;
+        let prev = self.heads.insert(tag, a).unwrap_or(NONE);
+        self.fps.get_mut(i).next[d] = prev;
+    }
+
+    /// Unlinks and frees every fingerprint of `r`; returns how many anchors
+    /// went.
+    fn remove_secret(&mut self, r: SecretRef) -> usize {
+        let Anchors { heads, fps } = self;
+        let mut removed = 0;
+        heads.retain(|_, head| {
+            let mut prev = NONE;
+            let mut a = *head;
+            while a != NONE {
+                let d = (a & 1) as usize;
+                let (next, ours) = {
+                    let f = fps.get(a >> 1);
+                    (f.next[d], f.secret == r)
+                };
+                if ours {
+                    if prev == NONE {
+                        *head = next;
+                    } else {
+                        fps.get_mut(prev >> 1).next[(prev & 1) as usize] = next;
+                    }
+                    removed += 1;
+                } else {
+                    prev = a;
+                }
+                a = next;
+            }
+            *head != NONE
+        });
+        for i in 0..fps.len {
+            if fps.get(i).secret == r {
+                *fps.get_mut(i) = FREE_SLOT;
+                fps.free.push(i);
+            }
+        }
+        removed
+    }
+}
+
+/// A fingerprint to be stored, with the tags of its two anchor windows.
+type Form = ([u32; 2], Fingerprint);
 
 /// Per-secret bookkeeping.
 struct Slot {
     /// Keyed hash of the raw value (key of `by_raw`).
-    raw: [u8; 32],
-    /// Anchor tags of its fingerprints (for `remove`).
-    tags: Vec<u32>,
+    raw: Hash,
 }
 
 /// The fingerprints of all known secrets, and the scanner.
@@ -443,10 +614,10 @@ struct Slot {
 /// stored. `Debug` prints only counts.
 pub struct FingerprintSet {
     keys: Keys,
-    /// Anchor tag -> anchor windows with that tag.
-    by_tag: TagMap<Vec<Cand>>,
+    /// Anchor tag -> anchor windows with that tag, and the fingerprints.
+    by_tag: Anchors,
     /// Keyed hash of the raw value -> its ref (dedupe, `contains`).
-    by_raw: HashMap<[u8; 32], SecretRef>,
+    by_raw: HashMap<Hash, SecretRef>,
     slots: HashMap<SecretRef, Slot>,
     next_ref: SecretRef,
     /// Number of stored anchor windows (two per fingerprint).
@@ -485,7 +656,7 @@ impl FingerprintSet {
         drop(key);
         FingerprintSet {
             keys,
-            by_tag: TagMap::default(),
+            by_tag: Anchors::default(),
             by_raw: HashMap::new(),
             slots: HashMap::new(),
             next_ref: 0,
@@ -514,7 +685,7 @@ impl FingerprintSet {
         if v.len() < MIN_SECRET_LEN {
             return None;
         }
-        let raw = *self.keys.confirm(v).as_bytes();
+        let raw = self.keys.confirm(v);
         if let Some(&r) = self.by_raw.get(&raw) {
             return Some(r);
         }
@@ -523,31 +694,34 @@ impl FingerprintSet {
 
         // Try anchor regions in order of preference; keep the first whose
         // anchors no other secret uses (else the one with fewest clashes).
-        let mut best: Option<(usize, Vec<(u32, Cand)>)> = None;
+        let mut best: Option<(usize, Vec<Form>)> = None;
         for region in self.region_order(v) {
-            let cands = self.anchor_forms(v, region, r);
-            let clashes = cands
+            let forms = self.anchor_forms(v, region, r);
+            let clashes = forms
                 .iter()
-                .filter(|(t, _)| self.by_tag.contains_key(t))
+                .flat_map(|(tags, _)| tags)
+                .filter(|t| self.by_tag.contains_key(t))
                 .count();
             if best.as_ref().is_none_or(|(c, _)| clashes < *c) {
-                best = Some((clashes, cands));
+                best = Some((clashes, forms));
             }
             if clashes == 0 {
                 break;
             }
         }
-        let (_, cands) = best.expect("a value of MIN_SECRET_LEN bytes has a region");
+        let (_, forms) = best.expect("a value of MIN_SECRET_LEN bytes has a region");
 
-        let mut tags = Vec::with_capacity(cands.len());
-        for (tag, c) in cands {
-            tags.push(tag);
-            self.set_bit(c.pre);
-            self.by_tag.entry(tag).or_default().push(c);
-            self.anchors += 1;
+        for (tags, f) in forms {
+            let pre = f.pre;
+            let i = self.by_tag.fps.alloc(f);
+            for d in 0..STRIDE {
+                self.by_tag.link(tags[d], i, d);
+                set_bit(&mut self.bits, self.bits_log2, pre[d]);
+            }
+            self.anchors += STRIDE;
         }
         self.by_raw.insert(raw, r);
-        self.slots.insert(r, Slot { raw, tags });
+        self.slots.insert(r, Slot { raw });
         if self.wanted_bits_log2() > self.bits_log2 {
             self.rebuild_bits();
         }
@@ -561,7 +735,7 @@ impl FingerprintSet {
         if v.len() < MIN_SECRET_LEN {
             return None;
         }
-        self.by_raw.get(self.keys.confirm(v).as_bytes()).copied()
+        self.by_raw.get(&self.keys.confirm(v)).copied()
     }
 
     /// Forgets secret `r` (revoked and long expired): its fingerprints no
@@ -571,16 +745,7 @@ impl FingerprintSet {
             return;
         };
         self.by_raw.remove(&slot.raw);
-        for tag in slot.tags {
-            if let Some(list) = self.by_tag.get_mut(&tag) {
-                let before = list.len();
-                list.retain(|c| c.secret != r);
-                self.anchors -= before - list.len();
-                if list.is_empty() {
-                    self.by_tag.remove(&tag);
-                }
-            }
-        }
+        self.anchors -= self.by_tag.remove_secret(r);
         self.rebuild_bits();
     }
 
@@ -658,16 +823,16 @@ impl FingerprintSet {
         if self.bits[idx >> 6] & (1u64 << (idx & 63)) == 0 {
             return;
         }
-        let Some(list) = self.by_tag.get(&self.keys.tag(w)) else {
+        let Some(&head) = self.by_tag.heads.get(&self.keys.tag(w)) else {
             return;
         };
         // Several candidates may ask for the same window (same start and len).
-        let mut last: Option<(usize, usize, blake3::Hash)> = None;
-        for c in list {
-            if c.pre != pre {
+        let mut last: Option<(usize, usize, Hash)> = None;
+        for (d, f) in self.by_tag.chain(head) {
+            if f.pre[d] != pre {
                 continue;
             }
-            let (k, len) = (c.k as usize, c.len as usize);
+            let (k, len) = (f.k as usize + d, f.len as usize);
             let Some(start) = i.checked_sub(k) else {
                 continue;
             };
@@ -682,50 +847,56 @@ impl FingerprintSet {
                     h
                 }
             };
-            // blake3::Hash's == is constant-time.
-            if h == blake3::Hash::from_bytes(c.hash) {
+            if hash_eq(&h, &f.hash) {
+                // Unpadded base64 followed by its padding: the padded form.
+                let pad = f.pad as usize;
+                let padded =
+                    pad > 0 && buf.get(start + len..start + len + pad) == Some(&b"=="[..pad]);
                 out.push(Match {
-                    secret: c.secret,
-                    encoding: c.encoding,
+                    secret: f.secret,
+                    encoding: f.encoding,
                     offset: start,
-                    len,
+                    len: if padded { len + pad } else { len },
                 });
             }
         }
     }
 
-    /// The anchor windows (tag, candidate) of every form of `v` with its
+    /// Every form of `v` as a fingerprint with its two anchor tags, its
     /// anchors placed over the `SPAN` bytes of `v` at `region`.
-    fn anchor_forms(&self, v: &[u8], region: usize, r: SecretRef) -> Vec<(u32, Cand)> {
+    fn anchor_forms(&self, v: &[u8], region: usize, r: SecretRef) -> Vec<Form> {
         let keys = &self.keys;
-        let mut cands: Vec<(u32, Cand)> = Vec::new();
+        let mut forms: Vec<Form> = Vec::new();
         let center = region + SPAN / 2;
         for_each_form(
             v,
             center,
-            &mut |form: &[u8], encoding: Encoding, pos: usize| {
-                if form.len() < MIN_SECRET_LEN || form.len() > u32::MAX as usize {
+            &mut |form: &[u8], encoding: Encoding, pos: usize, pad: u8| {
+                if form.len() < MIN_SECRET_LEN || form.len() > (u32::MAX / 2) as usize {
                     return;
                 }
-                let hash = *keys.confirm(form).as_bytes();
-                if cands.iter().any(|(_, c)| c.hash == hash) {
+                let hash = keys.confirm(form);
+                if forms.iter().any(|(_, f)| f.hash == hash) {
                     return; // same string as an earlier form of this secret
                 }
                 let k = pos.saturating_sub(SPAN / 2).min(form.len() - SPAN);
-                for (d, w) in windows_at(&form[k..]).into_iter().enumerate() {
-                    let cand = Cand {
+                let w = windows_at(&form[k..]);
+                forms.push((
+                    [keys.tag(w[0]), keys.tag(w[1])],
+                    Fingerprint {
                         hash,
-                        pre: keys.pre(w),
-                        k: (k + d) as u32,
+                        pre: [keys.pre(w[0]), keys.pre(w[1])],
+                        next: [NONE; 2],
+                        k: k as u32,
                         len: form.len() as u32,
                         secret: r,
                         encoding,
-                    };
-                    cands.push((keys.tag(w), cand));
-                }
+                        pad,
+                    },
+                ));
             },
         );
-        cands
+        forms
     }
 
     /// Candidate anchor regions of `v` (offsets of `SPAN`-byte regions), best
@@ -773,22 +944,25 @@ impl FingerprintSet {
         (64 - (want - 1).leading_zeros()).clamp(MIN_BITS_LOG2, MAX_BITS_LOG2)
     }
 
-    fn set_bit(&mut self, pre: u32) {
-        let idx = pre as usize & ((1usize << self.bits_log2) - 1);
-        self.bits[idx >> 6] |= 1u64 << (idx & 63);
-    }
-
     /// Rebuilds the bitset from the stored anchors (after a removal, or when
     /// it has become too dense).
     fn rebuild_bits(&mut self) {
         self.bits_log2 = self.wanted_bits_log2();
-        self.bits.clear();
-        self.bits.resize(1usize << (self.bits_log2 - 6), 0);
-        let pres: Vec<u32> = self.by_tag.values().flatten().map(|c| c.pre).collect();
-        for pre in pres {
-            self.set_bit(pre);
+        // Free the old bitset before allocating the new one.
+        self.bits = Vec::new();
+        self.bits = vec![0u64; 1usize << (self.bits_log2 - 6)];
+        for (_, f) in self.by_tag.fps.live() {
+            for pre in f.pre {
+                set_bit(&mut self.bits, self.bits_log2, pre);
+            }
         }
     }
+}
+
+/// Sets the bit of prefilter hash `pre` in a bitset of `2^log2` bits.
+fn set_bit(bits: &mut [u64], log2: u32, pre: u32) {
+    let idx = pre as usize & ((1usize << log2) - 1);
+    bits[idx >> 6] |= 1u64 << (idx & 63);
 }
 
 /// How random a region looks: distinct bytes plus 3 × character classes
@@ -898,9 +1072,9 @@ impl Drop for Scratch {
 const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
-/// Encodes `v` with a base64 engine into a fresh scratch buffer.
-fn b64(engine: &GeneralPurpose, v: &[u8], pad: bool) -> Scratch {
-    let n = base64::encoded_len(v.len(), pad).expect("secret too large to base64");
+/// Encodes `v` with an unpadded base64 engine into a fresh scratch buffer.
+fn b64(engine: &GeneralPurpose, v: &[u8]) -> Scratch {
+    let n = base64::encoded_len(v.len(), false).expect("secret too large to base64");
     let mut s = Scratch::with_capacity(n);
     let written = engine
         .encode_slice(v, s.zeroed(n))
@@ -943,30 +1117,35 @@ fn json_needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// Calls `f(form, encoding, pos)` for every fingerprinted form of `v`, where
-/// `pos` is the offset in `form` corresponding to byte `center` of `v` (used
-/// to put every form's anchor over the same region of `v`). Forms may repeat
+/// `f(form, encoding, pos, pad)`: see [`for_each_form`].
+type FormFn<'a> = dyn FnMut(&[u8], Encoding, usize, u8) + 'a;
+
+/// Calls `f(form, encoding, pos, pad)` for every fingerprinted form of `v`,
+/// where `pos` is the offset in `form` corresponding to byte `center` of `v`
+/// (used to put every form's anchor over the same region of `v`) and `pad`
+/// the number of `=` that complete a whole-value unpadded base64 form (0 for
+/// every other form). Forms may repeat
 /// (e.g. unpadded base64 equal to the aligned form) and may be shorter than
 /// `MIN_SECRET_LEN`; the caller filters. Every buffer is a `Scratch`.
-fn for_each_form(v: &[u8], center: usize, f: &mut dyn FnMut(&[u8], Encoding, usize)) {
+fn for_each_form(v: &[u8], center: usize, f: &mut FormFn<'_>) {
     let n = v.len();
     debug_assert!(center <= n);
 
     // Raw.
-    f(v, Encoding::Raw, center);
+    f(v, Encoding::Raw, center, 0);
 
     // Whole-value base64: char j starts at bit 6j, so byte c starts in char
-    // floor(8c/6).
+    // floor(8c/6). Unpadded; the padded form is the unpadded one followed by
+    // `pad` `=` (the scan checks for them), so it needs no fingerprint of
+    // its own.
     let b64_pos = center * 8 / 6;
-    let engines: [(&GeneralPurpose, bool, Encoding); 4] = [
-        (&STANDARD, true, Encoding::Base64),
-        (&STANDARD_NO_PAD, false, Encoding::Base64),
-        (&URL_SAFE, true, Encoding::Base64url),
-        (&URL_SAFE_NO_PAD, false, Encoding::Base64url),
-    ];
-    for (engine, pad, enc) in engines {
-        let s = b64(engine, v, pad);
-        f(&s, enc, b64_pos);
+    let pad = ((3 - n % 3) % 3) as u8;
+    for (engine, enc) in [
+        (&STANDARD_NO_PAD, Encoding::Base64),
+        (&URL_SAFE_NO_PAD, Encoding::Base64url),
+    ] {
+        let s = b64(engine, v);
+        f(&s, enc, b64_pos, pad);
     }
 
     // Base64 inside a longer stream: V starts at byte a (mod 3). Keep the
@@ -981,9 +1160,9 @@ fn for_each_form(v: &[u8], center: usize, f: &mut dyn FnMut(&[u8], Encoding, usi
             (&STANDARD_NO_PAD, Encoding::Base64),
             (&URL_SAFE_NO_PAD, Encoding::Base64url),
         ] {
-            let s = b64(engine, &prefixed, false);
+            let s = b64(engine, &prefixed);
             let pos = (8 * (a + center) / 6).saturating_sub(lo);
-            f(&s[lo..hi], enc, pos);
+            f(&s[lo..hi], enc, pos, 0);
         }
     }
 
@@ -994,7 +1173,7 @@ fn for_each_form(v: &[u8], center: usize, f: &mut dyn FnMut(&[u8], Encoding, usi
             s.push(digits[(b >> 4) as usize]);
             s.push(digits[(b & 15) as usize]);
         }
-        f(&s, Encoding::Hex, 2 * center);
+        f(&s, Encoding::Hex, 2 * center, 0);
     }
 
     // Percent-encoding, %XX and %xx, only if something needs escaping.
@@ -1015,7 +1194,7 @@ fn for_each_form(v: &[u8], center: usize, f: &mut dyn FnMut(&[u8], Encoding, usi
             if center == n {
                 pos = s.len();
             }
-            f(&s, Encoding::Percent, pos);
+            f(&s, Encoding::Percent, pos, 0);
         }
     }
 
@@ -1032,15 +1211,39 @@ fn for_each_form(v: &[u8], center: usize, f: &mut dyn FnMut(&[u8], Encoding, usi
         if center == n {
             pos = s.len();
         }
-        f(&s, Encoding::Json, pos);
+        f(&s, Encoding::Json, pos, 0);
+    }
+}
+
+#[cfg(test)]
+impl Anchors {
+    fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// Every tag.
+    fn keys(&self) -> impl Iterator<Item = &u32> {
+        self.heads.keys()
+    }
+
+    /// Every tag with its chain's fingerprints.
+    fn iter(&self) -> impl Iterator<Item = (&u32, Vec<&Fingerprint>)> {
+        self.heads
+            .iter()
+            .map(|(t, &head)| (t, self.chain(head).map(|(_, f)| f).collect()))
+    }
+
+    /// Every chain's fingerprints.
+    fn values(&self) -> impl Iterator<Item = Vec<&Fingerprint>> {
+        self.iter().map(|(_, l)| l)
     }
 }
 
 #[cfg(test)]
 impl FingerprintSet {
-    /// Every byte this set stores (derived keys, bitset, anchor map, dedupe
-    /// map, per-secret bookkeeping), concatenated, for the "no plaintext is
-    /// retained" test.
+    /// Every byte this set stores (derived keys, bitset, anchor index and
+    /// fingerprints, dedupe map, per-secret bookkeeping), concatenated, for
+    /// the "no plaintext is retained" test.
     fn stored_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&self.keys.confirm);
@@ -1050,16 +1253,25 @@ impl FingerprintSet {
         for w in &self.bits {
             out.extend_from_slice(&w.to_le_bytes());
         }
-        for (tag, list) in &self.by_tag {
+        for (tag, head) in &self.by_tag.heads {
             out.extend_from_slice(&tag.to_le_bytes());
-            for c in list {
-                out.extend_from_slice(&c.hash);
-                out.extend_from_slice(&c.pre.to_le_bytes());
-                out.extend_from_slice(&c.k.to_le_bytes());
-                out.extend_from_slice(&c.len.to_le_bytes());
-                out.extend_from_slice(&c.secret.to_le_bytes());
-                out.push(c.encoding as u8);
+            out.extend_from_slice(&head.to_le_bytes());
+        }
+        for chunk in &self.by_tag.fps.chunks {
+            for f in chunk.iter() {
+                out.extend_from_slice(&f.hash);
+                for x in f.pre.iter().chain(&f.next) {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+                out.extend_from_slice(&f.k.to_le_bytes());
+                out.extend_from_slice(&f.len.to_le_bytes());
+                out.extend_from_slice(&f.secret.to_le_bytes());
+                out.push(f.encoding as u8);
+                out.push(f.pad);
             }
+        }
+        for i in &self.by_tag.fps.free {
+            out.extend_from_slice(&i.to_le_bytes());
         }
         for (h, r) in &self.by_raw {
             out.extend_from_slice(h);
@@ -1068,9 +1280,6 @@ impl FingerprintSet {
         for (r, slot) in &self.slots {
             out.extend_from_slice(&r.to_le_bytes());
             out.extend_from_slice(&slot.raw);
-            for t in &slot.tags {
-                out.extend_from_slice(&t.to_le_bytes());
-            }
         }
         out
     }
@@ -1087,10 +1296,11 @@ impl FingerprintSet {
                 load_u64(&buf[i + WIN - 8..]) >> 8
             };
             let pre = self.keys.pre(w);
-            if let Some(list) = self.by_tag.get(&self.keys.tag(w)) {
-                n += list
-                    .iter()
-                    .filter(|c| c.pre == pre && i >= c.k as usize)
+            if let Some(&head) = self.by_tag.heads.get(&self.keys.tag(w)) {
+                n += self
+                    .by_tag
+                    .chain(head)
+                    .filter(|(d, f)| f.pre[*d] == pre && i >= f.k as usize + d)
                     .count();
             }
             i += STRIDE;
@@ -1099,8 +1309,8 @@ impl FingerprintSet {
     }
 
     /// All stored confirmation hashes.
-    fn hashes(&self) -> Vec<[u8; 32]> {
-        self.by_tag.values().flatten().map(|c| c.hash).collect()
+    fn hashes(&self) -> Vec<Hash> {
+        self.by_tag.fps.live().map(|(_, f)| f.hash).collect()
     }
 }
 
@@ -1424,7 +1634,7 @@ mod tests {
     /// Test 5: 64 MiB of random bytes against 1,000 random 16-byte secrets:
     /// zero matches. A false match needs a 32-bit prefilter hit, a 32-bit tag
     /// hit (so about 64M × 14k / 2^64 ≈ 5·10^-8 BLAKE3 confirmations are even
-    /// attempted) and then a 256-bit keyed-hash collision (2^-256 each): the
+    /// attempted) and then a 128-bit keyed-hash collision (2^-128 each): the
     /// expected number of false positives is 0 for all practical purposes.
     #[test]
     fn no_false_match_on_random_data() {
@@ -1815,6 +2025,121 @@ mod tests {
                         hits / 3
                     );
                 }
+            }
+        }
+    }
+
+    /// The padded base64 form is found through the unpadded fingerprint: it
+    /// is reported with its padding only when all of the padding follows.
+    #[test]
+    fn padding_is_reported_only_when_complete() {
+        let mut s = set();
+        for v in [&b"pad-two-needed-x"[..], b"pad-one-needed-xy"] {
+            let r = s.add(v).unwrap();
+            let padded = STANDARD.encode(v);
+            let unpadded = STANDARD_NO_PAD.encode(v);
+            let pad = padded.len() - unpadded.len();
+            assert!(pad > 0);
+            for have in 0..=pad {
+                for tail in ["", " rest"] {
+                    let buf = format!("x {unpadded}{}{tail}", &padded[unpadded.len()..][..have]);
+                    let got = s.scan(buf.as_bytes());
+                    let want = if have == pad {
+                        padded.len()
+                    } else {
+                        unpadded.len()
+                    };
+                    assert_eq!(
+                        got,
+                        vec![Match {
+                            secret: r,
+                            encoding: Encoding::Base64,
+                            offset: 2,
+                            len: want
+                        }],
+                        "{have} of {pad} padding characters, tail {tail:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Adds and removals in any order keep the anchor chains, the arena and
+    /// the counts consistent, and scans find exactly the secrets still known.
+    #[test]
+    fn removals_keep_the_index_consistent() {
+        let mut rng = Rng(13);
+        let mut s = set();
+        let alnum = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        // Shared prefixes, so that some tags hold anchors of several forms.
+        let mut live: Vec<(SecretRef, Vec<u8>)> = Vec::new();
+        let mut gone: Vec<Vec<u8>> = Vec::new();
+        for step in 0..600 {
+            if live.is_empty() || rng.below(3) != 0 {
+                let mut v = b"tok_".to_vec();
+                let n = 8 + rng.below(40);
+                v.extend(rng.from(alnum, n));
+                let r = s.add(&v).unwrap();
+                if !live.iter().any(|(x, _)| *x == r) {
+                    live.push((r, v));
+                }
+            } else {
+                let (r, v) = live.swap_remove(rng.below(live.len()));
+                s.remove(r);
+                gone.push(v);
+            }
+            if step % 50 != 49 {
+                continue;
+            }
+            // Every live fingerprint's two anchors are in the chains exactly
+            // once; nothing else is.
+            let fps = &s.by_tag.fps;
+            let mut seen = vec![0u8; 2 * fps.len as usize];
+            for &head in s.by_tag.heads.values() {
+                assert_ne!(head, NONE, "empty chain kept");
+                let mut a = head;
+                while a != NONE {
+                    seen[a as usize] += 1;
+                    let f = fps.get(a >> 1);
+                    assert_ne!(f.secret, FREE, "freed fingerprint in a chain");
+                    a = f.next[(a & 1) as usize];
+                }
+            }
+            let nlive = fps.live().count();
+            for (i, f) in fps.live() {
+                assert!(live.iter().any(|(r, _)| *r == f.secret));
+                assert_eq!(seen[2 * i as usize], 1);
+                assert_eq!(seen[2 * i as usize + 1], 1);
+            }
+            assert_eq!(seen.iter().map(|&x| x as usize).sum::<usize>(), 2 * nlive);
+            assert_eq!(s.anchors, 2 * nlive);
+            assert_eq!(nlive + fps.free.len(), fps.len as usize);
+            assert_eq!(s.len(), live.len());
+            for (r, v) in &live {
+                assert_eq!(s.contains(v), Some(*r));
+                let mut buf = b"k=".to_vec();
+                buf.extend_from_slice(v);
+                assert_eq!(
+                    s.scan(&buf),
+                    vec![Match {
+                        secret: *r,
+                        encoding: Encoding::Raw,
+                        offset: 2,
+                        len: v.len()
+                    }]
+                );
+                let e = STANDARD.encode(v);
+                assert!(s
+                    .scan(e.as_bytes())
+                    .iter()
+                    .any(|m| m.secret == *r && m.len == e.len()));
+            }
+            for v in &gone {
+                if live.iter().any(|(_, l)| l == v) {
+                    continue;
+                }
+                assert_eq!(s.contains(v), None);
+                assert!(s.scan(v).iter().all(|m| m.len != v.len()));
             }
         }
     }

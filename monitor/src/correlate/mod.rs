@@ -170,8 +170,12 @@ pub fn parse_dest(d: &str) -> Option<(IpAddr, u16)> {
 
 pub struct Correlator {
     fp: FingerprintSet,
-    secrets: BTreeMap<String, SecretState>,
-    by_ref: HashMap<SecretRef, BTreeSet<String>>,
+    /// Boxed: a B-tree node holds 11 entries whatever its fill, so inline
+    /// states would waste a third of the nodes' space.
+    secrets: BTreeMap<String, Box<SecretState>>,
+    /// Fingerprint ref -> the secrets with that value, sorted (usually one:
+    /// a `Vec`, where a one-element `BTreeSet` would take a 280-byte node).
+    by_ref: HashMap<SecretRef, Vec<String>>,
     /// Delivery file inode -> secrets delivered through it.
     delivery_inodes: HashMap<(u64, u32), BTreeSet<String>>,
     /// pid -> secrets it holds as a pid holder (or a child forked after).
@@ -290,7 +294,7 @@ impl Correlator {
                         .or_default()
                         .insert(id.clone());
                 }
-                self.secrets.insert(id.clone(), s);
+                self.secrets.insert(id.clone(), Box::new(s));
                 Ok((id, out))
             }
         }
@@ -342,10 +346,13 @@ impl Correlator {
             s.fingerprint = Some(r);
             s.learned_at = Some(Utc::now());
             s.learned_from = Some(from);
-            self.by_ref
+            let ids = self
+                .by_ref
                 .entry(r)
-                .or_default()
-                .insert(s.issuance.secret_id.clone());
+                .or_insert_with(|| Vec::with_capacity(1));
+            if let Err(at) = ids.binary_search(&s.issuance.secret_id) {
+                ids.insert(at, s.issuance.secret_id.clone());
+            }
         } else {
             log::warn!(
                 "secret {} is shorter than {} bytes: not fingerprinted",
@@ -423,10 +430,7 @@ impl Correlator {
     }
 
     fn secrets_for(&self, r: SecretRef) -> Vec<String> {
-        self.by_ref
-            .get(&r)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        self.by_ref.get(&r).map(|s| s.to_vec()).unwrap_or_default()
     }
 
     fn matches_to_secrets(&self, matches: &[Match]) -> Vec<(String, Encoding, usize, usize)> {

@@ -609,11 +609,14 @@ fn parse_issue(
                     "must list at least one {\"file\": PATH} or {\"env\": NAME}",
                 ));
             }
-            items
+            let mut delivery = items
                 .iter()
                 .enumerate()
                 .map(|(i, item)| parse_delivery(i, item))
-                .collect::<Result<Vec<_>, _>>()?
+                .collect::<Result<Vec<_>, _>>()?;
+            // Kept as long as the secret is known: no spare capacity.
+            delivery.shrink_to_fit();
+            delivery
         }
         Some(v) => {
             return Err(err(
