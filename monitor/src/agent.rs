@@ -71,6 +71,12 @@ pub struct RunOptions {
 
 /// Items the store queue holds before it drops (and counts) new ones.
 const STORE_QUEUE: usize = 65_536;
+/// Most bytes of one issuance source read (then parsed and applied) at a
+/// time: a backlog of many thousand records never sits parsed at once.
+const SOURCE_CHUNK: usize = 1 << 20;
+/// Most chunks of all sources taken in one poll (the rest waits for the
+/// next poll, so a source appended without end cannot starve the events).
+const SOURCE_CHUNKS_PER_POLL: usize = 64;
 
 struct Source {
     path: PathBuf,
@@ -98,6 +104,10 @@ pub struct Agent {
     /// Events by kind since the last [`Agent::flush`], then added to
     /// `metrics` (one lock per batch, not per event).
     kinds_pending: HashMap<String, u64>,
+    /// While applying a batch of records: watched patterns are expanded
+    /// once at its end, not once a record.
+    batching: bool,
+    rescan_due: bool,
     pub events_seen: u64,
     pub alerts_sent: u64,
     pub bad_records: u64,
@@ -145,14 +155,14 @@ impl Agent {
         for p in &opts.issuances {
             sources.push(Source {
                 path: p.clone(),
-                tail: Tailer::new(p),
+                tail: Tailer::new(p).with_max_poll_bytes(SOURCE_CHUNK),
                 vault: None,
             });
         }
         for p in &opts.vault_audit {
             sources.push(Source {
                 path: p.clone(),
-                tail: Tailer::new(p),
+                tail: Tailer::new(p).with_max_poll_bytes(SOURCE_CHUNK),
                 vault: Some(VaultPairer::new(10_000)),
             });
         }
@@ -187,6 +197,8 @@ impl Agent {
             last_store_dropped: 0,
             metrics: Arc::new(Metrics::new()),
             kinds_pending: HashMap::new(),
+            batching: false,
+            rescan_due: false,
             events_seen: 0,
             alerts_sent: 0,
             bad_records: 0,
@@ -333,9 +345,24 @@ impl Agent {
                     log::warn!("delivery file: {e:#}");
                 }
             }
-            self.rescan();
+            if self.batching {
+                self.rescan_due = true;
+            } else {
+                self.rescan();
+            }
         }
         Ok(())
+    }
+
+    /// `f` with the watched-set expansion deferred to its end.
+    fn batched<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.batching = true;
+        let r = f(self);
+        self.batching = false;
+        if std::mem::take(&mut self.rescan_due) {
+            self.rescan();
+        }
+        r
     }
 
     fn rescan(&mut self) {
@@ -375,8 +402,20 @@ impl Agent {
     /// New lines of issuance files and Vault audit logs. A bad record is
     /// reported (file, line, field) and skipped.
     pub fn poll_sources(&mut self) -> Result<()> {
+        for _ in 0..SOURCE_CHUNKS_PER_POLL {
+            if !self.poll_sources_chunk() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// At most [`SOURCE_CHUNK`] bytes of each source, parsed and applied;
+    /// whether anything was read.
+    fn poll_sources_chunk(&mut self) -> bool {
         let mut records = Vec::new();
         let mut leases = Vec::new();
+        let mut read = false;
         for src in &mut self.sources {
             let lines = match src.tail.poll() {
                 Ok(l) => l,
@@ -385,7 +424,9 @@ impl Agent {
                     continue;
                 }
             };
+            read |= !lines.is_empty();
             for sk in src.tail.take_skipped() {
+                read = true;
                 self.bad_records += 1;
                 log::warn!(
                     "{}:{}: skipped: {:?}",
@@ -421,13 +462,15 @@ impl Agent {
         for lease in leases {
             self.correlator.vault_lease(lease);
         }
-        for (r, origin) in records {
-            if let Err(e) = self.apply_record(r, &origin) {
-                self.bad_records += 1;
-                log::warn!("{origin}: {e}");
+        self.batched(|agent| {
+            for (r, origin) in records {
+                if let Err(e) = agent.apply_record(r, &origin) {
+                    agent.bad_records += 1;
+                    log::warn!("{origin}: {e}");
+                }
             }
-        }
-        Ok(())
+        });
+        read
     }
 
     /// One API request (routing lives here; transport in `api::server`).
@@ -599,13 +642,17 @@ impl Agent {
                 "empty body: expected an issuance or revocation record",
             );
         }
-        let mut done = Vec::new();
-        for r in records {
-            match self.apply_record(r, "api") {
-                Ok(v) => done.push(v),
-                Err(e) => return ApiResponse::error(400, e),
+        let applied = self.batched(|agent| {
+            let mut done = Vec::new();
+            for r in records {
+                done.push(agent.apply_record(r, "api")?);
             }
-        }
+            Ok::<_, String>(done)
+        });
+        let mut done = match applied {
+            Ok(d) => d,
+            Err(e) => return ApiResponse::error(400, e),
+        };
         ApiResponse::created(if done.len() == 1 {
             done.remove(0)
         } else {
