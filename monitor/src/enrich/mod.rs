@@ -411,16 +411,25 @@ impl Enricher {
                 if e.ret != 0 {
                     return None;
                 }
-                // The new image: refresh what exec changes.
+                let filename = pending
+                    .as_ref()
+                    .map(|p| self.absolutize(pid, p.filename.clone()));
+                // The new image: refresh what exec changes. A process that
+                // already exited (short-lived ones often have, by now) has
+                // no /proc/<pid>/exe: the path it exec'd stands in for it.
                 let mut entry = self.procs.remove(&pid).unwrap_or_default();
-                entry.exe = self.procfs.exe(pid).map(|p| p.display().to_string());
+                entry.exe = self
+                    .procfs
+                    .exe(pid)
+                    .map(|p| p.display().to_string())
+                    .or_else(|| filename.clone());
                 if entry.ppid.is_none() {
                     entry.ppid = self.procfs.stat(pid).ok().map(|s| s.ppid);
                 }
                 self.set_cgroup(&mut entry, pid, h.cgroup_id);
                 self.procs.insert(pid, entry);
                 if let Some(p) = pending {
-                    d.filename = Some(self.absolutize(pid, p.filename));
+                    d.filename = filename;
                     d.argv = Some(p.argv);
                     d.env = Some(p.env);
                 }
