@@ -63,10 +63,10 @@ pub struct Plan {
 impl Plan {
     fn full() -> Plan {
         Plan {
-            rounds: 9,
+            rounds: 7,
             untracked_iters: [300_000, 600_000, 30_000, 600],
             holder_iters: 40_000,
-            tp_secs: 5.0,
+            tp_secs: 4.0,
             tp_reps: 3,
             scan_mib: 64,
             scan_reps: 5,
@@ -930,17 +930,14 @@ pub fn why(id: &str, r: &Results) -> String {
                  the programs makes aya parse the kernel's BTF, about 15 MiB at its peak, freed \
                  but kept mapped by the allocator and reused later). The {} secrets and {} \
                  tracked processes add {:.1} MiB to that: the fingerprints{set}, the secrets' \
-                 issuance state (about 0.5 KiB each), and, while the file is applied, every record \
-                 parsed at once (the agent parses a whole poll of an issuance file into one list \
-                 before applying it: about 5 MiB for 10,000 records, measured with heaptrack outside \
-                 the benchmark; its pages are reused afterwards). What would close it: the target \
+                 issuance state (about 0.5 KiB each), and the records of one 1 MiB chunk of the \
+                 issuance file, parsed before they are applied (chunk by chunk). What would close it: the target \
                  is missed by {:.1} MiB, and the ring's double mapping alone is {ring:.1} MiB: \
                  `ring_bytes = 8388608` would save 16 MiB of RSS, but it halves the burst the ring absorbs before events are lost (benchmarks \
                  2 and 3), so it is an operator's trade and not a default changed here. Without \
-                 touching the ring: applying issuance records as they are parsed instead of \
-                 collecting a whole poll first (about 5 MiB at 10,000 records); sharing each \
-                 secret id between the maps that key on it instead of a `String` copy in each; and \
-                 a smaller SQLite page cache for the writer.",
+                 touching the ring: sharing each secret id between the maps that key on it \
+                 instead of a `String` copy in each; and a smaller SQLite page cache for the \
+                 writer.",
                 m(l.hwm_kib),
                 ring / 2.0,
                 m(l.file_kib.saturating_sub(l.bpf_map_kib)),

@@ -1270,10 +1270,10 @@ pub fn markdown(r: &Results, targets: &[Target]) -> String {
                 let ext = wall * (10_000.0 / n as f64).powf(k);
                 let _ = writeln!(
                     w,
-                    "\nLoad time grows as n^{k:.1}: 10,000 file-delivered records would take about {:.0} s. \
-                     That is why the 10,000-secret footprint above uses environment deliveries: each \
-                     file-delivered record re-expands every watch pattern and re-matches every known file \
-                     against every secret.\n",
+                    "\nLoad time grows as n^{k:.1}: 10,000 file-delivered records would take about {:.0} s \
+                     (the agent expands the watch patterns once per batch of records, not once per \
+                     record). The 10,000-secret footprint above uses environment deliveries, which \
+                     also exercise learning a value from `/proc/<pid>/environ`.\n",
                     ext
                 );
             } else {
