@@ -211,7 +211,7 @@ impl Agent {
         );
         agent.poll_sources()?;
         agent.rescan();
-        agent.update_metrics()?;
+        agent.update_metrics();
         Ok((agent, observer))
     }
 
@@ -234,7 +234,7 @@ impl Agent {
     }
 
     /// Gauges and cumulative counters, refreshed on each tick.
-    fn update_metrics(&mut self) -> Result<()> {
+    fn update_metrics(&self) {
         let m = &self.metrics;
         m.set_lost_per_cpu(&self.last_counters.ringbuf_full_per_cpu);
         m.set_queue_depth("store", self.store.queued() as u64);
@@ -255,7 +255,6 @@ impl Agent {
             self.correlator.secret_count() as u64,
             self.watches.watched_inodes() as u64,
         );
-        Ok(())
     }
 
     /// One decoded record through enrichment, correlation and out.
@@ -691,7 +690,8 @@ impl Agent {
             ..Default::default()
         })?;
         self.report_lost()?;
-        self.update_metrics()
+        self.update_metrics();
+        Ok(())
     }
 
     /// Lost kernel events since the last report: a `lost` event and a log
