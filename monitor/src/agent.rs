@@ -361,7 +361,21 @@ impl Agent {
         if std::mem::take(&mut self.rescan_due) {
             self.rescan();
         }
+        if self.correlator.take_selectors_added() {
+            self.track_selected();
+        }
         r
+    }
+
+    /// Track the live processes a cgroup/container/pod/exe holder takes in.
+    fn track_selected(&mut self) {
+        for pid in self.correlator.resolve_holders(&mut self.enricher) {
+            if !self.sensors.is_tracked(pid) {
+                if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
+                    log::warn!("{e:#}");
+                }
+            }
+        }
     }
 
     fn rescan(&mut self) {
@@ -676,13 +690,7 @@ impl Agent {
         }
         self.enricher.reap();
         if rescan {
-            for pid in self.correlator.resolve_holders(&mut self.enricher) {
-                if !self.sensors.is_tracked(pid) {
-                    if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
-                        log::warn!("{e:#}");
-                    }
-                }
-            }
+            self.track_selected();
         }
         let rollups = self.correlator.tick(false);
         self.act(Outcome {

@@ -5,6 +5,7 @@
 //! secrets' bytes (raw or encoded), and evaluates the ten rules.
 pub mod alert;
 pub mod fingerprint;
+pub mod holders;
 pub mod rules;
 
 use std::{
@@ -180,6 +181,12 @@ pub struct Correlator {
     delivery_inodes: HashMap<(u64, u32), BTreeSet<String>>,
     /// pid -> secrets it holds as a pid holder (or a child forked after).
     pid_holders: HashMap<u32, BTreeSet<String>>,
+    /// Selector holders, delivery paths and leases, by lookup.
+    index: holders::HolderIndex,
+    /// A secret with a selector holder was recorded since the last
+    /// [`Correlator::take_selectors_added`]: live processes must be matched
+    /// against it (once a batch, not once a record).
+    selectors_added: bool,
     /// argv/envp of execs waiting for their result.
     pending_exec: HashMap<u32, (Captured, Captured)>,
     aggregator: Aggregator,
@@ -208,6 +215,8 @@ impl Correlator {
             by_ref: HashMap::new(),
             delivery_inodes: HashMap::new(),
             pid_holders: HashMap::new(),
+            index: holders::HolderIndex::default(),
+            selectors_added: false,
             pending_exec: HashMap::new(),
             aggregator: Aggregator::new(aggregate_window),
             leases: HashMap::new(),
@@ -249,6 +258,9 @@ impl Correlator {
             Record::Issue(iss) => {
                 let id = iss.secret_id.clone();
                 let prev = self.secrets.remove(&id);
+                if let Some(p) = &prev {
+                    self.index.remove(&p.issuance);
+                }
                 let mut s = SecretState {
                     issuance: iss,
                     revoked_at: None,
@@ -278,16 +290,13 @@ impl Correlator {
                         self.learn_env_from_proc(&mut s, pid);
                     }
                 }
-                // Live processes matching a cgroup/container/pod/exe holder.
+                // Live processes matching a cgroup/container/pod/exe holder
+                // are found by `resolve_holders` once the batch is applied.
+                let _ = procs;
                 if has_selector(&s.issuance) {
-                    for pid in procs.live_pids() {
-                        if let Some(p) = procs.process_of(pid) {
-                            if selector_matches(&s.issuance, &p) {
-                                out.track.push(pid);
-                            }
-                        }
-                    }
+                    self.selectors_added = true;
                 }
+                self.index.insert(&s.issuance);
                 for k in s.inodes.clone() {
                     self.delivery_inodes
                         .entry(k)
@@ -302,8 +311,8 @@ impl Correlator {
 
     /// The watch set found a file at `path` with inode `key`.
     pub fn on_file(&mut self, path: &str, key: InodeKey) {
-        for (id, s) in self.secrets.iter_mut() {
-            if s.file_deliveries().any(|p| p == path) {
+        for id in self.index.delivered_at(path) {
+            if let Some(s) = self.secrets.get_mut(id) {
                 s.inodes.insert((key.ino, key.dev));
                 self.delivery_inodes
                     .entry((key.ino, key.dev))
@@ -311,6 +320,12 @@ impl Correlator {
                     .insert(id.clone());
             }
         }
+    }
+
+    /// Whether a secret with a selector holder was recorded since the last
+    /// call (then [`Correlator::resolve_holders`] finds its processes).
+    pub fn take_selectors_added(&mut self) -> bool {
+        std::mem::take(&mut self.selectors_added)
     }
 
     /// Secrets as the API shows them (no fingerprints, no values).
@@ -615,8 +630,8 @@ impl Correlator {
         let Some(lease_id) = lease.lease_id.clone() else {
             return;
         };
-        for s in self.secrets.values_mut() {
-            if s.issuance.lease_id.as_deref() == Some(lease_id.as_str()) {
+        for id in self.index.under_lease(&lease_id) {
+            if let Some(s) = self.secrets.get_mut(id) {
                 apply_lease(s, &lease);
             }
         }
@@ -627,12 +642,16 @@ impl Correlator {
     }
 
     /// Secrets `p` holds.
+    /// By lookup: its pid's secrets and the selector candidates, checked.
     fn held_by(&self, p: &Process) -> Vec<String> {
-        self.secrets
-            .keys()
-            .filter(|id| self.is_holder(id, p))
-            .cloned()
-            .collect()
+        let mut ids = self.index.candidates(p);
+        if let Some(set) = self.pid_holders.get(&p.pid) {
+            ids.extend(set.iter().cloned());
+            ids.sort();
+            ids.dedup();
+        }
+        ids.retain(|id| self.is_holder(id, p));
+        ids
     }
 
     fn is_delivery_path(&self, id: &str, path: Option<&str>) -> bool {
@@ -661,7 +680,7 @@ impl Correlator {
             // A discovered file outside any pod: its first reader's cgroup
             // holds it.
             if let Some(s) = self.secrets.get_mut(id) {
-                let h = &mut s.issuance.holder;
+                let h = &s.issuance.holder;
                 let unheld = h.pid.is_none()
                     && h.cgroup.is_none()
                     && h.container_id.is_none()
@@ -669,7 +688,9 @@ impl Correlator {
                     && h.exe.is_none();
                 if unheld && s.issuance.source.as_deref() == Some(crate::issuance::discover::SOURCE)
                 {
-                    h.cgroup = ev.process.cgroup.clone();
+                    self.index.remove(&s.issuance);
+                    s.issuance.holder.cgroup = ev.process.cgroup.clone();
+                    self.index.insert(&s.issuance);
                 }
             }
             let path = self
@@ -803,11 +824,7 @@ impl Correlator {
     ) {
         let _ = time;
         // 1. The new image may be a holder: learn its env secrets, track it.
-        let ids: Vec<String> = self.secrets.keys().cloned().collect();
-        for id in &ids {
-            if !self.is_holder(id, &ev.process) {
-                continue;
-            }
+        for id in &self.held_by(&ev.process) {
             out.track.push(ev.process.pid);
             let mut s = self.secrets.remove(id).expect("secret present");
             if s.fingerprint.is_none() && s.env_deliveries().next().is_some() {
@@ -909,41 +926,36 @@ impl Correlator {
 
     /// Live processes matching a cgroup/container/pod/exe holder (processes
     /// can join a holder's cgroup without an exec the agent would see).
+    /// (Cost: live processes times their cgroup depth, whatever the
+    /// number of secrets.)
     pub fn resolve_holders(&self, procs: &mut dyn ProcLookup) -> Vec<u32> {
-        let selectors: Vec<&Issuance> = self
-            .secrets
-            .values()
-            .map(|s| &s.issuance)
-            .filter(|i| has_selector(i))
-            .collect();
-        if selectors.is_empty() {
+        if !self.index.has_selectors() {
             return Vec::new();
         }
         procs
             .live_pids()
             .into_iter()
-            .filter(|pid| {
-                procs
-                    .process_of(*pid)
-                    .is_some_and(|p| selectors.iter().any(|i| selector_matches(i, &p)))
-            })
+            .filter(|pid| procs.process_of(*pid).is_some_and(|p| self.selects(&p)))
             .collect()
+    }
+
+    /// Does a selector holder take in `p`?
+    fn selects(&self, p: &Process) -> bool {
+        self.index.candidates(p).iter().any(|id| {
+            self.secrets
+                .get(id)
+                .is_some_and(|s| selector_matches(&s.issuance, p))
+        })
     }
 
     /// Is `path` the delivery file of a known secret?
     pub fn delivers(&self, path: &str) -> bool {
-        self.secrets
-            .values()
-            .any(|s| s.file_deliveries().any(|p| p == path))
+        !self.index.delivered_at(path).is_empty()
     }
 
     /// Does a new process match a selector holder? (exec/fork of unknown pids.)
     pub fn should_track(&self, p: &Process) -> bool {
-        self.pid_holders.contains_key(&p.pid)
-            || self
-                .secrets
-                .values()
-                .any(|s| selector_matches(&s.issuance, p))
+        self.pid_holders.contains_key(&p.pid) || self.selects(p)
     }
 }
 
