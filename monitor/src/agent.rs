@@ -147,10 +147,10 @@ impl Agent {
             crate::host::boot_to_realtime_offset_ns(),
         );
         let events = match &opts.events {
-            Some(t) => Some(JsonLines::open(t)?),
+            Some(t) => Some(JsonLines::open("events", t)?),
             None => None,
         };
-        let alerts = JsonLines::open(&opts.alerts)?;
+        let alerts = JsonLines::open("alerts", &opts.alerts)?;
         let mut sources = Vec::new();
         for p in &opts.issuances {
             sources.push(Source {
@@ -238,7 +238,24 @@ impl Agent {
         let m = &self.metrics;
         m.set_lost_per_cpu(&self.last_counters.ringbuf_full_per_cpu);
         m.set_queue_depth("store", self.store.queued() as u64);
-        m.set_store_dropped(self.store.dropped());
+        // Dropped (queue full) and lost in a failed write alike.
+        m.set_store_dropped(self.store.dropped() + self.store.failed());
+        m.set_problem(
+            "store",
+            self.store
+                .failing()
+                .map(|e| format!("store {}: writes fail: {e}", self.db.display())),
+        );
+        for out in std::iter::once(&self.alerts).chain(self.events.as_ref()) {
+            let name = out.name();
+            m.set(
+                crate::metrics::Metric::OutputFailures,
+                &name,
+                out.failures(),
+            );
+            m.set(crate::metrics::Metric::OutputLost, &name, out.lost());
+            m.set_problem(&name, out.failing().map(str::to_string));
+        }
         for feed in &self.feeds {
             let name = feed.name();
             m.set_feed_failures(&name, feed.failures());
@@ -308,7 +325,7 @@ impl Agent {
         self.events_seen += 1;
         self.count_event(&ev.kind);
         if let Some(sink) = self.events.as_mut() {
-            sink.write(&ev)?;
+            sink.write(&ev);
         }
         if worth_storing(&ev) {
             self.store.send(StoreItem::Event(ev));
@@ -328,7 +345,7 @@ impl Agent {
             }
         }
         for a in out.alerts {
-            self.alerts.write(&a)?;
+            self.alerts.write(&a);
             self.alerts_sent += 1;
             self.metrics.inc_alert(&a.rule);
             self.store.send(StoreItem::Alert(a));
@@ -678,9 +695,10 @@ impl Agent {
             self.metrics.add(crate::metrics::Metric::Events, &kind, n);
         }
         if let Some(out) = self.events.as_mut() {
-            out.flush()?;
+            out.flush();
         }
-        self.alerts.flush()
+        self.alerts.flush();
+        Ok(())
     }
 
     /// Periodic chores.
@@ -689,6 +707,10 @@ impl Agent {
             self.rescan();
         }
         self.enricher.reap();
+        if let Some(out) = self.events.as_mut() {
+            out.check_file();
+        }
+        self.alerts.check_file();
         if rescan {
             self.track_selected();
         }
@@ -734,12 +756,13 @@ impl Agent {
             };
             self.count_event(&ev.kind);
             if let Some(sink) = self.events.as_mut() {
-                sink.write(&ev)?;
+                sink.write(&ev);
             }
             self.store.send(StoreItem::Event(ev));
         }
         let dropped = self.store.dropped();
         if dropped > self.last_store_dropped {
+            // Queue overflow only: failed writes are logged by the writer.
             log::warn!(
                 "event store could not keep up: {} items dropped ({} in all)",
                 dropped - self.last_store_dropped,
@@ -774,6 +797,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if let Some(addr) = opts.metrics {
         crate::metrics::check_bind_addr(addr, opts.metrics_allow_non_loopback)?;
     }
+    // Everything the agent creates is private (0600 files, 0700
+    // directories), whatever mode a library asks for.
+    // SAFETY: umask only sets the process's file mode creation mask.
+    unsafe { libc::umask(0o077) };
     let (mut agent, mut observer) = Agent::start(&opts)?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(64);
     if let Some(path) = &opts.api {

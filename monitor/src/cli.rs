@@ -119,7 +119,7 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
         ),
         None => None,
     };
-    Ok(RunOptions {
+    let opts = RunOptions {
         db: a
             .db
             .clone()
@@ -170,7 +170,9 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
             None => None,
         },
         metrics_allow_non_loopback: f.metrics_allow_non_loopback.unwrap_or(false),
-    })
+    };
+    crate::settings::check_run(&opts)?;
+    Ok(opts)
 }
 
 /// `IP:PORT` (`[::1]:9102` for IPv6); `:PORT` means loopback.
@@ -189,6 +191,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(a) => {
             let f = FileConfig::load(a.config.as_deref())?;
             let opts = run_options(&a, &f)?;
+            crate::settings::check_run_paths(&opts)?;
             rt()?.block_on(agent::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -215,7 +218,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check(a) => {
             let f = FileConfig::load(a.config.as_deref())?;
-            let ok = crate::check::run(&sensor_options(&f, None, None))?;
+            let sensors = sensor_options(&f, None, None);
+            crate::settings::check_sensors(&sensors)?;
+            crate::settings::check_sensor_paths(&sensors)?;
+            let ok = crate::check::run(&sensors)?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -273,6 +279,117 @@ mod tests {
         assert_eq!(o.sensors.capture_bytes, 100);
         assert_eq!(o.host_proc, PathBuf::from("/proc"));
         assert_eq!(o.metrics, None);
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_by_name() {
+        let err = |a: RunArgs, f: FileConfig| {
+            let e = run_options(&a, &f).and_then(|o| crate::settings::check_run_paths(&o));
+            format!("{:#}", e.unwrap_err())
+        };
+        let flags = |capture: Option<u32>, ring: Option<u32>| RunArgs {
+            capture_bytes: capture,
+            ring_bytes: ring,
+            ..Default::default()
+        };
+        let d = FileConfig::default;
+        for (a, f, name) in [
+            (
+                flags(None, Some(u32::MAX)),
+                d(),
+                "ring_bytes (--ring-bytes) is 4294967295",
+            ),
+            (flags(None, Some(3)), d(), "ring_bytes (--ring-bytes) is 3"),
+            (
+                flags(Some(0), None),
+                d(),
+                "capture_bytes (--capture-bytes) is 0",
+            ),
+            (
+                flags(Some(999_999), None),
+                d(),
+                "capture_bytes (--capture-bytes) is 999999",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    capture_bytes: Some(0),
+                    ..d()
+                },
+                "capture_bytes (--capture-bytes) is 0",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    argv_bytes: Some(0),
+                    ..d()
+                },
+                "argv_bytes is 0",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    env_bytes: Some(1 << 20),
+                    ..d()
+                },
+                "env_bytes is 1048576",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    retention_max_age: Some("0s".into()),
+                    ..d()
+                },
+                "retention_max_age is 0 seconds",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    retention_max_bytes: Some(10),
+                    ..d()
+                },
+                "retention_max_bytes is 10",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    aggregate_window_seconds: Some(0),
+                    ..d()
+                },
+                "aggregate_window_seconds is 0",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    host_proc: Some("/nonexistent".into()),
+                    ..d()
+                },
+                "host_proc (--host-proc) is /nonexistent",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    libc: Some("/nonexistent/libc.so.6".into()),
+                    ..d()
+                },
+                "setting libc is /nonexistent/libc.so.6",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    btf: Some("/nonexistent/vmlinux".into()),
+                    ..d()
+                },
+                "setting btf is /nonexistent/vmlinux",
+            ),
+        ] {
+            let e = err(a, f);
+            assert!(e.contains(name), "want {name:?} in: {e}");
+        }
+        let toml = "[[feeds]]\ntype = \"file\"\npath = \"/x\"\nmax_bytes = 1\n";
+        let f = FileConfig::parse(toml, std::path::Path::new("t.toml")).unwrap();
+        let e = err(RunArgs::default(), f);
+        assert!(e.contains("feeds.max_bytes is 1 bytes"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod observer;
 pub mod output;
 pub mod query;
 pub mod sensors;
+pub mod settings;
 pub mod store;
 pub mod timefmt;
 pub mod watch;

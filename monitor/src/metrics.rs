@@ -13,6 +13,8 @@
 //!   "reasons":[...],...}`. Healthy means: the probes are loaded with every
 //!   required probe attached ([`Metrics::set_probes`]), and the ring buffer
 //!   was drained within the last [`DEFAULT_MAX_DRAIN_AGE`] (configurable).
+//!   An output or the store failing while monitoring goes on is
+//!   `200 {"status":"degraded","reasons":[...]}` ([`Metrics::set_problem`]).
 //!
 //! **The agent must call [`Metrics::mark_drained`] on every 1 s tick, not
 //! only when a batch of events arrives**: an idle node produces no events,
@@ -106,10 +108,18 @@ pub enum Metric {
     WatchedFiles,
     /// `bad_records_total`: issuance records rejected.
     BadRecords,
+    /// `output_failures_total{output}`: failed writes, flushes and reopens
+    /// of the agent's own outputs (`alerts:<path>`, `events:<path>`).
+    OutputFailures,
+    /// `output_lost_total{output}`: lines that never reached that output.
+    OutputLost,
+    /// `issuances_refused_total{reason}`: issuance records refused after
+    /// parsing (e.g. `holder_change`, `unwatchable_path`).
+    IssuancesRefused,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 15] = [
         Metric::Events,
         Metric::KernelLostEvents,
         Metric::Alerts,
@@ -122,6 +132,9 @@ impl Metric {
         Metric::Secrets,
         Metric::WatchedFiles,
         Metric::BadRecords,
+        Metric::OutputFailures,
+        Metric::OutputLost,
+        Metric::IssuancesRefused,
     ];
 
     /// The name without the `monitor_` prefix.
@@ -139,6 +152,9 @@ impl Metric {
             Metric::Secrets => "secrets",
             Metric::WatchedFiles => "watched_files",
             Metric::BadRecords => "bad_records_total",
+            Metric::OutputFailures => "output_failures_total",
+            Metric::OutputLost => "output_lost_total",
+            Metric::IssuancesRefused => "issuances_refused_total",
         }
     }
 
@@ -150,7 +166,10 @@ impl Metric {
             | Metric::AlertsSuppressed
             | Metric::StoreDropped
             | Metric::FeedFailures
-            | Metric::BadRecords => Kind::Counter,
+            | Metric::BadRecords
+            | Metric::OutputFailures
+            | Metric::OutputLost
+            | Metric::IssuancesRefused => Kind::Counter,
             Metric::QueueDepth
             | Metric::FeedPending
             | Metric::TrackedProcesses
@@ -167,6 +186,8 @@ impl Metric {
             Metric::Alerts => Some("rule"),
             Metric::QueueDepth => Some("queue"),
             Metric::FeedFailures | Metric::FeedPending => Some("feed"),
+            Metric::OutputFailures | Metric::OutputLost => Some("output"),
+            Metric::IssuancesRefused => Some("reason"),
             _ => None,
         }
     }
@@ -182,13 +203,22 @@ impl Metric {
                 "Alerts rolled up into an earlier identical alert (aggregation window)."
             }
             Metric::QueueDepth => "Items waiting in an internal queue.",
-            Metric::StoreDropped => "Events or alerts the database could not store.",
+            Metric::StoreDropped => {
+                "Events or alerts the database could not store (queue full or write failed)."
+            }
             Metric::FeedFailures => "Failed deliveries to an alert feed, by feed.",
             Metric::FeedPending => "Alerts waiting (spooled) for delivery to a feed, by feed.",
             Metric::TrackedProcesses => "Processes tracked in the kernel.",
             Metric::Secrets => "Secrets known to the agent (issued or discovered).",
             Metric::WatchedFiles => "Watched files (inodes).",
             Metric::BadRecords => "Issuance records rejected (bad line or field).",
+            Metric::OutputFailures => {
+                "Failed writes, flushes and reopens of the alerts and events outputs, by output."
+            }
+            Metric::OutputLost => {
+                "Lines that never reached the alerts or events output, by output."
+            }
+            Metric::IssuancesRefused => "Issuance records refused when applied, by reason.",
         }
     }
 }
@@ -207,6 +237,9 @@ pub struct Health {
     /// Unix time of the last drain, in milliseconds (0: never).
     last_drain_unix_ms: AtomicU64,
     max_drain_age: Duration,
+    /// What is failing now but leaves the agent monitoring (an output, the
+    /// store), by what: `/healthz` says `degraded` and lists them.
+    problems: Mutex<BTreeMap<String, String>>,
 }
 
 impl Health {
@@ -219,6 +252,7 @@ impl Health {
             last_drain: AtomicU64::new(0),
             last_drain_unix_ms: AtomicU64::new(0),
             max_drain_age,
+            problems: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -263,15 +297,30 @@ impl Health {
             Some(_) => {}
         }
         let healthy = reasons.is_empty();
+        let problems: Vec<String> = self
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let status = if !healthy {
+            "unhealthy"
+        } else if !problems.is_empty() {
+            "degraded"
+        } else {
+            "ok"
+        };
+        reasons.extend(problems);
         let mut v = json!({
-            "status": if healthy { "ok" } else { "unhealthy" },
+            "status": status,
             "probes_attached": attached,
             "probes_total": total,
             "required_probes_attached": required_ok,
             "last_drain_age_seconds": age.map(|a| (a.as_secs_f64() * 1000.0).round() / 1000.0),
             "max_drain_age_seconds": self.max_drain_age.as_secs_f64(),
         });
-        if !healthy {
+        if !reasons.is_empty() {
             v["reasons"] = json!(reasons);
         }
         (healthy, v)
@@ -412,6 +461,26 @@ impl Metrics {
         h.probes_attached.store(attached, Ordering::Relaxed);
         h.probes_total.store(total, Ordering::Relaxed);
         h.probes_required_ok.store(required_ok, Ordering::Relaxed);
+    }
+
+    /// Something that fails now but leaves the agent monitoring (`what`:
+    /// `store`, `alerts`, ...); `None` once it works again. `/healthz`
+    /// then answers 200 with `"status":"degraded"` and the reason: a
+    /// restart would not free a disk, and would stop the monitoring.
+    pub fn set_problem(&self, what: &str, reason: Option<String>) {
+        let mut p = self
+            .health
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match reason {
+            Some(r) => {
+                p.insert(what.to_string(), r);
+            }
+            None => {
+                p.remove(what);
+            }
+        }
     }
 
     /// The ring buffer was drained (or the idle event loop ticked): call it
@@ -972,7 +1041,10 @@ mod tests {
                 "monitor_events_total counter",
                 "monitor_feed_failures_total counter",
                 "monitor_feed_pending gauge",
+                "monitor_issuances_refused_total counter",
                 "monitor_kernel_lost_events_total counter",
+                "monitor_output_failures_total counter",
+                "monitor_output_lost_total counter",
                 "monitor_probes_attached gauge",
                 "monitor_probes_defined gauge",
                 "monitor_queue_depth gauge",

@@ -69,7 +69,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
 /// Creates the API socket at `path`: the parent directory is created (mode
-/// 0755) if missing; a leftover socket file nobody answers on is replaced;
+/// 0700) if missing; a leftover socket file nobody answers on is replaced;
 /// the socket is bound and made 0600.
 ///
 /// The socket is bound inside a private (0700) directory, chmod'ed, then
@@ -96,10 +96,10 @@ pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if !parent.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
+            .mode(0o700)
             .create(&parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
-        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755))
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot chmod {}", parent.display()))?;
     }
     clear_stale(path).await?;
@@ -1159,7 +1159,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn socket_is_0600_and_parent_is_created_0755() {
+    async fn socket_is_0600_and_parent_is_created_0700() {
         let dir = temp_dir("mode");
         let sock = dir.join("run/monitor/api.sock");
         let _l = bind(&sock).await.unwrap();
@@ -1167,7 +1167,7 @@ mod tests {
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         let parent = std::fs::metadata(sock.parent().unwrap()).unwrap();
-        assert_eq!(parent.permissions().mode() & 0o777, 0o755);
+        assert_eq!(parent.permissions().mode() & 0o777, 0o700);
         // The private bind directory is gone.
         let left: Vec<_> = std::fs::read_dir(sock.parent().unwrap())
             .unwrap()

@@ -21,9 +21,9 @@ use anyhow::{Context, Result};
 use super::feed::{Feed, FileFeedConfig, Format};
 use crate::correlate::alert::Alert;
 
-/// Files are created readable by the owner and group only: alerts name
-/// secrets, paths and processes.
-const FILE_MODE: u32 = 0o640;
+/// Files are created readable by the owner only: alerts name secrets,
+/// paths and processes.
+const FILE_MODE: u32 = super::FILE_MODE;
 
 pub struct RotatingFile {
     /// `None`: stdout.
@@ -62,7 +62,7 @@ impl RotatingFile {
         };
         if let Some(p) = &f.path {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
+                super::create_private_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
             f.file = Some(open_live(p)?);
@@ -358,6 +358,16 @@ pub(crate) mod tests {
         }
         seen.extend(lines_of(&p));
         assert_eq!(seen, alerts);
+        // The live file and every rotated one: owner only.
+        use std::os::unix::fs::PermissionsExt;
+        for q in [
+            p.clone(),
+            RotatingFile::rotated(&p, 1),
+            RotatingFile::rotated(&p, 3),
+        ] {
+            let mode = std::fs::metadata(&q).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", q.display());
+        }
         assert_eq!(f.failures(), 0);
         assert_eq!(f.written, 10);
         let _ = std::fs::remove_dir_all(&d);
@@ -439,7 +449,7 @@ pub(crate) mod tests {
         assert_eq!(f.name(), format!("file:{}", p.display()));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode & 0o007, 0, "not world-readable: {mode:o}");
+        assert_eq!(mode, 0o600, "owner only: {mode:o}");
         let _ = std::fs::remove_dir_all(&d);
     }
 

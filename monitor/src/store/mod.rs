@@ -183,7 +183,22 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::output::create_private_dir_all(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Created 0600 before SQLite opens it: its WAL and shared-memory
+        // files take the database file's mode.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(crate::output::FILE_MODE)
+                .open(&path)
+                .with_context(|| format!("creating the store {}", path.display()))?;
+        } else {
+            crate::output::warn_if_readable_by_others("store", &path);
         }
         let mut conn = Connection::open(&path)
             .with_context(|| format!("opening the store {}", path.display()))?;

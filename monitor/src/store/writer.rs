@@ -82,6 +82,9 @@ struct Stats {
     failed: AtomicU64,
     retention_events: AtomicU64,
     retention_alerts: AtomicU64,
+    /// The error of the last failed write while writes fail (none once a
+    /// write succeeds again).
+    error: std::sync::Mutex<Option<String>>,
 }
 
 /// A handle that queues items for the writer; cheap to clone (one per
@@ -127,6 +130,15 @@ impl StoreSender {
     /// Items lost because their batch failed to commit (logged).
     pub fn failed(&self) -> u64 {
         self.stats.failed.load(Ordering::Relaxed)
+    }
+
+    /// Why writes fail now (none: the last write succeeded).
+    pub fn failing(&self) -> Option<String> {
+        self.stats
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Events and alerts deleted by retention so far.
@@ -228,6 +240,7 @@ fn run(
     let mut batch: Vec<StoreItem> = Vec::with_capacity(BATCH_MAX);
     let mut acks: Vec<SyncSender<()>> = Vec::new();
     let mut closing = false;
+    let mut last_log: Option<Instant> = None;
     while !closing {
         // Wait for the first message, or until retention is due.
         let first = match next_retention {
@@ -273,7 +286,7 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => closing = true,
         }
-        write(&mut store, &mut batch, &stats);
+        write(&mut store, &mut batch, &stats, &mut last_log);
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
@@ -295,21 +308,44 @@ fn run(
     }
 }
 
-fn write(store: &mut Store, batch: &mut Vec<StoreItem>, stats: &Stats) {
+/// While writes keep failing, one log line at most this often.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+fn write(
+    store: &mut Store,
+    batch: &mut Vec<StoreItem>,
+    stats: &Stats,
+    last_log: &mut Option<Instant>,
+) {
     if batch.is_empty() {
         return;
     }
     let n = batch.len() as u64;
+    let mut error = stats.error.lock().unwrap_or_else(|e| e.into_inner());
     match store.write_items(batch) {
         Ok(()) => {
             stats.written.fetch_add(n, Ordering::Relaxed);
+            if error.take().is_some() {
+                log::warn!(
+                    "store {}: writing again ({} items lost in all)",
+                    store.path().display(),
+                    stats.failed.load(Ordering::Relaxed)
+                );
+                *last_log = None;
+            }
         }
         Err(e) => {
-            stats.failed.fetch_add(n, Ordering::Relaxed);
-            log::warn!(
-                "store {}: {n} items not written: {e:#}",
-                store.path().display()
-            );
+            let failed = stats.failed.fetch_add(n, Ordering::Relaxed) + n;
+            let why = format!("{e:#}");
+            let changed = error.as_deref() != Some(why.as_str());
+            if changed || last_log.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY) {
+                log::warn!(
+                    "store {}: {n} items not written: {why} ({failed} lost in all)",
+                    store.path().display()
+                );
+                *last_log = Some(Instant::now());
+            }
+            *error = Some(why);
         }
     }
     batch.clear();
