@@ -17,7 +17,7 @@ use tokio::{
 use crate::{
     api::{ApiRequest, ApiResponse},
     correlate::{fingerprint::FingerprintKey, Correlator, Outcome},
-    enrich::{cgroup::CgroupResolver, procfs::ProcFs, Enricher},
+    enrich::{cgroup::CgroupResolver, k8s::K8sResolver, procfs::ProcFs, Enricher},
     event::{format_time, Detail, Event, Process},
     issuance::{parse_record, tail::Tailer, vault::VaultPairer, Record},
     metrics::Metrics,
@@ -45,6 +45,10 @@ pub struct RunOptions {
     pub alerts: String,
     pub watch: Vec<String>,
     pub host_proc: PathBuf,
+    /// Holds the kubelet's `pods/` and `containers/` log directories.
+    pub pod_log_root: PathBuf,
+    /// The kubelet's root directory.
+    pub kubelet_root: PathBuf,
     /// The local API socket (none: no API).
     pub api: Option<PathBuf>,
     pub issuances: Vec<PathBuf>,
@@ -145,7 +149,11 @@ impl Agent {
             ProcFs::new(opts.host_proc.clone()),
             cgroups,
             crate::host::boot_to_realtime_offset_ns(),
-        );
+        )
+        .with_k8s(K8sResolver::new(
+            opts.pod_log_root.clone(),
+            opts.kubelet_root.clone(),
+        ));
         let events = match &opts.events {
             Some(t) => Some(JsonLines::open("events", t)?),
             None => None,
@@ -543,7 +551,8 @@ impl Agent {
     }
 
     /// `GET /alerts` and `GET /events`: the query flags as parameters
-    /// (`secret`, `rule`, `pid`, `since`, `until`, `limit`), paginated with
+    /// (`secret`, `rule`, `pid`, `namespace`, `pod`, `since`, `until`,
+    /// `limit`), paginated with
     /// `after` (the `next` of the previous page).
     fn api_query(&mut self, kind: QueryKind, req: &ApiRequest) -> ApiResponse {
         self.store.flush();
@@ -558,6 +567,8 @@ impl Agent {
                 Some(Err(_)) => return ApiResponse::error(400, "pid must be a number"),
                 None => None,
             },
+            namespace: q("namespace"),
+            pod: q("pod"),
             since: q("since"),
             until: q("until"),
             limit: match q("limit").map(|l| l.parse::<usize>()) {

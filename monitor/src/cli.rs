@@ -78,6 +78,14 @@ pub struct RunArgs {
     /// The host's /proc when the agent runs in a container.
     #[arg(long)]
     pub host_proc: Option<PathBuf>,
+    /// Where the kubelet's `pods/` and `containers/` log directories are
+    /// (default /var/log): Kubernetes names of processes in pods.
+    #[arg(long, value_name = "DIR")]
+    pub pod_log_root: Option<PathBuf>,
+    /// The kubelet's root directory (default /var/lib/kubelet): pods'
+    /// service-account tokens.
+    #[arg(long, value_name = "DIR")]
+    pub kubelet_root: Option<PathBuf>,
     /// Serve Prometheus `/metrics` and `/healthz` on this address
     /// (IP:PORT; off by default; loopback unless the config allows more).
     #[arg(long, value_name = "ADDR")]
@@ -164,6 +172,16 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
             .clone()
             .or_else(|| f.host_proc.clone())
             .unwrap_or_else(|| PathBuf::from("/proc")),
+        pod_log_root: a
+            .pod_log_root
+            .clone()
+            .or_else(|| f.pod_log_root.clone())
+            .unwrap_or_else(|| PathBuf::from(crate::enrich::k8s::DEFAULT_LOG_ROOT)),
+        kubelet_root: a
+            .kubelet_root
+            .clone()
+            .or_else(|| f.kubelet_root.clone())
+            .unwrap_or_else(|| PathBuf::from(crate::enrich::k8s::DEFAULT_KUBELET_ROOT)),
         rescan_every: Duration::from_secs(2),
         metrics: match a.metrics.as_ref().or(f.metrics.as_ref()) {
             Some(m) => Some(parse_metrics_addr(m)?),
@@ -279,6 +297,22 @@ mod tests {
         assert_eq!(o.sensors.capture_bytes, 100);
         assert_eq!(o.host_proc, PathBuf::from("/proc"));
         assert_eq!(o.metrics, None);
+        assert_eq!(o.pod_log_root, PathBuf::from("/var/log"));
+        assert_eq!(o.kubelet_root, PathBuf::from("/var/lib/kubelet"));
+        let o = run_options(
+            &RunArgs {
+                kubelet_root: Some("/scratch/kubelet".into()),
+                ..Default::default()
+            },
+            &FileConfig {
+                pod_log_root: Some("/host/var/log".into()),
+                kubelet_root: Some("/host/var/lib/kubelet".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(o.pod_log_root, PathBuf::from("/host/var/log"));
+        assert_eq!(o.kubelet_root, PathBuf::from("/scratch/kubelet"));
     }
 
     #[test]

@@ -44,6 +44,12 @@ pub struct FileConfig {
     pub capture_new_connections: Option<bool>,
     pub exec_all: Option<bool>,
     pub host_proc: Option<PathBuf>,
+    /// Where the kubelet's `pods/` and `containers/` log directories are
+    /// (default `/var/log`): Kubernetes names of processes in pods.
+    pub pod_log_root: Option<PathBuf>,
+    /// The kubelet's root directory (default `/var/lib/kubelet`): pods'
+    /// service-account tokens.
+    pub kubelet_root: Option<PathBuf>,
     pub btf: Option<PathBuf>,
     pub libc: Option<PathBuf>,
     /// Prometheus `/metrics` and `/healthz` on `IP:PORT` (off if absent).

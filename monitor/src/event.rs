@@ -18,6 +18,10 @@ pub struct Process {
     pub cgroup: Option<String>,
     pub container_id: Option<String>,
     pub pod_uid: Option<String>,
+    /// Kubernetes names (namespace, pod, container, service account,
+    /// derived workload), resolved on the node; absent off Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<crate::enrich::k8s::K8s>,
 }
 
 /// Every field a kind may carry; absent ones are omitted from JSON.

@@ -68,6 +68,13 @@ pub struct QueryArgs {
     /// Only this process (alert actor, event process).
     #[arg(long, value_name = "N")]
     pub pid: Option<u32>,
+    /// Only processes in this Kubernetes namespace (alert actor, event
+    /// process), as resolved when it happened.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Only processes in this Kubernetes pod (by name).
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
     /// From this time on: RFC 3339, or a duration ago (10m, 2h, 1d).
     #[arg(long, value_name = "DUR|TIME")]
     pub since: Option<String>,
@@ -90,6 +97,8 @@ impl Default for QueryArgs {
             secret: None,
             rule: None,
             pid: None,
+            namespace: None,
+            pod: None,
             since: None,
             until: None,
             limit: 100,
@@ -156,6 +165,8 @@ pub fn filter_of(a: &QueryArgs, now: DateTime<Utc>) -> Result<Filter> {
         secret: a.secret.clone(),
         rule: a.rule.clone(),
         pid: a.pid,
+        namespace: a.namespace.clone(),
+        pod: a.pod.clone(),
         since,
         until,
         limit: (a.limit > 0).then(|| a.limit.saturating_add(1)),

@@ -23,6 +23,9 @@ pub struct Actor {
     pub cgroup: Option<String>,
     pub container_id: Option<String>,
     pub pod_uid: Option<String>,
+    /// Kubernetes names of the actor (see [`crate::enrich::k8s::K8s`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<crate::enrich::k8s::K8s>,
 }
 
 impl From<&Process> for Actor {
@@ -36,6 +39,7 @@ impl From<&Process> for Actor {
             cgroup: p.cgroup.clone(),
             container_id: p.container_id.clone(),
             pod_uid: p.pod_uid.clone(),
+            k8s: p.k8s.clone(),
         }
     }
 }

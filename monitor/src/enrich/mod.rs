@@ -6,6 +6,7 @@
 //! at first sight) and a per-process descriptor table (fed by open, dup,
 //! connect and close records of tracked processes).
 pub mod cgroup;
+pub mod k8s;
 pub mod procfs;
 
 use std::{
@@ -27,6 +28,7 @@ use crate::{
 
 use self::{
     cgroup::CgroupResolver,
+    k8s::K8sResolver,
     procfs::{fd_kind_from_link, fd_kind_from_mode, FdKind, ProcFs},
 };
 
@@ -40,6 +42,7 @@ struct ProcEntry {
     cgroup: Option<String>,
     container_id: Option<String>,
     pod_uid: Option<String>,
+    k8s: Option<k8s::K8s>,
     exited: Option<Instant>,
 }
 
@@ -73,6 +76,7 @@ pub trait WatchNames {
 pub struct Enricher {
     procfs: ProcFs,
     cgroups: Option<CgroupResolver>,
+    k8s: Option<K8sResolver>,
     boot_offset_ns: i128,
     procs: HashMap<u32, ProcEntry>,
     fds: HashMap<(u32, i32), FdEntry>,
@@ -86,6 +90,7 @@ impl Enricher {
         Self {
             procfs,
             cgroups,
+            k8s: None,
             boot_offset_ns,
             procs: HashMap::new(),
             fds: HashMap::new(),
@@ -93,6 +98,30 @@ impl Enricher {
             cgroup_cache: HashMap::new(),
             next_id: 1,
         }
+    }
+
+    /// Resolve Kubernetes names of processes in pods from the kubelet's
+    /// files (see [`k8s`]).
+    pub fn with_k8s(mut self, resolver: K8sResolver) -> Self {
+        self.k8s = Some(resolver);
+        self
+    }
+
+    /// The Kubernetes names of a process in a pod: resolved while unknown
+    /// or incomplete (the resolver throttles its own rereads), then kept.
+    fn k8s_of(&mut self, pid: u32) -> Option<k8s::K8s> {
+        let resolver = self.k8s.as_mut()?;
+        let e = self.procs.get_mut(&pid)?;
+        let uid = e.pod_uid.as_deref()?;
+        let complete = e.k8s.as_ref().is_some_and(|k| {
+            k.pod.is_some() && (k.container.is_some() || e.container_id.is_none())
+        });
+        if !complete {
+            if let Some(k) = resolver.lookup(uid, e.container_id.as_deref()) {
+                e.k8s = Some(k);
+            }
+        }
+        e.k8s.clone()
     }
 
     /// Continue event numbering (after the store's last id).
@@ -141,8 +170,10 @@ impl Enricher {
                 e.cgroup = Some(cg.0);
                 e.container_id = cg.1;
                 e.pod_uid = cg.2;
+                e.k8s = None;
             }
         }
+        let k8s = self.k8s_of(pid);
         let e = &self.procs[&pid];
         Process {
             pid,
@@ -155,6 +186,7 @@ impl Enricher {
             cgroup: e.cgroup.clone(),
             container_id: e.container_id.clone(),
             pod_uid: e.pod_uid.clone(),
+            k8s,
         }
     }
 
@@ -214,6 +246,7 @@ impl Enricher {
             self.set_cgroup(&mut e, pid, 0);
             self.procs.insert(pid, e);
         }
+        let k8s = self.k8s_of(pid);
         let e = &self.procs[&pid];
         let (uid, gid) = self.procfs.status_ids(pid).unwrap_or((0, 0));
         let comm = self.procfs.stat(pid).map(|s| s.comm).unwrap_or_default();
@@ -228,6 +261,7 @@ impl Enricher {
             cgroup: e.cgroup.clone(),
             container_id: e.container_id.clone(),
             pod_uid: e.pod_uid.clone(),
+            k8s,
         })
     }
 

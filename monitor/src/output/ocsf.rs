@@ -16,7 +16,8 @@
 //! - `resources`: the actor's container and pod.
 //! - `unmapped`: the secret id, OWASP NHI ids, and the evidence fields
 //!   OCSF has no place for (encoding, fd kind, byte count, syscall, target
-//!   pid, access, expiry/revocation times, cgroup, event ids).
+//!   pid, access, expiry/revocation times, cgroup, event ids) and the
+//!   actor's Kubernetes names (`unmapped.k8s`).
 use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
@@ -224,6 +225,9 @@ pub fn alert_to_ocsf(a: &Alert, product_version: &str) -> Value {
     unmapped.insert("owasp_nhi".into(), json!(a.owasp_nhi));
     unmapped.insert("event_ids".into(), json!(a.event_ids));
     put(&mut unmapped, "cgroup", json!(actor.cgroup));
+    // Kubernetes names (namespace, pod, container, service account, derived
+    // workload): OCSF 1.1 has no place for them on a process.
+    put(&mut unmapped, "k8s", json!(actor.k8s));
     if !unmapped_ev.is_empty() {
         unmapped.insert("evidence".into(), Value::Object(unmapped_ev));
     }
@@ -287,6 +291,12 @@ mod tests {
                 cgroup: Some("/kubepods/x".into()),
                 container_id: Some("abcdef0123456789".into()),
                 pod_uid: Some("0f0e0d0c-0b0a-0908-0706-050403020100".into()),
+                k8s: Some(crate::enrich::k8s::K8s {
+                    namespace: Some("payments".into()),
+                    pod: Some("api-7d9f8b6c5d-x2k4p".into()),
+                    container: Some("app".into()),
+                    ..Default::default()
+                }),
             },
             Evidence {
                 path: Some("/tmp/x".into()),
@@ -374,6 +384,9 @@ mod tests {
             assert_eq!(string(&v, "/resources/0/type"), "container");
             assert_eq!(string(&v, "/resources/1/type"), "pod");
             assert_eq!(string(&v, "/unmapped/secret_id"), "db-prod");
+            assert_eq!(string(&v, "/unmapped/k8s/namespace"), "payments");
+            assert_eq!(string(&v, "/unmapped/k8s/pod"), "api-7d9f8b6c5d-x2k4p");
+            assert_eq!(string(&v, "/unmapped/k8s/container"), "app");
             assert_eq!(
                 v.pointer("/unmapped/owasp_nhi").unwrap(),
                 &json!(rule.owasp_nhi())

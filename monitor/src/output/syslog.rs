@@ -205,6 +205,22 @@ pub fn format_message(h: &Header, a: &Alert) -> String {
             param(name, v);
         }
     }
+    if let Some(k) = &a.actor.k8s {
+        let k8s = [
+            ("k8s_namespace", &k.namespace),
+            ("k8s_pod", &k.pod),
+            ("k8s_container", &k.container),
+            ("k8s_service_account", &k.service_account),
+        ];
+        for (name, v) in k8s {
+            if let Some(v) = v {
+                param(name, v);
+            }
+        }
+        if let Some(w) = &k.workload {
+            param("k8s_workload", &format!("{}/{}", w.kind, w.name));
+        }
+    }
     if !a.attack.is_empty() {
         param("attack", &a.attack.join(","));
     }

@@ -88,6 +88,10 @@ pub struct Filter {
     pub rule: Option<String>,
     /// The acting process (alert actor / event process).
     pub pid: Option<u32>,
+    /// The acting process's Kubernetes namespace (`k8s.namespace`).
+    pub namespace: Option<String>,
+    /// The acting process's Kubernetes pod name (`k8s.pod`).
+    pub pod: Option<String>,
     /// At or after.
     pub since: Option<DateTime<Utc>>,
     /// At or before.
@@ -729,6 +733,20 @@ fn push_common(sql: &mut String, args: &mut Vec<SqlValue>, f: &Filter, t: &str) 
     if let Some(pid) = f.pid {
         sql.push_str(&format!(" AND {t}.pid = ?"));
         args.push(SqlValue::Integer(pid.into()));
+    }
+    // The same expressions as the schema's k8s indexes (so they are used).
+    let who = if t == "a" { "actor" } else { "process" };
+    if let Some(ns) = &f.namespace {
+        sql.push_str(&format!(
+            " AND json_extract({t}.json, '$.{who}.k8s.namespace') = ?"
+        ));
+        args.push(SqlValue::Text(ns.clone()));
+    }
+    if let Some(pod) = &f.pod {
+        sql.push_str(&format!(
+            " AND json_extract({t}.json, '$.{who}.k8s.pod') = ?"
+        ));
+        args.push(SqlValue::Text(pod.clone()));
     }
     if let Some(s) = f.since {
         sql.push_str(&format!(" AND {t}.time_ns >= ?"));

@@ -80,8 +80,17 @@ CREATE INDEX alerts_pid ON alerts(pid, time_ns);
 CREATE INDEX events_pid ON events(pid, time_ns);
 ";
 
+/// Version 3: indexes by the acting process's Kubernetes namespace and pod
+/// (read from the stored JSON: `monitor query --namespace/--pod`).
+const V3: &str = "
+CREATE INDEX alerts_k8s ON alerts(json_extract(json, '$.actor.k8s.namespace'),
+                                  json_extract(json, '$.actor.k8s.pod'));
+CREATE INDEX events_k8s ON events(json_extract(json, '$.process.k8s.namespace'),
+                                  json_extract(json, '$.process.k8s.pod'));
+";
+
 /// Ordered migrations: `MIGRATIONS[i]` goes from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The version this code reads and writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -191,7 +191,8 @@ fn migrates_a_v1_database_on_open() {
         assert_eq!(schema::version(&c).unwrap(), 1);
     }
     let s = Store::open(dir.db()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.schema_version().unwrap(), schema::CURRENT_VERSION);
+    assert!(has_index(&s.conn, "alerts_k8s") && has_index(&s.conn, "events_k8s"));
     assert!(has_index(&s.conn, "alerts_pid") && has_index(&s.conn, "events_pid"));
     // The new column was backfilled from the stored JSON.
     let pids: Vec<i64> = s
@@ -215,7 +216,7 @@ fn migrates_a_v1_database_on_open() {
     drop(s);
     // Idempotent: opening again changes nothing.
     let s = Store::open(dir.db()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.schema_version().unwrap(), schema::CURRENT_VERSION);
     assert_eq!(s.counts().unwrap(), (8, 4));
 }
 
@@ -225,7 +226,7 @@ fn reads_a_v1_copy_without_touching_it() {
     make_v1(&dir.db());
     let before = std::fs::read(dir.db()).unwrap();
     let r = Store::open_readonly(dir.db()).unwrap();
-    assert_eq!(r.schema_version().unwrap(), 2);
+    assert_eq!(r.schema_version().unwrap(), schema::CURRENT_VERSION);
     let by_pid = r
         .query_alerts(&Filter {
             pid: Some(5151),
@@ -599,4 +600,111 @@ fn worth_storing_keeps_what_responders_ask_about() {
     assert!(!worth_storing(&plain));
     plain.kind = "lost".into();
     assert!(worth_storing(&plain));
+}
+
+#[test]
+fn query_by_kubernetes_namespace_and_pod() {
+    use crate::{correlate::alert::Evidence, correlate::rules::Rule, enrich::k8s::K8s};
+    let dir = TempDir::new("k8s");
+    let mut s = Store::open(dir.db()).unwrap();
+    let in_pod = |pid: u32, ns: &str, pod: &str| {
+        let mut p = proc_(pid, "cat", "/usr/bin/cat");
+        p.k8s = Some(K8s {
+            namespace: Some(ns.into()),
+            pod: Some(pod.into()),
+            container: Some("app".into()),
+            ..Default::default()
+        });
+        p
+    };
+    let evs = vec![
+        event(
+            1,
+            0,
+            "read",
+            "read",
+            in_pod(10, "payments", "api-0"),
+            Detail::default(),
+        ),
+        event(
+            2,
+            1,
+            "read",
+            "read",
+            in_pod(11, "payments", "web-0"),
+            Detail::default(),
+        ),
+        event(
+            3,
+            2,
+            "read",
+            "read",
+            in_pod(12, "billing", "api-0"),
+            Detail::default(),
+        ),
+        event(
+            4,
+            3,
+            "read",
+            "read",
+            proc_(13, "cat", "/usr/bin/cat"),
+            Detail::default(),
+        ),
+    ];
+    s.insert_events(&evs).unwrap();
+    let alerts: Vec<_> = evs
+        .iter()
+        .map(|e| alert_for(Rule::ReadForeign, e, "db", "x", Evidence::default()))
+        .collect();
+    s.insert_alerts(&alerts).unwrap();
+    let pids = |f: Filter| -> (Vec<u32>, Vec<u32>) {
+        (
+            s.query_events(&f)
+                .unwrap()
+                .iter()
+                .map(|e| e.process.pid)
+                .collect(),
+            s.query_alerts(&f)
+                .unwrap()
+                .iter()
+                .map(|a| a.actor.pid)
+                .collect(),
+        )
+    };
+    let ns = |n: &str| Filter {
+        namespace: Some(n.into()),
+        ..all()
+    };
+    assert_eq!(pids(ns("payments")), (vec![10, 11], vec![10, 11]));
+    assert_eq!(
+        pids(Filter {
+            pod: Some("api-0".into()),
+            ..ns("payments")
+        }),
+        (vec![10], vec![10])
+    );
+    assert_eq!(
+        pids(Filter {
+            pod: Some("api-0".into()),
+            ..all()
+        }),
+        (vec![10, 12], vec![10, 12])
+    );
+    assert_eq!(pids(ns("nope")), (vec![], vec![]));
+    // The names come back as stored.
+    let a = &s.query_alerts(&ns("billing")).unwrap()[0];
+    assert_eq!(
+        a.actor.k8s.as_ref().unwrap().container.as_deref(),
+        Some("app")
+    );
+    // The query uses the index.
+    let plan: String = s
+        .conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT id FROM alerts a WHERE json_extract(a.json, '$.actor.k8s.namespace') = 'x'",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("alerts_k8s"), "{plan}");
 }

@@ -71,6 +71,7 @@ pub fn proc_(pid: u32, comm: &str, exe: &str) -> Process {
         cgroup: Some("/kubepods/pod-a/cri-abc".into()),
         container_id: Some("abcdef0123456789".into()),
         pod_uid: Some("0f0e0d0c-0b0a-0908-0706-050403020100".into()),
+        k8s: None,
     }
 }
 

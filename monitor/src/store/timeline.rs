@@ -96,6 +96,9 @@ pub struct ProcessRef {
     pub exe: Option<String>,
     pub container_id: Option<String>,
     pub pod_uid: Option<String>,
+    /// Kubernetes names, as recorded when it happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<crate::enrich::k8s::K8s>,
 }
 
 impl ProcessRef {
@@ -109,6 +112,7 @@ impl ProcessRef {
             exe: p.exe.clone(),
             container_id: p.container_id.clone(),
             pod_uid: p.pod_uid.clone(),
+            k8s: p.k8s.clone(),
         }
     }
 
@@ -121,6 +125,7 @@ impl ProcessRef {
             exe: a.exe.clone(),
             container_id: a.container_id.clone(),
             pod_uid: a.pod_uid.clone(),
+            k8s: a.k8s.clone(),
         }
     }
 }
@@ -758,8 +763,15 @@ fn process_line(p: &ProcessRef) -> String {
     if let Some(c) = &p.container_id {
         let _ = write!(s, " container {}", c.chars().take(12).collect::<String>());
     }
-    if let Some(u) = &p.pod_uid {
-        let _ = write!(s, " pod {u}");
+    match &p.k8s {
+        Some(k) => {
+            let _ = write!(s, " k8s {}", k.text());
+        }
+        None => {
+            if let Some(u) = &p.pod_uid {
+                let _ = write!(s, " pod {u}");
+            }
+        }
     }
     s
 }
@@ -778,8 +790,13 @@ fn process_label(p: &ProcessRef) -> String {
             c.chars().take(12).collect::<String>()
         ));
     }
-    if let Some(u) = &p.pod_uid {
-        lines.push(format!("pod {u}"));
+    match &p.k8s {
+        Some(k) => lines.push(k.text()),
+        None => {
+            if let Some(u) = &p.pod_uid {
+                lines.push(format!("pod {u}"));
+            }
+        }
     }
     lines.join("\n")
 }
