@@ -829,3 +829,188 @@ fn alerts_reach_the_configured_feeds() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A kubelet-shaped tree under `root`: the pod's log directory and its
+/// container's log link (`/var/log/pods`, `/var/log/containers`) and a
+/// projected service-account token (`/var/lib/kubelet/pods/<uid>`).
+fn kubelet_pod(
+    root: &std::path::Path,
+    ns: &str,
+    pod: &str,
+    uid: &str,
+    ctr: &str,
+    id: &str,
+    sa: &str,
+) {
+    use base64::Engine;
+    let log = root.join(format!("log/pods/{ns}_{pod}_{uid}/{ctr}"));
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::write(log.join("0.log"), "").unwrap();
+    std::fs::create_dir_all(root.join("log/containers")).unwrap();
+    std::os::unix::fs::symlink(
+        log.join("0.log"),
+        root.join(format!("log/containers/{pod}_{ns}_{ctr}-{id}.log")),
+    )
+    .unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = json!({
+        "iss": "https://kubernetes.default.svc",
+        "sub": format!("system:serviceaccount:{ns}:{sa}"),
+        "kubernetes.io": {"namespace": ns, "pod": {"name": pod, "uid": uid},
+                          "serviceaccount": {"name": sa, "uid": "5c1d2e3f-0000-4000-8000-000000000000"}},
+    });
+    let token = format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64.encode(br#"{"alg":"RS256","kid":"k"}"#),
+        b64.encode(claims.to_string())
+    );
+    let dir = root.join(format!(
+        "kubelet/pods/{uid}/volumes/kubernetes.io~projected/kube-api-access-7xk2p"
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), token).unwrap();
+}
+
+#[test]
+fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
+    let sc = Scratch::new("k8s-names");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    std::fs::write(sc.path("issuances.jsonl"), "").unwrap();
+    let root = sc.path("node");
+    // Pod A: a Deployment's pod (containerd, systemd driver). Pod B: the
+    // holder, a StatefulSet's pod (CRI-O, cgroupfs driver).
+    let (uid_a, id_a) = ("4a1b2c3d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "a1".repeat(32));
+    let (uid_b, id_b) = ("9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", "b2".repeat(32));
+    let pod_a = "api-7d9f8b6c5d-x2k4p";
+    kubelet_pod(&root, "payments", pod_a, uid_a, "app", &id_a, "api");
+    kubelet_pod(&root, "payments", "db-0", uid_b, "postgres", &id_b, "db");
+    let cg_a = Cgroup::new(&format!(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id_a}.scope",
+        uid_a.replace('-', "_")
+    ));
+    let cg_b = Cgroup::new(&format!("kubepods/besteffort/pod{uid_b}/crio-{id_b}"));
+    let issuances = sc.path("issuances.jsonl").display().to_string();
+    let log_root = root.join("log").display().to_string();
+    let kubelet_root = root.join("kubelet").display().to_string();
+    let mut agent = Agent::start(&[
+        "--issuances",
+        &issuances,
+        "--pod-log-root",
+        &log_root,
+        "--kubelet-root",
+        &kubelet_root,
+    ]);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(sc.path("issuances.jsonl"))
+            .unwrap();
+        let rec = json!({"secret_id": "db-prod", "holder": {"namespace": "payments", "pod": "db-0"},
+                         "delivery": [{"file": file}], "source": "test"});
+        writeln!(f, "{rec}").unwrap();
+    }
+    agent.wait_log("secret db-prod recorded");
+
+    // The holder, named by pod: its read is its ordinary use.
+    let mut holder = Py::spawn(&[]);
+    cg_b.add(holder.pid);
+    holder.run(&format!("secret = open({file:?}).read()"));
+    let read = agent.wait_for("holder read", |e| {
+        e["kind"] == "read" && e["process"]["pid"] == holder.pid
+    });
+    assert_eq!(
+        read["process"]["k8s"],
+        json!({"namespace": "payments", "pod": "db-0", "container": "postgres",
+               "service_account": "db",
+               "workload": {"kind": "StatefulSet", "name": "db", "derived": true}})
+    );
+    assert_eq!(read["secrets"][0]["secret_id"], "db-prod");
+
+    // A process in pod A's container reads it: the alert names A.
+    let want_a = json!({"namespace": "payments", "pod": pod_a, "container": "app",
+                        "service_account": "api",
+                        "workload": {"kind": "Deployment", "name": "api", "derived": true}});
+    let mut thief = Py::spawn(&[]);
+    cg_a.add(thief.pid);
+    thief.run(&format!("open({file:?}).read()"));
+    let a = agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == thief.pid);
+    assert_eq!(a["actor"]["k8s"], want_a);
+    assert_eq!(a["actor"]["pod_uid"], uid_a);
+    assert_eq!(a["actor"]["container_id"], id_a.as_str());
+    no_alert(&agent, "secret.read.foreign", holder.pid);
+
+    // The pod is deleted from the node: a new process still in its cgroup
+    // (late, exiting) is still named.
+    std::fs::remove_dir_all(&root).unwrap();
+    let mut late = Py::spawn(&[]);
+    cg_a.add(late.pid);
+    late.run(&format!("open({file:?}).read()"));
+    let a = agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == late.pid);
+    assert_eq!(a["actor"]["k8s"], want_a);
+    // And the holder named by pod is still resolved.
+    holder.run(&format!("open({file:?}).read()"));
+    agent.wait_for("holder read again", |e| {
+        e["kind"] == "read" && e["process"]["pid"] == holder.pid && e["id"] != read["id"]
+    });
+    no_alert(&agent, "secret.read.foreign", holder.pid);
+    let (thief_pid, late_pid, holder_pid) = (thief.pid, late.pid, holder.pid);
+    drop((thief, late, holder));
+
+    // The store keeps the names: query by namespace and pod.
+    assert!(agent.terminate().success());
+    let db = agent.db.display().to_string();
+    let q = |args: &[&str]| -> Vec<Value> {
+        let out = Command::new(MONITOR)
+            .args(args)
+            .args(["--db", &db, "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let alerts = q(&["query", "--namespace", "payments"]);
+    let pids: Vec<&Value> = alerts.iter().map(|a| &a["actor"]["pid"]).collect();
+    assert_eq!(pids, [&json!(thief_pid), &json!(late_pid)], "{alerts:?}");
+    assert!(alerts.iter().all(|a| a["actor"]["k8s"] == want_a));
+    assert_eq!(
+        q(&["query", "--namespace", "payments", "--pod", pod_a]).len(),
+        2
+    );
+    assert!(q(&["query", "--namespace", "payments", "--pod", "db-0"]).is_empty());
+    assert!(q(&["query", "--namespace", "billing"]).is_empty());
+    let evs = q(&[
+        "query",
+        "--kind",
+        "events",
+        "--namespace",
+        "payments",
+        "--pod",
+        "db-0",
+    ]);
+    assert!(
+        !evs.is_empty() && evs.iter().all(|e| e["process"]["pid"] == holder_pid),
+        "{evs:?}"
+    );
+    // The timeline names both pods; its holder is the pod name.
+    let out = Command::new(MONITOR)
+        .args(["timeline", "--secret", "db-prod", "--db", &db])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("namespace payments, pod db-0"), "{text}");
+    assert!(text.contains("payments/db-0 container postgres"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "payments/{pod_a} container app sa api Deployment api"
+        )),
+        "{text}"
+    );
+}

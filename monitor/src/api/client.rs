@@ -57,6 +57,17 @@ pub struct IssueArgs {
     /// Holder: every process running this executable (absolute path).
     #[arg(long, value_name = "PATH")]
     pub exe: Option<String>,
+    /// Holder by Kubernetes name: the namespace of `--pod` or
+    /// `--service-account`.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Holder: every process of this pod (by name; needs `--namespace`).
+    #[arg(long, value_name = "NAME", requires = "namespace")]
+    pub pod: Option<String>,
+    /// Holder: every process of a pod running as this service account
+    /// (needs `--namespace`).
+    #[arg(long, value_name = "NAME", requires = "namespace")]
+    pub service_account: Option<String>,
     /// Lifetime from now (e.g. `300s`, `5m`, `1h`); no expiry if absent.
     #[arg(long, value_name = "DUR")]
     pub ttl: Option<String>,
@@ -168,8 +179,26 @@ pub fn issue_record(a: &IssueArgs) -> anyhow::Result<Value> {
         check_absolute("--exe", e)?;
         holder.insert("exe".into(), json!(e));
     }
+    if let Some(ns) = &a.namespace {
+        if a.pod.is_none() && a.service_account.is_none() {
+            bail!("--namespace needs --pod or --service-account");
+        }
+        check_nonempty("--namespace", ns)?;
+        holder.insert("namespace".into(), json!(ns));
+        if let Some(p) = &a.pod {
+            check_nonempty("--pod", p)?;
+            holder.insert("pod".into(), json!(p));
+        }
+        if let Some(sa) = &a.service_account {
+            check_nonempty("--service-account", sa)?;
+            holder.insert("service_account".into(), json!(sa));
+        }
+    }
     if holder.is_empty() {
-        bail!("no holder: give at least one of --pid, --cgroup, --container, --pod-uid, --exe");
+        bail!(
+            "no holder: give at least one of --pid, --cgroup, --container, --pod-uid, --exe, \
+             --namespace with --pod or --service-account"
+        );
     }
 
     let mut delivery = Vec::new();
@@ -557,6 +586,12 @@ mod tests {
             "0f0e-11",
             "--exe",
             "/usr/bin/app",
+            "--namespace",
+            "payments",
+            "--pod",
+            "api-0",
+            "--service-account",
+            "api",
             "--ttl",
             "5m",
             "--allow",
@@ -579,7 +614,8 @@ mod tests {
                 "secret_id": "db-prod",
                 "ttl_seconds": 300,
                 "holder": {"pid": 4242, "cgroup": "/kubepods/pod1", "container_id": "abc123",
-                           "pod_uid": "0f0e-11", "exe": "/usr/bin/app"},
+                           "pod_uid": "0f0e-11", "exe": "/usr/bin/app",
+                           "namespace": "payments", "pod": "api-0", "service_account": "api"},
                 "delivery": [{"file": "/vault/secrets/db"}, {"file": "/vault/secrets/db2"},
                              {"env": "DB_PASSWORD"}],
                 "allowed_destinations": ["127.0.0.1:5432", "10.0.0.0/8:443", "db.internal:*"],
@@ -600,6 +636,28 @@ mod tests {
     fn record_errors_are_clear() {
         let e = err(&["--secret-id", "s", "--file", "/f"]);
         assert!(e.contains("no holder") && e.contains("--pid"), "{e}");
+        let e = err(&[
+            "--secret-id",
+            "s",
+            "--file",
+            "/f",
+            "--namespace",
+            "payments",
+        ]);
+        assert!(e.contains("--namespace needs --pod"), "{e}");
+        let argv = [
+            "monitor-issue",
+            "--secret-id",
+            "s",
+            "--file",
+            "/f",
+            "--pod",
+            "a",
+        ];
+        assert!(
+            IssueCli::try_parse_from(argv).is_err(),
+            "--pod needs --namespace"
+        );
         let e = err(&["--secret-id", "s", "--pid", "1"]);
         assert!(e.contains("no delivery") && e.contains("--file"), "{e}");
         let e = err(&[

@@ -50,6 +50,9 @@ pub struct HolderIndex {
     container_short: HashMap<String, Ids>,
     pod: HashMap<String, Ids>,
     exe: HashMap<String, Ids>,
+    /// `namespace/pod` and `namespace/service_account` (Kubernetes names).
+    k8s_pod: HashMap<String, Ids>,
+    k8s_sa: HashMap<String, Ids>,
     /// Delivery file path -> secrets delivered there.
     path: HashMap<String, Ids>,
     /// Vault lease id -> secrets issued under it.
@@ -78,6 +81,14 @@ impl HolderIndex {
         }
         if let Some(e) = &h.exe {
             add(&mut self.exe, e.clone(), id);
+        }
+        if let Some(ns) = &h.namespace {
+            if let Some(pod) = &h.pod {
+                add(&mut self.k8s_pod, format!("{ns}/{pod}"), id);
+            }
+            if let Some(sa) = &h.service_account {
+                add(&mut self.k8s_sa, format!("{ns}/{sa}"), id);
+            }
         }
         if super::has_selector(i) {
             self.selectors += 1;
@@ -108,6 +119,14 @@ impl HolderIndex {
         }
         if let Some(e) = &h.exe {
             del(&mut self.exe, e, id);
+        }
+        if let Some(ns) = &h.namespace {
+            if let Some(pod) = &h.pod {
+                del(&mut self.k8s_pod, &format!("{ns}/{pod}"), id);
+            }
+            if let Some(sa) = &h.service_account {
+                del(&mut self.k8s_sa, &format!("{ns}/{sa}"), id);
+            }
         }
         if super::has_selector(i) {
             self.selectors = self.selectors.saturating_sub(1);
@@ -165,6 +184,19 @@ impl HolderIndex {
         }
         if let Some(pe) = &p.exe {
             take(self.exe.get(pe.as_str()));
+        }
+        if let Some(ns) = p
+            .k8s
+            .as_ref()
+            .and_then(|k| k.namespace.as_ref().map(|n| (n, k)))
+        {
+            let (ns, k) = ns;
+            if let Some(pod) = &k.pod {
+                take(self.k8s_pod.get(&format!("{ns}/{pod}")));
+            }
+            if let Some(sa) = &k.service_account {
+                take(self.k8s_sa.get(&format!("{ns}/{sa}")));
+            }
         }
         out.sort();
         out
@@ -230,7 +262,21 @@ mod tests {
             ),
             issuance("exe", r#"{"exe":"/usr/bin/app"}"#),
             issuance("pid", r#"{"pid":42}"#),
+            issuance("k8s-pod", r#"{"namespace":"payments","pod":"api-0"}"#),
+            issuance(
+                "k8s-sa",
+                r#"{"namespace":"payments","service_account":"api"}"#,
+            ),
         ];
+        let in_pod = |ns: &str, pod: &str, sa: Option<&str>| Process {
+            k8s: Some(crate::enrich::k8s::K8s {
+                namespace: Some(ns.into()),
+                pod: Some(pod.into()),
+                service_account: sa.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         let mut idx = HolderIndex::default();
         for i in &iss {
             idx.insert(i);
@@ -251,7 +297,17 @@ mod tests {
             proc(None, None, None, Some("/usr/bin/app")),
             proc(None, None, None, Some("/usr/bin/app2")),
             proc(None, None, None, None),
+            in_pod("payments", "api-0", None),
+            in_pod("payments", "web-0", Some("api")),
+            in_pod("billing", "api-0", Some("api")),
         ];
+        let holds = |p: &Process, id: &str| {
+            iss.iter()
+                .any(|i| i.secret_id == id && crate::correlate::selector_matches(i, p))
+        };
+        assert!(holds(&procs[10], "k8s-pod") && !holds(&procs[10], "k8s-sa"));
+        assert!(!holds(&procs[11], "k8s-pod") && holds(&procs[11], "k8s-sa"));
+        assert!(!holds(&procs[12], "k8s-pod") && !holds(&procs[12], "k8s-sa"));
         for p in &procs {
             let cands = idx.candidates(p);
             let got: Vec<&str> = iss

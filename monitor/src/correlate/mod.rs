@@ -685,7 +685,8 @@ impl Correlator {
                     && h.cgroup.is_none()
                     && h.container_id.is_none()
                     && h.pod_uid.is_none()
-                    && h.exe.is_none();
+                    && h.exe.is_none()
+                    && h.namespace.is_none();
                 if unheld && s.issuance.source.as_deref() == Some(crate::issuance::discover::SOURCE)
                 {
                     self.index.remove(&s.issuance);
@@ -961,7 +962,11 @@ impl Correlator {
 
 fn has_selector(i: &Issuance) -> bool {
     let h = &i.holder;
-    h.cgroup.is_some() || h.container_id.is_some() || h.pod_uid.is_some() || h.exe.is_some()
+    h.cgroup.is_some()
+        || h.container_id.is_some()
+        || h.pod_uid.is_some()
+        || h.exe.is_some()
+        || h.namespace.is_some()
 }
 
 /// cgroup (the path or below), container id (full or a prefix of 12+),
@@ -987,6 +992,17 @@ fn selector_matches(i: &Issuance, p: &Process) -> bool {
     if let (Some(e), Some(pe)) = (&h.exe, &p.exe) {
         if e == pe {
             return true;
+        }
+    }
+    // By Kubernetes name: {namespace, pod} or {namespace, service_account}.
+    if let (Some(ns), Some(k)) = (&h.namespace, &p.k8s) {
+        if k.namespace.as_ref() == Some(ns) {
+            if h.pod.is_some() && h.pod == k.pod {
+                return true;
+            }
+            if h.service_account.is_some() && h.service_account == k.service_account {
+                return true;
+            }
         }
     }
     false

@@ -54,7 +54,16 @@ const ISSUE_FIELDS: &[&str] = &[
     "identity",
 ];
 /// Fields of `holder`.
-const HOLDER_FIELDS: &[&str] = &["pid", "cgroup", "container_id", "pod_uid", "exe"];
+const HOLDER_FIELDS: &[&str] = &[
+    "pid",
+    "cgroup",
+    "container_id",
+    "pod_uid",
+    "exe",
+    "namespace",
+    "pod",
+    "service_account",
+];
 
 /// Who the secret was issued to. At least one field is set; a process
 /// belongs to the holder if it matches any of them.
@@ -75,6 +84,13 @@ pub struct Holder {
     pub pod_uid: Option<String>,
     /// An absolute executable path.
     pub exe: Option<String>,
+    /// A Kubernetes namespace: with `pod` and/or `service_account` (never
+    /// alone), as resolved on the node (`k8s` of a process).
+    pub namespace: Option<String>,
+    /// A pod name in `namespace`: every process of that pod.
+    pub pod: Option<String>,
+    /// A service account in `namespace`: every process of a pod running as it.
+    pub service_account: Option<String>,
 }
 
 impl Holder {
@@ -85,6 +101,7 @@ impl Holder {
             && self.container_id.is_none()
             && self.pod_uid.is_none()
             && self.exe.is_none()
+            && self.namespace.is_none()
     }
 
     fn to_json(&self) -> Value {
@@ -97,6 +114,9 @@ impl Holder {
             ("container_id", &self.container_id),
             ("pod_uid", &self.pod_uid),
             ("exe", &self.exe),
+            ("namespace", &self.namespace),
+            ("pod", &self.pod),
+            ("service_account", &self.service_account),
         ];
         for (k, v) in strings {
             if let Some(v) = v {
@@ -734,12 +754,47 @@ fn parse_holder(h: &Map<String, Value>) -> Result<Holder, RecordError> {
     let exe = opt(h, "exe")
         .map(|v| abs_path("holder.exe", v))
         .transpose()?;
+    let k8s_name = |field: &str, max: usize, dots: bool| -> Result<Option<String>, RecordError> {
+        match opt(h, field) {
+            Some(Value::String(s)) if k8s_name_ok(s, max, dots) => Ok(Some(s.clone())),
+            Some(Value::String(s)) => Err(err(
+                format!("holder.{field}"),
+                format!(
+                    "must be a Kubernetes name (lowercase a-z, 0-9, '-'{}, at most {max}), got {}",
+                    if dots { ", '.'" } else { "" },
+                    quote(s)
+                ),
+            )),
+            Some(v) => Err(err(
+                format!("holder.{field}"),
+                format!("must be a string, got {}", kind(v)),
+            )),
+            None => Ok(None),
+        }
+    };
+    let namespace = k8s_name("namespace", 63, false)?;
+    let pod = k8s_name("pod", 253, true)?;
+    let service_account = k8s_name("service_account", 253, true)?;
+    match (&namespace, &pod, &service_account) {
+        (Some(_), None, None) => {
+            return Err(err(
+                "holder.namespace",
+                "needs `pod` or `service_account` (a whole namespace is not a holder)",
+            ))
+        }
+        (None, Some(_), _) => return Err(err("holder.pod", "needs `namespace`")),
+        (None, _, Some(_)) => return Err(err("holder.service_account", "needs `namespace`")),
+        _ => {}
+    }
     let holder = Holder {
         pid,
         cgroup,
         container_id,
         pod_uid,
         exe,
+        namespace,
+        pod,
+        service_account,
     };
     if holder.is_empty() {
         return Err(err(
@@ -893,6 +948,19 @@ fn string_map(
 }
 
 /// The value of `key`, `None` when absent or `null`.
+/// A DNS-1123 label (`dots` false) or subdomain: lowercase alphanumerics
+/// and `-` (and `.`), starting and ending alphanumeric.
+fn k8s_name_ok(s: &str, max: usize, dots: bool) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= max
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || (dots && *c == b'.')
+        })
+}
+
 fn opt<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).filter(|v| !v.is_null())
 }
@@ -1100,7 +1168,21 @@ mod tests {
                 container_id: Some(CID.into()),
                 pod_uid: Some("8e2b6a0c-6f7d-4c1e-9b3a-5d4f2e1a0b9c".into()),
                 exe: Some("/usr/bin/psql".into()),
+                ..Default::default()
             }
+        );
+        let i = issue(&with(
+            serde_json::json!({"holder": {"namespace": "payments", "pod": "api-7d9f8b6c5d-x2k4p"}}),
+        ));
+        assert_eq!(i.holder.namespace.as_deref(), Some("payments"));
+        assert_eq!(i.holder.pod.as_deref(), Some("api-7d9f8b6c5d-x2k4p"));
+        let i = issue(&with(
+            serde_json::json!({"holder": {"namespace": "payments", "service_account": "api"}}),
+        ));
+        assert_eq!(i.holder.service_account.as_deref(), Some("api"));
+        assert_eq!(
+            i.holder.to_json(),
+            serde_json::json!({"namespace": "payments", "service_account": "api"})
         );
         let i = issue(&with(serde_json::json!({"holder": {"cgroup": "/"}})));
         assert_eq!(i.holder.cgroup.as_deref(), Some("/"));
@@ -1126,6 +1208,9 @@ mod tests {
             container_id: Some(CID.into()),
             pod_uid: Some("8e2b6a0c-6f7d-4c1e-9b3a-5d4f2e1a0b9c".into()),
             exe: Some("/usr/bin/app".into()),
+            namespace: Some("payments".into()),
+            pod: Some("api-0".into()),
+            service_account: Some("api".into()),
         };
         full.issued_at += chrono::Duration::nanoseconds(123_456_789);
         full.identity = [
@@ -1286,6 +1371,31 @@ mod tests {
 
     #[test]
     fn holder_errors() {
+        fails(
+            &with(serde_json::json!({"holder": {"namespace": "payments"}})),
+            "holder.namespace",
+        );
+        fails(
+            &with(serde_json::json!({"holder": {"pod": "api-0"}})),
+            "holder.pod",
+        );
+        fails(
+            &with(serde_json::json!({"holder": {"service_account": "api"}})),
+            "holder.service_account",
+        );
+        let e = fails(
+            &with(serde_json::json!({"holder": {"namespace": "Payments", "pod": "a"}})),
+            "holder.namespace",
+        );
+        assert!(e.to_string().contains("\"Payments\""), "{e}");
+        fails(
+            &with(serde_json::json!({"holder": {"namespace": "p", "pod": "a_b"}})),
+            "holder.pod",
+        );
+        fails(
+            &with(serde_json::json!({"holder": {"namespace": "p", "pod": 3}})),
+            "holder.pod",
+        );
         fails(&without("holder"), "holder");
         fails(&with(serde_json::json!({"holder": {}})), "holder");
         fails(
