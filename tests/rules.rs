@@ -939,6 +939,15 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
     assert_eq!(a["actor"]["pod_uid"], uid_a);
     assert_eq!(a["actor"]["container_id"], id_a.as_str());
     no_alert(&agent, "secret.read.foreign", holder.pid);
+    // It scrapes the holder's environment: the alert names both pods.
+    thief.run(&format!(
+        "open('/proc/{}/environ', 'rb').read()",
+        holder.pid
+    ));
+    let a = agent.wait_alert("secret.environ.scrape", |a| a["actor"]["pid"] == thief.pid);
+    assert_eq!(a["actor"]["k8s"], want_a);
+    assert_eq!(a["evidence"]["holder_k8s"]["pod"], "db-0");
+    assert_eq!(a["evidence"]["holder_k8s"]["container"], "postgres");
 
     // The pod is deleted from the node: a new process still in its cgroup
     // (late, exiting) is still named.
@@ -977,12 +986,24 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
             .collect()
     };
     let alerts = q(&["query", "--namespace", "payments"]);
-    let pids: Vec<&Value> = alerts.iter().map(|a| &a["actor"]["pid"]).collect();
-    assert_eq!(pids, [&json!(thief_pid), &json!(late_pid)], "{alerts:?}");
+    let got: Vec<(&Value, &Value)> = alerts
+        .iter()
+        .map(|a| (&a["rule"], &a["actor"]["pid"]))
+        .collect();
+    let (read, scrape) = (json!("secret.read.foreign"), json!("secret.environ.scrape"));
+    assert_eq!(
+        got,
+        [
+            (&read, &json!(thief_pid)),
+            (&scrape, &json!(thief_pid)),
+            (&read, &json!(late_pid))
+        ],
+        "{alerts:?}"
+    );
     assert!(alerts.iter().all(|a| a["actor"]["k8s"] == want_a));
     assert_eq!(
         q(&["query", "--namespace", "payments", "--pod", pod_a]).len(),
-        2
+        3
     );
     assert!(q(&["query", "--namespace", "payments", "--pod", "db-0"]).is_empty());
     assert!(q(&["query", "--namespace", "billing"]).is_empty());

@@ -58,6 +58,9 @@ pub struct Evidence {
     /// `environ`, `mem`, `ptrace`, `process_vm_readv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
+    /// The Kubernetes names of that holder (`target_pid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_k8s: Option<crate::enrich::k8s::K8s>,
     /// The syscall behind the deciding event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syscall: Option<String>,

@@ -583,6 +583,7 @@ impl Correlator {
                             path: matches!(access.as_str(), "environ" | "mem")
                                 .then(|| what.clone()),
                             target_pid: Some(p.target_pid),
+                            holder_k8s: target.k8s.clone(),
                             access: Some(access),
                             syscall: Some(ev.syscall.clone()),
                             ..Default::default()

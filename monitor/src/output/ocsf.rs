@@ -218,6 +218,7 @@ pub fn alert_to_ocsf(a: &Alert, product_version: &str) -> Value {
     put(&mut unmapped_ev, "syscall", json!(ev.syscall));
     put(&mut unmapped_ev, "target_pid", json!(ev.target_pid));
     put(&mut unmapped_ev, "access", json!(ev.access));
+    put(&mut unmapped_ev, "holder_k8s", json!(ev.holder_k8s));
     put(&mut unmapped_ev, "expired_at", json!(ev.expired_at));
     put(&mut unmapped_ev, "revoked_at", json!(ev.revoked_at));
     let mut unmapped = Map::new();
