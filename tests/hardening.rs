@@ -8,12 +8,13 @@ mod harness;
 use std::{
     os::unix::fs::PermissionsExt,
     path::Path,
-    process::Command,
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use harness::*;
+use serde_json::Value;
 
 /// A secret value long enough to fingerprint.
 const VALUE: &str = "hardening-7c1e9a4b2d8f3e6a";
@@ -209,4 +210,512 @@ fn everything_the_agent_creates_is_private() {
     drop(holder);
     let (status, _) = agent.stop();
     assert!(status.success());
+}
+
+/// `GET path` on the metrics server: (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// A sample's value in a Prometheus exposition (`name{labels}` exactly).
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Issue `id` (delivered in `file`) to the process `pid` through the CLI;
+/// `Err(stderr)` if the agent refused it.
+fn issue(agent: &Agent, id: &str, file: &str, pid: u32, extra: &[&str]) -> Result<(), String> {
+    let out = Command::new(MONITOR)
+        .args(["issue", "--secret-id", id, "--file", file, "--pid"])
+        .arg(pid.to_string())
+        .args(extra)
+        .arg("--api")
+        .arg(&agent.api)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn a_glob_shaped_delivery_path_watches_only_that_literal_file() {
+    let sc = Scratch::new("literal");
+    // A file literally named `*`, and a sibling the glob would match.
+    let star = sc.file("d/*", format!("{VALUE}\n").as_bytes());
+    let other = sc.file("d/other", b"not the secret\n");
+    let agent = Agent::start(&[]);
+    let holder = Py::spawn(&[]);
+    issue(&agent, "star", &star, holder.pid, &[]).unwrap();
+    issue(&agent, "etc-star", "/etc/*", holder.pid, &[]).unwrap();
+    let (_, watches) = api_get(&agent.api, "/watches");
+    let patterns: Vec<&str> = watches
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| s(&w["pattern"]))
+        .collect();
+    assert!(patterns.contains(&"/etc/*"), "{watches}");
+    // Files under /etc and the sibling: no open events (nothing watched).
+    let (cat_etc, _) = run(Command::new("cat").args(["/etc/hostname", "/etc/passwd"]));
+    let (cat_other, _) = run(Command::new("cat").arg(&other));
+    // The literal `*` file is watched: its read is an event and a foreign
+    // read alert (the marker that everything before it has arrived).
+    let (cat_star, _) = run(Command::new("cat").arg(&star));
+    agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == cat_star);
+    let open = agent.wait_for("open of the literal file", |e| {
+        e["kind"] == "open" && e["process"]["pid"] == cat_star
+    });
+    assert_eq!(open["path"], star.as_str());
+    for pid in [cat_etc, cat_other] {
+        let evs: Vec<Value> = agent
+            .events_of(pid)
+            .into_iter()
+            .filter(|e| e["kind"] != "exec" && e["kind"] != "exit" && e["kind"] != "fork")
+            .collect();
+        assert!(evs.is_empty(), "pid {pid} produced {evs:?}");
+    }
+    // A delivery path that can never be watched is an error in the report.
+    let e = issue(&agent, "dir", "/etc", holder.pid, &[]).unwrap_err();
+    assert!(
+        e.contains("delivery[0].file") && e.contains("\"/etc\" is a directory"),
+        "{e}"
+    );
+    drop(holder);
+}
+
+#[test]
+fn a_holder_moving_reissue_is_refused_and_the_old_secret_still_alerts() {
+    let sc = Scratch::new("reissue");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let issuances = sc.file("issuances.jsonl", b"");
+    let agent = Agent::start(&["--metrics", &addr, "--issuances", &issuances]);
+    let mut holder = Py::spawn(&[]);
+    issue(&agent, "db-prod", &file, holder.pid, &[]).unwrap();
+    holder.run(&format!("secret = open({file:?}).read().strip()"));
+    let mut thief = Py::spawn(&[]);
+    // Through the API: refused, naming both holders.
+    let e = issue(&agent, "db-prod", &file, thief.pid, &[]).unwrap_err();
+    assert!(
+        e.contains("secret_id \"db-prod\" is already issued to holder")
+            && e.contains(&format!("{{\"pid\":{}}}", holder.pid))
+            && e.contains("\"replaces\": true"),
+        "{e}"
+    );
+    // Through the tailed file: refused and logged with file and line.
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&issuances)
+        .unwrap();
+    writeln!(
+        f,
+        "{}",
+        serde_json::json!({"secret_id": "db-prod", "holder": {"pid": thief.pid},
+                           "delivery": [{"file": file}]})
+    )
+    .unwrap();
+    agent.wait_log(&format!("{issuances}:1: issuance of \"db-prod\" refused"));
+    // The would-be holder reading the secret is still a foreign read.
+    thief.run(&format!("stolen = open({file:?}).read()"));
+    let a = agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == thief.pid);
+    assert_eq!(a["secret_id"], "db-prod");
+    let (_, secrets) = api_get(&agent.api, "/secrets");
+    let held = secrets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["secret_id"] == "db-prod")
+        .unwrap()
+        .clone();
+    assert_eq!(held["holder"]["pid"], holder.pid, "{held}");
+    let (_, m) = http_get(port, "/metrics");
+    assert_eq!(
+        sample(
+            &m,
+            "monitor_issuances_refused_total{reason=\"holder_change\"}"
+        ),
+        Some(2),
+        "{m}"
+    );
+    // Saying it replaces the earlier issuance moves the holder.
+    issue(&agent, "db-prod", &file, thief.pid, &["--replaces"]).unwrap();
+    drop(holder);
+}
+
+/// A tmpfs of `size` mounted at `dir` for the test, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Fills the file system with `filler` until it is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Waits until `pred` holds of the metrics page; panics with it if not.
+fn wait_metrics(port: u16, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        let (_, m) = http_get(port, "/metrics");
+        if pred(&m) {
+            return m;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{what}:\n{m}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_full_disk_under_alerts_and_db_is_counted_and_monitoring_goes_on() {
+    let sc = Scratch::new("full");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let alerts_fs = Tmpfs::mount(&sc.path("alerts-fs"), "256k");
+    let db_fs = Tmpfs::mount(&sc.path("db-fs"), "2m");
+    let alerts = alerts_fs.0.join("alerts.json");
+    let db = db_fs.0.join("events.db");
+    let feed = sc.path("feed.json");
+    let config = sc.file(
+        "monitor.toml",
+        format!(
+            "[[feeds]]\ntype = \"file\"\npath = {:?}\n",
+            feed.display().to_string()
+        )
+        .as_bytes(),
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let alerts_s = alerts.display().to_string();
+    let db_s = db.display().to_string();
+    let agent = Agent::start(&[
+        "--config",
+        &config,
+        "--alerts",
+        &alerts_s,
+        "--db",
+        &db_s,
+        "--metrics",
+        &addr,
+    ]);
+    let holder = Py::spawn(&[]);
+    issue(&agent, "full", &file, holder.pid, &[]).unwrap();
+    alerts_fs.fill();
+    db_fs.fill();
+    // Foreign reads: alerts, and stored events, on full disks.
+    let mut pids = Vec::new();
+    for _ in 0..20 {
+        pids.push(run(Command::new("cat").arg(&file)).0);
+    }
+    // Every alert still reaches the file feed.
+    let t0 = Instant::now();
+    loop {
+        let fed = std::fs::read_to_string(&feed).unwrap_or_default();
+        if pids.iter().all(|p| fed.contains(&format!("\"pid\":{p},"))) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < EVENT_TIMEOUT,
+            "the feed lacks alerts:\n{fed}\n{}",
+            agent.stderr().join("\n")
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let out = format!("alerts:{alerts_s}");
+    let m = wait_metrics(port, "no store or output failure counted", |m| {
+        sample(
+            m,
+            &format!("monitor_output_failures_total{{output=\"{out}\"}}"),
+        )
+        .unwrap_or(0)
+            > 0
+            && sample(m, "monitor_store_dropped_total").unwrap_or(0) > 0
+    });
+    assert!(
+        sample(
+            &m,
+            &format!("monitor_output_lost_total{{output=\"{out}\"}}")
+        )
+        .unwrap_or(0)
+            > 0,
+        "{m}"
+    );
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["status"], "degraded", "{h}");
+    let reasons = h["reasons"].to_string();
+    assert!(
+        reasons.contains(&alerts_s) && reasons.contains("No space left on device"),
+        "{h}"
+    );
+    assert!(
+        reasons.contains(&format!("store {db_s}: writes fail")),
+        "{h}"
+    );
+    // The log names the file.
+    agent.wait_log(&format!("alerts to {alerts_s}: No space left on device"));
+    // Space again: both outputs recover, health turns ok.
+    alerts_fs.free();
+    db_fs.free();
+    let t0 = Instant::now();
+    let last = loop {
+        let (pid, _) = run(Command::new("cat").arg(&file));
+        thread::sleep(Duration::from_millis(500));
+        let written = std::fs::read_to_string(&alerts).unwrap_or_default();
+        let (_, body) = http_get(port, "/healthz");
+        if written.contains(&format!("\"pid\":{pid},")) && body.contains("\"status\":\"ok\"") {
+            break pid;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no recovery: {body}\n{}",
+            agent.stderr().join("\n")
+        );
+    };
+    let (_, page) = api_get(&agent.api, &format!("/alerts?pid={last}"));
+    assert_eq!(page["items"][0]["actor"]["pid"], last, "{page}");
+    drop(holder);
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+}
+
+#[test]
+fn alerts_to_a_closed_pipe_warn_once_and_monitoring_goes_on() {
+    require_root();
+    let sc = Scratch::new("pipe");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let feed = sc.path("feed.json");
+    let config = sc.file(
+        "monitor.toml",
+        format!(
+            "[[feeds]]\ntype = \"file\"\npath = {:?}\n",
+            feed.display().to_string()
+        )
+        .as_bytes(),
+    );
+    let api = sc.path("api.sock");
+    let db = sc.path("events.db");
+    // monitor run --alerts - | head -c 100
+    let mut agent = Command::new(MONITOR)
+        .args(["run", "--alerts", "-", "--config", &config])
+        .arg("--api")
+        .arg(&api)
+        .arg("--db")
+        .arg(&db)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = Command::new("head")
+        .args(["-c", "100"])
+        .stdin(agent.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = log.clone();
+    let err = agent.stderr.take().unwrap();
+    thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(line);
+        }
+    });
+    let wait_log = |needle: &str| {
+        let t0 = Instant::now();
+        while !log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "never logged {needle:?}:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_log("monitor: ready");
+    let holder = Py::spawn(&[]);
+    let out = Command::new(MONITOR)
+        .args(["issue", "--secret-id", "pipe", "--file", &file, "--pid"])
+        .arg(holder.pid.to_string())
+        .arg("--api")
+        .arg(&api)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Alerts until `head` has its 100 bytes and exits.
+    let mut first = Vec::new();
+    let t0 = Instant::now();
+    while head.try_wait().unwrap().is_none() {
+        first.push(run(Command::new("cat").arg(&file)).0);
+        assert!(t0.elapsed() < EVENT_TIMEOUT, "head never exited");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let mut got = String::new();
+    std::io::Read::read_to_string(head.stdout.as_mut().unwrap(), &mut got).unwrap();
+    assert_eq!(got.len(), 100);
+    // More alerts into the closed pipe.
+    let mut later = Vec::new();
+    for _ in 0..5 {
+        later.push(run(Command::new("cat").arg(&file)).0);
+        thread::sleep(Duration::from_millis(200));
+    }
+    wait_log("alerts to stdout: the reader closed the pipe");
+    // They still reach the feed and the store; the agent still runs.
+    let t0 = Instant::now();
+    loop {
+        let fed = std::fs::read_to_string(&feed).unwrap_or_default();
+        if later.iter().all(|p| fed.contains(&format!("\"pid\":{p},"))) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < EVENT_TIMEOUT,
+            "the feed lacks alerts:\n{fed}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    for p in &later {
+        let (_, page) = api_get(&api, &format!("/alerts?pid={p}"));
+        assert_eq!(page["items"][0]["actor"]["pid"], *p, "{page}");
+    }
+    assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
+    let warned = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("closed the pipe"))
+        .count();
+    assert_eq!(warned, 1, "{}", log.lock().unwrap().join("\n"));
+    unsafe { libc_kill(agent.id() as i32, 15) };
+    let st = agent.wait().unwrap();
+    assert!(st.success(), "{}", log.lock().unwrap().join("\n"));
+    drop(holder);
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn kill_9_during_a_burst_keeps_the_store_intact() {
+    let sc = Scratch::new("kill9");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let db = sc.path("store/events.db");
+    let db_s = db.display().to_string();
+    let agent = Agent::start(&["--db", &db_s]);
+    let holder = Py::spawn(&[]);
+    issue(&agent, "kill9", &file, holder.pid, &[]).unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..10 {
+        pids.push(run(Command::new("cat").arg(&file)).0);
+    }
+    for p in &pids {
+        agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == *p);
+    }
+    // What the store holds now (the API flushes it first).
+    let (_, before) = api_get(&agent.api, "/alerts?limit=1000");
+    let before: Vec<Value> = before["items"].as_array().unwrap().clone();
+    assert!(before.len() >= pids.len(), "{before:?}");
+    // A burst of watched-file reads, and SIGKILL in the middle of it.
+    let burst = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "for i in $(seq 1 400); do cat {file:?} >/dev/null; done"
+        ))
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(700));
+    unsafe { libc_kill(agent.pid() as i32, 9) };
+    let mut burst = burst;
+    let _ = burst.wait();
+    drop(agent);
+    // The database is intact...
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA integrity_check;")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...and a restarted agent on it still has every earlier alert.
+    let agent = Agent::start(&["--db", &db_s]);
+    let (_, after) = api_get(&agent.api, "/alerts?limit=100000");
+    let after = after["items"].as_array().unwrap();
+    for a in &before {
+        assert!(
+            after.iter().any(|b| b == a),
+            "alert lost after kill -9: {a}"
+        );
+    }
+    // And it goes on storing (issuances are not kept across restarts).
+    issue(&agent, "kill9", &file, holder.pid, &[]).unwrap();
+    let (p2, _) = run(Command::new("cat").arg(&file));
+    agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == p2);
+    let (_, page) = api_get(&agent.api, &format!("/alerts?pid={p2}"));
+    assert_eq!(page["items"][0]["actor"]["pid"], p2, "{page}");
+    drop(holder);
 }

@@ -364,9 +364,10 @@ impl Agent {
             }
         }
         if !out.watch.is_empty() {
+            // Literal paths: a delivery file is never a glob.
             for p in &out.watch {
-                if let Err(e) = self.watches.add(p) {
-                    log::warn!("delivery file: {e:#}");
+                if let Err(e) = self.watches.add_literal(p) {
+                    log::warn!("{e:#}");
                 }
             }
             if self.batching {
@@ -424,6 +425,29 @@ impl Agent {
 
     /// An issuance or revocation from any source.
     fn apply_record(&mut self, rec: Record, origin: &str) -> Result<serde_json::Value, String> {
+        if let Record::Issue(iss) = &rec {
+            // Refusals are checked before anything is applied, and counted.
+            let refused = |agent: &Self, reason: &str, why: String| {
+                agent
+                    .metrics
+                    .inc(crate::metrics::Metric::IssuancesRefused, reason);
+                Err(format!("issuance of {:?} refused: {why}", iss.secret_id))
+            };
+            if let Some(why) = self.correlator.reissue_refusal(iss, Utc::now()) {
+                return refused(self, "holder_change", why);
+            }
+            for (i, d) in iss.delivery.iter().enumerate() {
+                if let crate::issuance::Delivery::File(p) = d {
+                    if let Err(e) = crate::watch::check_literal(p) {
+                        return refused(
+                            self,
+                            "unwatchable_path",
+                            format!("delivery[{i}].file: {e}"),
+                        );
+                    }
+                }
+            }
+        }
         let stored = match &rec {
             Record::Issue(i) => StoreItem::Issuance(i.clone(), origin.to_string()),
             Record::Revoke { secret_id, at } => {
@@ -466,12 +490,7 @@ impl Agent {
             for sk in src.tail.take_skipped() {
                 read = true;
                 self.bad_records += 1;
-                log::warn!(
-                    "{}:{}: skipped: {:?}",
-                    src.path.display(),
-                    sk.number,
-                    sk.reason
-                );
+                log::warn!("{}: {sk}", src.path.display());
             }
             for line in lines {
                 if line.text.trim().is_empty() {

@@ -1,4 +1,6 @@
-//! Watched paths: glob patterns (`--watch`, config, API) expanded to files,
+//! Watched paths: glob patterns (`--watch`, config, API, `discover`)
+//! expanded to files, and literal paths (issuance delivery files: `*`, `?`
+//! and `[` in them are characters of the name, never wildcards),
 //! whose (device, inode) go into the kernel's `WATCHED_INODES` map. Matching
 //! by inode catches every route to the file: relative paths, symlinks (the
 //! Kubernetes `..data` swap), hard links and bind mounts into containers.
@@ -18,6 +20,8 @@ struct Watch {
     id: u32,
     pattern: String,
     glob: glob::Pattern,
+    /// A literal path (a delivery file), not a glob.
+    literal: bool,
 }
 
 /// Something that can hold watched inodes (the kernel map, or a test double
@@ -57,18 +61,42 @@ impl WatchSet {
         if !pattern.starts_with('/') {
             bail!("watch pattern {pattern:?} is not an absolute path");
         }
-        if let Some(w) = self.watches.iter().find(|w| w.pattern == pattern) {
+        if let Some(w) = self
+            .watches
+            .iter()
+            .find(|w| !w.literal && w.pattern == pattern)
+        {
             return Ok(w.id);
         }
         let glob = glob::Pattern::new(pattern)
             .with_context(|| format!("watch pattern {pattern:?} is not a valid glob"))?;
+        Ok(self.push(pattern, glob, false))
+    }
+
+    fn push(&mut self, pattern: &str, glob: glob::Pattern, literal: bool) -> u32 {
         let id = self.watches.len() as u32 + 1;
         self.watches.push(Watch {
             id,
             pattern: pattern.to_string(),
             glob,
+            literal,
         });
-        Ok(id)
+        id
+    }
+
+    /// Register one literal file path (a delivery file): it watches that
+    /// file and nothing else, whatever characters its name has. An error
+    /// (naming the path) if it can never be watched: not absolute, or an
+    /// existing directory or other non-file. A file that does not exist
+    /// yet is watched once it appears.
+    pub fn add_literal(&mut self, path: &str) -> Result<u32> {
+        check_literal(path)?;
+        if let Some(w) = self.watches.iter().find(|w| w.literal && w.pattern == path) {
+            return Ok(w.id);
+        }
+        let glob = glob::Pattern::new(&glob::Pattern::escape(path))
+            .with_context(|| format!("delivery file {path:?}"))?;
+        Ok(self.push(path, glob, true))
     }
 
     pub fn patterns(&self) -> impl Iterator<Item = (u32, &str)> {
@@ -89,14 +117,18 @@ impl WatchSet {
     pub fn rescan(&mut self, sink: &mut dyn InodeSink) -> Vec<NewMatch> {
         let mut found = Vec::new();
         for w in &self.watches {
-            let paths = match glob::glob(&w.pattern) {
-                Ok(p) => p,
-                Err(e) => {
-                    log::warn!("watch {:?}: {e}", w.pattern);
-                    continue;
+            let paths: Box<dyn Iterator<Item = std::path::PathBuf>> = if w.literal {
+                Box::new(std::iter::once(std::path::PathBuf::from(&w.pattern)))
+            } else {
+                match glob::glob(&w.pattern) {
+                    Ok(p) => Box::new(p.filter_map(|p| p.ok())),
+                    Err(e) => {
+                        log::warn!("watch {:?}: {e}", w.pattern);
+                        continue;
+                    }
                 }
             };
-            for p in paths.filter_map(|p| p.ok()).take(MAX_MATCHES_PER_PATTERN) {
+            for p in paths.take(MAX_MATCHES_PER_PATTERN) {
                 if let Some(key) = inode_key(&p) {
                     if !self.inodes.contains_key(&key) {
                         found.push(NewMatch {
@@ -133,6 +165,26 @@ impl WatchSet {
 
     pub fn watched_inodes(&self) -> usize {
         self.inodes.len()
+    }
+}
+
+/// Whether a literal delivery path can be watched (see
+/// [`WatchSet::add_literal`]).
+pub fn check_literal(path: &str) -> Result<()> {
+    if !path.starts_with('/') {
+        bail!("delivery file {path:?} is not an absolute path, so it cannot be watched");
+    }
+    if path.contains('\0') {
+        bail!("delivery file {path:?} contains a NUL byte, so it cannot be watched");
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            bail!("delivery file {path:?} is a directory, not a file, so it cannot be watched")
+        }
+        Ok(m) if !m.is_file() => {
+            bail!("delivery file {path:?} is not a regular file, so it cannot be watched")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -191,6 +243,41 @@ mod tests {
         assert!(e.contains("secrets/*") && e.contains("absolute"), "{e}");
         let e = w.add("/a/[b").unwrap_err().to_string();
         assert!(e.contains("/a/[b"), "{e}");
+    }
+
+    #[test]
+    fn literal_paths_watch_exactly_one_file() {
+        let d = tempdir("literal");
+        for name in ["*", "a", "b", "x[1", "q?"] {
+            std::fs::write(d.join(name), "x").unwrap();
+        }
+        let mut w = WatchSet::new();
+        let mut sink = Sink::default();
+        // `*` is the name of a file here, not a wildcard.
+        let star = w.add_literal(&format!("{}/*", d.display())).unwrap();
+        let found = w.rescan(&mut sink);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].path.ends_with("/*"));
+        assert_eq!(w.matches(&format!("{}/a", d.display())), None);
+        assert_eq!(w.matches(&format!("{}/*", d.display())), Some(star));
+        // Brackets and question marks too (`[` alone is not a valid glob).
+        w.add_literal(&format!("{}/x[1", d.display())).unwrap();
+        w.add_literal(&format!("{}/q?", d.display())).unwrap();
+        assert_eq!(w.rescan(&mut sink).len(), 2);
+        assert_eq!(w.watched_inodes(), 3);
+        // A glob of the same text is another watch.
+        let g = w.add(&format!("{}/*", d.display())).unwrap();
+        assert_ne!(g, star);
+        // Not yet there: fine; a directory or a relative path: an error.
+        w.add_literal(&format!("{}/later", d.display())).unwrap();
+        let e = w
+            .add_literal(&d.display().to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        let e = w.add_literal("rel/x").unwrap_err().to_string();
+        assert!(e.contains("\"rel/x\" is not an absolute path"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct IssueArgs {
     /// An extra label `KEY=VALUE` for the record (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,
+    /// Replace an earlier, still valid issuance of this secret_id even if
+    /// its holder differs (else such a re-issue is refused).
+    #[arg(long)]
+    pub replaces: bool,
 }
 
 /// Mark a secret revoked from now on (`monitor revoke`).
@@ -258,6 +262,9 @@ pub fn issue_record(a: &IssueArgs) -> anyhow::Result<Value> {
             }
         }
         record.insert("labels".into(), json!(labels));
+    }
+    if a.replaces {
+        record.insert("replaces".into(), json!(true));
     }
     Ok(Value::Object(record))
 }

@@ -256,6 +256,9 @@ impl Correlator {
                 Ok((secret_id, out))
             }
             Record::Issue(iss) => {
+                if let Some(why) = self.reissue_refusal(&iss, Utc::now()) {
+                    return Err(why);
+                }
                 let id = iss.secret_id.clone();
                 let prev = self.secrets.remove(&id);
                 if let Some(p) = &prev {
@@ -307,6 +310,32 @@ impl Correlator {
                 Ok((id, out))
             }
         }
+    }
+
+    /// Why `iss` may not be applied: it re-issues a secret that is still
+    /// valid (not revoked, not expired) to a different holder, and does not
+    /// say `"replaces": true`. A silent move would let the new "holder"
+    /// read the old holder's secret without an alert. Renewals to the same
+    /// holder, and a discovered secret made explicit, are fine.
+    pub fn reissue_refusal(&self, iss: &Issuance, now: DateTime<Utc>) -> Option<String> {
+        let prev = &self.secrets.get(&iss.secret_id)?;
+        let p = &prev.issuance;
+        let revoked = prev.revoked_at.is_some_and(|r| r <= now);
+        if iss.replaces
+            || p.holder == iss.holder
+            || revoked
+            || p.is_expired(now)
+            || p.source.as_deref() == Some(crate::issuance::discover::SOURCE)
+        {
+            return None;
+        }
+        Some(format!(
+            "secret_id {:?} is already issued to holder {} (not revoked, not expired): \
+             the re-issue to holder {} is refused; revoke it first or say \"replaces\": true",
+            iss.secret_id,
+            p.holder.to_json(),
+            iss.holder.to_json()
+        ))
     }
 
     /// The watch set found a file at `path` with inode `key`.
@@ -1156,5 +1185,64 @@ mod tests {
         ));
         assert!(selector_matches(&i, &p("/x", None, "/usr/bin/app")));
         assert!(!selector_matches(&i, &p("/x", Some("ffff"), "/bin/sh")));
+    }
+
+    struct NoProcs;
+    impl ProcLookup for NoProcs {
+        fn process_of(&mut self, _: u32) -> Option<Process> {
+            None
+        }
+        fn live_pids(&self) -> Vec<u32> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn a_holder_moving_reissue_is_refused_unless_revoked_expired_or_replacing() {
+        let mut c = Correlator::new(FingerprintKey::random().unwrap(), Duration::from_secs(60));
+        let rec = |line: &str| crate::issuance::parse_record(line, Utc::now()).unwrap();
+        let issue = |holder: &str, extra: &str| {
+            rec(&format!(
+                r#"{{"secret_id":"s","holder":{holder},"delivery":[{{"env":"X"}}]{extra}}}"#
+            ))
+        };
+        c.apply(issue(r#"{"exe":"/a"}"#, ""), &mut NoProcs).unwrap();
+        // The same holder again: a renewal.
+        c.apply(
+            issue(r#"{"exe":"/a"}"#, r#","ttl_seconds":60"#),
+            &mut NoProcs,
+        )
+        .unwrap();
+        // Another holder: refused, naming both.
+        let e = c
+            .apply(issue(r#"{"exe":"/b"}"#, ""), &mut NoProcs)
+            .unwrap_err();
+        assert!(
+            e.contains("secret_id \"s\" is already issued to holder {\"exe\":\"/a\"}"),
+            "{e}"
+        );
+        assert!(e.contains("\"replaces\": true"), "{e}");
+        assert_eq!(c.secrets["s"].issuance.holder.exe.as_deref(), Some("/a"));
+        // Saying it replaces the earlier one: accepted.
+        c.apply(
+            issue(r#"{"exe":"/b"}"#, r#","replaces":true"#),
+            &mut NoProcs,
+        )
+        .unwrap();
+        assert_eq!(c.secrets["s"].issuance.holder.exe.as_deref(), Some("/b"));
+        // After a revocation: accepted.
+        c.apply(rec(r#"{"revoke":"s"}"#), &mut NoProcs).unwrap();
+        c.apply(issue(r#"{"exe":"/c"}"#, ""), &mut NoProcs).unwrap();
+        // After expiry: accepted.
+        c.apply(
+            issue(
+                r#"{"exe":"/c"}"#,
+                r#","issued_at":"2020-01-01T00:00:00Z","ttl_seconds":1"#,
+            ),
+            &mut NoProcs,
+        )
+        .unwrap();
+        c.apply(issue(r#"{"exe":"/d"}"#, ""), &mut NoProcs).unwrap();
+        assert_eq!(c.secrets["s"].issuance.holder.exe.as_deref(), Some("/d"));
     }
 }

@@ -74,6 +74,7 @@ pub fn issuance_for(path: &str, now: DateTime<Utc>) -> Issuance {
         lease_id: None,
         labels: BTreeMap::new(),
         identity: BTreeMap::new(),
+        replaces: false,
     }
 }
 

@@ -52,6 +52,7 @@ const ISSUE_FIELDS: &[&str] = &[
     "lease_id",
     "labels",
     "identity",
+    "replaces",
 ];
 /// Fields of `holder`.
 const HOLDER_FIELDS: &[&str] = &[
@@ -104,7 +105,7 @@ impl Holder {
             && self.namespace.is_none()
     }
 
-    fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         if let Some(pid) = self.pid {
             m.insert("pid".into(), Value::from(pid));
@@ -398,6 +399,10 @@ pub struct Issuance {
     /// Provenance and identity metadata: `vault.accessor`, `vault.entity_id`,
     /// `k8s.service_account_name`, `jwt.sub`, `jwt.jti`...
     pub identity: BTreeMap<String, String>,
+    /// `"replaces": true`: this record replaces an earlier, still valid
+    /// issuance of the same `secret_id` even if the holder differs (without
+    /// it such a re-issue is refused).
+    pub replaces: bool,
 }
 
 impl Issuance {
@@ -435,6 +440,9 @@ impl Issuance {
                     .collect();
                 m.insert(key.into(), Value::Object(obj));
             }
+        }
+        if self.replaces {
+            m.insert("replaces".into(), Value::Bool(true));
         }
         Value::Object(m)
     }
@@ -677,6 +685,16 @@ fn parse_issue(
     let lease_id = opt_string(map, "lease_id")?;
     let labels = string_map(map, "labels")?;
     let identity = string_map(map, "identity")?;
+    let replaces = match opt(map, "replaces") {
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err(err(
+                "replaces",
+                format!("must be true or false, got {}", kind(v)),
+            ))
+        }
+        None => false,
+    };
 
     Ok(Issuance {
         secret_id,
@@ -689,6 +707,7 @@ fn parse_issue(
         lease_id,
         labels,
         identity,
+        replaces,
     })
 }
 
@@ -1099,6 +1118,7 @@ mod tests {
             lease_id: Some("database/creds/app/abc".into()),
             labels: [("team".to_string(), "payments".to_string())].into(),
             identity: BTreeMap::new(),
+            replaces: false,
         };
         assert_eq!(i, expected);
         assert!(!i.is_expired(t(10, 4, 59)));

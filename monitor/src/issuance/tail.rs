@@ -50,6 +50,8 @@ pub enum SkipReason {
     TooLong {
         /// The line's length in bytes.
         bytes: u64,
+        /// The cap.
+        limit: u64,
     },
     /// Not valid UTF-8.
     NotUtf8,
@@ -73,18 +75,32 @@ pub struct Skipped {
     pub reason: SkipReason,
 }
 
+/// `1 MiB`, `64 KiB`, `100 bytes`.
+fn size_text(n: u64) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// A sentence: `line 3 is 10485854 bytes, longer than the 1 MiB limit; skipped`.
 impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.number;
         match &self.reason {
-            SkipReason::TooLong { bytes } => {
-                write!(f, "line {}: skipped: too long ({bytes} bytes)", self.number)
-            }
-            SkipReason::NotUtf8 => write!(f, "line {}: skipped: not UTF-8", self.number),
+            SkipReason::TooLong { bytes, limit } => write!(
+                f,
+                "line {n} is {bytes} bytes, longer than the {} limit; skipped",
+                size_text(*limit)
+            ),
+            SkipReason::NotUtf8 => write!(f, "line {n} is not UTF-8; skipped"),
             SkipReason::Unterminated { bytes } => write!(
                 f,
-                "line {}: skipped: no newline before the file was rotated or truncated \
-                 ({bytes} bytes)",
-                self.number
+                "line {n} had no newline ({bytes} bytes read) when the file was rotated or \
+                 truncated; skipped"
             ),
         }
     }
@@ -302,6 +318,7 @@ impl Tailer {
                         self.line_no += 1;
                         self.skip(SkipReason::TooLong {
                             bytes: seen + i as u64,
+                            limit: self.max_line as u64,
                         });
                         self.skipping = None;
                         data = &data[i + 1..];
@@ -321,6 +338,7 @@ impl Tailer {
                         self.pending.clear();
                         self.skip(SkipReason::TooLong {
                             bytes: total as u64,
+                            limit: self.max_line as u64,
                         });
                     } else {
                         self.pending.extend_from_slice(&data[..i]);
@@ -593,11 +611,24 @@ mod tests {
                 number: 2,
                 generation: 1,
                 reason: SkipReason::TooLong {
-                    bytes: DEFAULT_MAX_LINE as u64 + 1
+                    bytes: DEFAULT_MAX_LINE as u64 + 1,
+                    limit: DEFAULT_MAX_LINE as u64,
                 }
             }]
         );
         assert!(t.take_skipped().is_empty());
+        let sk = Skipped {
+            number: 2,
+            generation: 1,
+            reason: SkipReason::TooLong {
+                bytes: 10_485_854,
+                limit: DEFAULT_MAX_LINE as u64,
+            },
+        };
+        assert_eq!(
+            sk.to_string(),
+            "line 2 is 10485854 bytes, longer than the 1 MiB limit; skipped"
+        );
     }
 
     #[test]
@@ -618,7 +649,10 @@ mod tests {
             vec![Skipped {
                 number: 2,
                 generation: 1,
-                reason: SkipReason::TooLong { bytes: 16 }
+                reason: SkipReason::TooLong {
+                    bytes: 16,
+                    limit: 10
+                }
             }]
         );
     }
