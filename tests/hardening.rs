@@ -719,3 +719,46 @@ fn kill_9_during_a_burst_keeps_the_store_intact() {
     assert_eq!(page["items"][0]["actor"]["pid"], p2, "{page}");
     drop(holder);
 }
+
+#[test]
+fn a_removed_alerts_file_is_reopened() {
+    let sc = Scratch::new("removed");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let alerts = sc.path("out/alerts.json");
+    let alerts_s = alerts.display().to_string();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&["--alerts", &alerts_s, "--metrics", &addr]);
+    let holder = Py::spawn(&[]);
+    issue(&agent, "removed", &file, holder.pid, &[]).unwrap();
+    let wait_in_file = |pid: u32| {
+        let t0 = Instant::now();
+        while !std::fs::read_to_string(&alerts)
+            .unwrap_or_default()
+            .contains(&format!("\"pid\":{pid},"))
+        {
+            assert!(
+                t0.elapsed() < EVENT_TIMEOUT,
+                "alert of {pid} not in {alerts_s}:\n{}",
+                agent.stderr().join("\n")
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (first, _) = run(Command::new("cat").arg(&file));
+    wait_in_file(first);
+    std::fs::remove_file(&alerts).unwrap();
+    agent.wait_log(&format!("alerts file {alerts_s} was removed: reopening it"));
+    let (second, _) = run(Command::new("cat").arg(&file));
+    wait_in_file(second);
+    assert_eq!(mode(&alerts), 0o600);
+    let out = format!("alerts:{alerts_s}");
+    wait_metrics(port, "the removal is not counted", |m| {
+        sample(
+            m,
+            &format!("monitor_output_failures_total{{output=\"{out}\"}}"),
+        ) == Some(1)
+            && sample(m, &format!("monitor_output_lost_total{{output=\"{out}\"}}")) == Some(0)
+    });
+    drop(holder);
+}

@@ -156,6 +156,20 @@ impl RotatingFile {
     }
 
     fn send_to_file(&mut self, path: &Path, lines: &[Vec<u8>]) -> Result<()> {
+        // Removed or replaced under us (rm, logrotate without
+        // copytruncate): lines would go to a file nobody can open.
+        if let Some((f, _)) = &self.file {
+            use std::os::unix::fs::MetadataExt;
+            let open = f.metadata().ok().map(|m| (m.dev(), m.ino()));
+            let now = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+            if open != now {
+                log::warn!(
+                    "file feed {}: the file was removed or replaced; reopening it",
+                    path.display()
+                );
+                self.file = None;
+            }
+        }
         if self.file.is_none() {
             self.file = Some(open_live(path)?);
         }
@@ -431,6 +445,19 @@ pub(crate) mod tests {
             vec![alert(0), alert(1)]
         );
         assert_eq!(lines_of(&p), vec![alert(2)]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_removed_file_is_reopened_at_its_path() {
+        let d = tmpdir("file-removed");
+        let p = d.join("alerts.json");
+        let mut f = RotatingFile::open(&cfg(&p, 1 << 20, 1), fake_ocsf).unwrap();
+        f.send(&[alert(1)]).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        f.send(&[alert(2)]).unwrap();
+        assert_eq!(lines_of(&p), vec![alert(2)]);
+        assert_eq!(f.failures(), 0);
         let _ = std::fs::remove_dir_all(&d);
     }
 
