@@ -326,6 +326,7 @@ fn a_holder_moving_reissue_is_refused_and_the_old_secret_still_alerts() {
             && e.contains("\"replaces\": true"),
         "{e}"
     );
+    agent.wait_log("api: issuance of \"db-prod\" refused: secret_id \"db-prod\" is already issued");
     // Through the tailed file: refused and logged with file and line.
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()

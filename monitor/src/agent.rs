@@ -711,7 +711,11 @@ impl Agent {
         });
         let mut done = match applied {
             Ok(d) => d,
-            Err(e) => return ApiResponse::error(400, e),
+            Err(e) => {
+                self.bad_records += 1;
+                log::warn!("api: {e}");
+                return ApiResponse::error(400, e);
+            }
         };
         ApiResponse::created(if done.len() == 1 {
             done.remove(0)
