@@ -1034,4 +1034,23 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
         )),
         "{text}"
     );
+    for (format, needle) in [
+        (
+            "json",
+            r#""k8s":{"namespace":"payments","pod":"db-0","container":"postgres""#,
+        ),
+        (
+            "dot",
+            "payments/db-0 container postgres sa db StatefulSet db",
+        ),
+    ] {
+        let out = Command::new(MONITOR)
+            .args([
+                "timeline", "--secret", "db-prod", "--db", &db, "--format", format,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(needle), "{format}: {text}");
+    }
 }

@@ -519,6 +519,26 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_names_are_sd_params() {
+        let mut a = alert(1);
+        a.actor.k8s = Some(crate::enrich::k8s::K8s {
+            namespace: Some("payments".into()),
+            pod: Some("api-7d9f8b6c5d-x2k4p".into()),
+            container: Some("app".into()),
+            service_account: None,
+            workload: crate::enrich::k8s::derive_workload("api-7d9f8b6c5d-x2k4p"),
+        });
+        let m = format_message(&header(), &a);
+        assert!(
+            m.contains(
+                " k8s_namespace=\"payments\" k8s_pod=\"api-7d9f8b6c5d-x2k4p\" \
+                 k8s_container=\"app\" k8s_workload=\"Deployment/api\" attack="
+            ),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn pri_from_facility_and_severity() {
         let mut a = alert(1);
         let mut h = header();
