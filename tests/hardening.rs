@@ -686,22 +686,21 @@ fn kill_9_during_a_burst_keeps_the_store_intact() {
         .spawn()
         .unwrap();
     thread::sleep(Duration::from_millis(700));
-    unsafe { libc_kill(agent.pid() as i32, 9) };
     let mut burst = burst;
+    assert!(
+        burst.try_wait().unwrap().is_none(),
+        "the burst ended before the kill"
+    );
+    unsafe { libc_kill(agent.pid() as i32, 9) };
     let _ = burst.wait();
     drop(agent);
     // The database is intact...
-    let out = Command::new("sqlite3")
-        .arg(&db)
-        .arg("PRAGMA integrity_check;")
-        .output()
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "ok",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(check, "ok");
+    drop(conn);
     // ...and a restarted agent on it still has every earlier alert.
     let agent = Agent::start(&["--db", &db_s]);
     let (_, after) = api_get(&agent.api, "/alerts?limit=100000");

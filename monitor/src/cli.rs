@@ -69,10 +69,11 @@ pub struct RunArgs {
     /// Watch files matching this glob (repeatable).
     #[arg(long = "watch", value_name = "GLOB")]
     pub watch: Vec<String>,
-    /// Payload bytes captured per read/write/send (at most 4096).
+    /// Payload bytes captured per read/write/send (1 to 4096).
     #[arg(long)]
     pub capture_bytes: Option<u32>,
-    /// Size of the kernel ring buffer in bytes.
+    /// Size of the kernel ring buffer in bytes (64 KiB to 1 GiB, rounded
+    /// up to a power of two).
     #[arg(long)]
     pub ring_bytes: Option<u32>,
     /// The host's /proc when the agent runs in a container.
