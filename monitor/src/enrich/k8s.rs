@@ -204,8 +204,11 @@ struct PodNames {
 }
 
 impl PodNames {
+    /// Nothing more to read: the kubelet lays out the log directory and the
+    /// token volume before the pod's containers start, so a pod without a
+    /// token by then (`automountServiceAccountToken: false`) has none.
     fn complete(&self) -> bool {
-        self.namespace.is_some() && self.pod.is_some() && self.service_account.is_some()
+        self.namespace.is_some() && self.pod.is_some()
     }
 }
 
