@@ -948,6 +948,31 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
     assert_eq!(a["actor"]["k8s"], want_a);
     assert_eq!(a["evidence"]["holder_k8s"]["pod"], "db-0");
     assert_eq!(a["evidence"]["holder_k8s"]["container"], "postgres");
+    // A holder named by service account, through `monitor issue`.
+    let token = sc.file("secrets/db-token", b"sa-4c7e9a1b2d3f5a6b8c0d\n");
+    agent.cli(&[
+        "issue",
+        "--secret-id",
+        "db-sa",
+        "--file",
+        &token,
+        "--namespace",
+        "payments",
+        "--service-account",
+        "db",
+    ]);
+    agent.wait_log("secret db-sa recorded");
+    holder.run(&format!("open({token:?}).read()"));
+    agent.wait_for("holder reads its token", |e| {
+        e["kind"] == "read"
+            && e["process"]["pid"] == holder.pid
+            && e["secrets"][0]["secret_id"] == "db-sa"
+    });
+    thief.run(&format!("open({token:?}).read()"));
+    let a = agent.wait_alert("secret.read.foreign", |a| {
+        a["actor"]["pid"] == thief.pid && a["secret_id"] == "db-sa"
+    });
+    assert_eq!(a["actor"]["k8s"], want_a);
 
     // The pod is deleted from the node: a new process still in its cgroup
     // (late, exiting) is still named.
@@ -996,6 +1021,7 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
         [
             (&read, &json!(thief_pid)),
             (&scrape, &json!(thief_pid)),
+            (&read, &json!(thief_pid)),
             (&read, &json!(late_pid))
         ],
         "{alerts:?}"
@@ -1003,7 +1029,7 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
     assert!(alerts.iter().all(|a| a["actor"]["k8s"] == want_a));
     assert_eq!(
         q(&["query", "--namespace", "payments", "--pod", pod_a]).len(),
-        3
+        4
     );
     assert!(q(&["query", "--namespace", "payments", "--pod", "db-0"]).is_empty());
     assert!(q(&["query", "--namespace", "billing"]).is_empty());
