@@ -3,11 +3,20 @@
 //! with the periodic chores (watch rescans, process reaping, lost-event
 //! reports, alert roll-ups) and a clean shutdown on SIGINT/SIGTERM that
 //! detaches every probe.
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use monitor_common::{FdKey, FileInfo, TrackedFd, DATA_FIRST_BYTES, HDR_TRACKED, TRACK_AGENT};
+use monitor_common::{
+    DataEvent, EventHeader, FdKey, FileInfo, InodeKey, SockAddr, TrackedFd, DATA_FIRST_BYTES,
+    HDR_TRACKED, TRACK_AGENT,
+};
 use serde_json::json;
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -17,15 +26,20 @@ use tokio::{
 use crate::{
     api::{ApiRequest, ApiResponse},
     correlate::{fingerprint::FingerprintKey, Correlator, Outcome},
+    enrich::WatchNames,
     enrich::{cgroup::CgroupResolver, k8s::K8sResolver, procfs::ProcFs, Enricher},
     event::{format_time, Detail, Event, Process},
     issuance::{parse_record, tail::Tailer, vault::VaultPairer, Record},
     metrics::Metrics,
+    observer::decode::Captured,
     observer::{decode::RawEvent, Observer},
     output::feed::Feed,
     output::JsonLines,
     query::{filter_of, QueryArgs, QueryFormat, QueryKind},
-    sensors::{KernelCounters, SensorOptions, Sensors},
+    sensors::{
+        fanotify::{FanEvent, FanKind, FanQueue, Fanotify},
+        KernelCounters, SensorOptions, Sensors,
+    },
     store::{
         timeline::Timeline,
         worth_storing,
@@ -71,6 +85,8 @@ pub struct RunOptions {
     /// Serve metrics on a non-loopback address (the DaemonSet: the kubelet
     /// probes the pod IP).
     pub metrics_allow_non_loopback: bool,
+    /// Deny foreign opens of delivery files (fanotify permission events).
+    pub enforce_read_foreign: bool,
 }
 
 /// Items the store queue holds before it drops (and counts) new ones.
@@ -91,6 +107,10 @@ struct Source {
 
 pub struct Agent {
     sensors: Sensors,
+    /// Watched files through fanotify marks (none: unavailable).
+    fanotify: Option<Fanotify>,
+    fan_queue: FanQueue,
+    last_fan_lost: u64,
     watches: WatchSet,
     enricher: Enricher,
     correlator: Correlator,
@@ -124,6 +144,16 @@ impl Agent {
             None => FingerprintKey::random().context("fingerprint key")?,
         };
         let mut sensors = Sensors::load(&opts.sensors)?;
+        let fanotify = match Fanotify::start(&opts.host_proc, opts.enforce_read_foreign) {
+            Ok(f) => Some(f),
+            Err(e) if opts.enforce_read_foreign => {
+                return Err(e.context("enforce = [\"secret.read.foreign\"] needs fanotify"))
+            }
+            Err(e) => {
+                log::warn!("{e:#}: watched files through the tracepoints only");
+                None
+            }
+        };
         let mut watches = WatchSet::new();
         for w in &opts.watch {
             watches.add(w)?;
@@ -194,6 +224,9 @@ impl Agent {
             store,
             db: opts.db.clone(),
             sensors,
+            fanotify,
+            fan_queue: FanQueue::default(),
+            last_fan_lost: 0,
             watches,
             enricher,
             correlator: Correlator::new(key, opts.aggregate_window),
@@ -286,6 +319,15 @@ impl Agent {
     pub fn handle(&mut self, raw: RawEvent) -> Result<()> {
         let pid = raw.header().pid;
         let tracked = raw.header().flags & HDR_TRACKED != 0;
+        if self.fanotify.is_some() {
+            let enricher = &self.enricher;
+            let seen = crate::sensors::fanotify::kernel_access(&raw, |p, fd| {
+                enricher.fd(p, fd).map(|e| (e.ino, e.dev))
+            });
+            if let Some(key) = seen {
+                self.fan_queue.saw_kernel(key, Instant::now());
+            }
+        }
         // Keep kernel state in step with what the process tree does.
         match &raw {
             RawEvent::Fork(f) if f.inherited != 0 => {
@@ -329,6 +371,92 @@ impl Agent {
             matches!(&raw, RawEvent::Write(d, _, _) if d.flags & DATA_FIRST_BYTES != 0);
         if first_bytes && ev.detail.secrets.is_none() {
             return self.act(out);
+        }
+        self.events_seen += 1;
+        self.count_event(&ev.kind);
+        if let Some(sink) = self.events.as_mut() {
+            sink.write(&ev);
+        }
+        if worth_storing(&ev) {
+            self.store.send(StoreItem::Event(ev));
+        }
+        self.act(out)
+    }
+
+    /// Fanotify events whose dedup delay passed, as open/read/close events
+    /// (`syscall: "fanotify"`) through correlation and out.
+    pub fn fanotify_due(&mut self) -> Result<()> {
+        for f in self.fan_queue.due(Instant::now()) {
+            self.handle_fanotify(f)?;
+        }
+        Ok(())
+    }
+
+    fn handle_fanotify(&mut self, f: FanEvent) -> Result<()> {
+        let hdr = EventHeader {
+            ts_ns: 0,
+            cgroup_id: 0,
+            kind: 0,
+            pid: f.pid,
+            tid: f.pid,
+            uid: f.uid,
+            gid: f.gid,
+            hook: 0,
+            flags: 0,
+            _pad: 0,
+            comm: f.comm,
+        };
+        let key = InodeKey {
+            ino: f.ino,
+            dev: f.dev,
+            _pad: 0,
+        };
+        let mut ev = Event {
+            id: self.enricher.alloc_id(),
+            time: format_time(f.unix_ns),
+            kind: f.kind.as_str().into(),
+            syscall: "fanotify".into(),
+            process: self.enricher.process(&hdr),
+            tracked: self.sensors.is_tracked(f.pid),
+            detail: Detail {
+                path: self.watches.path_of(&key),
+                fd_kind: Some("file".into()),
+                inode: Some(f.ino),
+                ret: (f.kind == FanKind::Denied).then_some(-(libc::EPERM as i64)),
+                ..Default::default()
+            },
+        };
+        let mut out = Outcome::default();
+        if matches!(f.kind, FanKind::Read | FanKind::Denied) {
+            // A denied open is judged as the read it was meant for.
+            let raw = RawEvent::Read(
+                DataEvent {
+                    hdr,
+                    file: FileInfo {
+                        ino: f.ino,
+                        dev: f.dev,
+                        mode: f.mode,
+                        ..Default::default()
+                    },
+                    peer: SockAddr::default(),
+                    fd: -1,
+                    flags: 0,
+                    count: 0,
+                    data_len: 0,
+                    watch_id: 0,
+                    path_len: 0,
+                    _pad: 0,
+                },
+                Captured::default(),
+            );
+            out = self.correlator.on_event(&mut ev, &raw, &mut self.enricher);
+            if f.kind == FanKind::Denied {
+                for a in &mut out.alerts {
+                    if a.rule == crate::correlate::rules::Rule::ReadForeign.name() {
+                        a.evidence.blocked = Some(true);
+                    }
+                }
+            }
         }
         self.events_seen += 1;
         self.count_event(&ev.kind);
@@ -408,6 +536,11 @@ impl Agent {
         let mut discovered = Vec::new();
         for m in self.watches.rescan(&mut self.sensors) {
             log::info!("watching {} (inode {})", m.path, m.key.ino);
+            if let Some(f) = self.fanotify.as_mut() {
+                if let Err(e) = f.mark(&m.path) {
+                    log::warn!("{e:#}");
+                }
+            }
             if self.discover.contains(&m.watch_id) && !self.correlator.delivers(&m.path) {
                 discovered.push(m.path);
             }
@@ -420,6 +553,14 @@ impl Agent {
         }
         for (path, key) in self.watches.known() {
             self.correlator.on_file(&path, key);
+        }
+        self.refresh_enforcement();
+    }
+
+    /// What the fanotify thread decides permission events from.
+    fn refresh_enforcement(&self) {
+        if let Some(f) = self.fanotify.as_ref().filter(|f| f.enforcing()) {
+            f.set_policy(self.correlator.enforce_policy());
         }
     }
 
@@ -753,6 +894,7 @@ impl Agent {
             alerts: rollups,
             ..Default::default()
         })?;
+        self.refresh_enforcement();
         self.report_lost()?;
         self.update_metrics();
         Ok(())
@@ -785,6 +927,29 @@ impl Agent {
                 detail: Detail {
                     lost: Some(delta),
                     lost_per_cpu: Some(per_cpu),
+                    ..Default::default()
+                },
+            };
+            self.count_event(&ev.kind);
+            if let Some(sink) = self.events.as_mut() {
+                sink.write(&ev);
+            }
+            self.store.send(StoreItem::Event(ev));
+        }
+        let fan_lost = self.fanotify.as_ref().map_or(0, |f| f.lost());
+        if fan_lost > self.last_fan_lost {
+            let delta = fan_lost - self.last_fan_lost;
+            self.last_fan_lost = fan_lost;
+            log::warn!("lost {delta} fanotify events (queue overflow or agent too slow)");
+            let ev = Event {
+                id: self.enricher.alloc_id(),
+                time: format_time(Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128),
+                kind: "lost".into(),
+                syscall: "fanotify".into(),
+                process: Process::default(),
+                tracked: false,
+                detail: Detail {
+                    lost: Some(delta),
                     ..Default::default()
                 },
             };
@@ -858,10 +1023,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut ticks: u64 = 0;
     let attached = agent.sensors().attached();
     let total = agent.sensors().status.len();
+    let mut fan_rx = agent.fanotify.as_mut().and_then(|f| f.take_events());
+    let mut fan_tick = tokio::time::interval(crate::sensors::fanotify::DEDUP_DELAY / 3);
     eprintln!(
-        "monitor: ready: {attached}/{total} probes attached, {} watched files, {} secrets",
+        "monitor: ready: {attached}/{total} probes attached, {} watched files, {} secrets, {}",
         agent.watches.watched_inodes(),
-        agent.correlator.secret_count()
+        agent.correlator.secret_count(),
+        agent
+            .fanotify
+            .as_ref()
+            .map_or_else(|| "fanotify: off".to_string(), |f| f.describe())
     );
     let mut batch = Vec::with_capacity(4096);
     loop {
@@ -873,6 +1044,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
                 agent.flush()?;
                 metrics.mark_drained();
+            }
+            Some(f) = async {
+                match fan_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => agent.fan_queue.push(f),
+            _ = fan_tick.tick(), if !agent.fan_queue.is_empty() => {
+                agent.fanotify_due()?;
+                agent.flush()?;
             }
             Some(req) = api_rx.recv() => {
                 agent.api(req);

@@ -113,6 +113,18 @@ pub fn run(opts: &SensorOptions) -> Result<bool> {
         },
     });
 
+    items.push(Item {
+        what: "fanotify",
+        // Without it the tracepoints still see watched files (and
+        // `enforce` cannot be used).
+        ok: true,
+        detail: match crate::sensors::fanotify::probe() {
+            Ok(()) => "used: watched files through inode marks; enforce available".into(),
+            Err(e) => format!(
+                "UNAVAILABLE ({e:#}): watched files through the tracepoints only, no enforce"
+            ),
+        },
+    });
     let mut can_run = items.iter().all(|i| i.ok);
     for i in &items {
         println!(

@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// (IP:PORT; off by default; loopback unless the config allows more).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Enforce a rule (deny instead of only alerting); only
+    /// `secret.read.foreign` can be enforced.
+    #[arg(long = "enforce", value_name = "RULE")]
+    pub enforce: Vec<String>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -189,9 +193,24 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
             None => None,
         },
         metrics_allow_non_loopback: f.metrics_allow_non_loopback.unwrap_or(false),
+        enforce_read_foreign: enforce_read_foreign(f.enforce.iter().chain(&a.enforce))?,
     };
     crate::settings::check_run(&opts)?;
     Ok(opts)
+}
+
+/// Whether `enforce` (config and flags) asks to block foreign reads; any
+/// other rule name is an error naming it.
+pub fn enforce_read_foreign<'a>(rules: impl Iterator<Item = &'a String>) -> Result<bool> {
+    let mut on = false;
+    for r in rules {
+        if r == "secret.read.foreign" {
+            on = true;
+        } else {
+            anyhow::bail!("enforce: {r:?} cannot be enforced (only \"secret.read.foreign\" can)");
+        }
+    }
+    Ok(on)
 }
 
 /// `IP:PORT` (`[::1]:9102` for IPv6); `:PORT` means loopback.
@@ -274,6 +293,28 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enforce_takes_only_the_foreign_read_rule_and_names_others() {
+        let f = FileConfig::parse(
+            "enforce = [\"secret.read.foreign\"]",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let o = run_options(&RunArgs::default(), &f).unwrap();
+        assert!(o.enforce_read_foreign);
+        let o = run_options(&RunArgs::default(), &FileConfig::default()).unwrap();
+        assert!(!o.enforce_read_foreign);
+        let a = RunArgs {
+            enforce: vec!["secret.leak.log".into()],
+            ..Default::default()
+        };
+        let e = format!("{:#}", run_options(&a, &FileConfig::default()).unwrap_err());
+        assert!(
+            e.contains("secret.leak.log") && e.contains("enforce"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn flags_win_over_config_and_watches_add_up() {

@@ -56,6 +56,11 @@ pub struct FileConfig {
     pub metrics: Option<String>,
     /// Allow `metrics` on a non-loopback address (default false).
     pub metrics_allow_non_loopback: Option<bool>,
+    /// Rules to enforce, not only report: `["secret.read.foreign"]` denies
+    /// foreign opens of delivery files (fanotify permission events). Off
+    /// by default.
+    #[serde(default)]
+    pub enforce: Vec<String>,
 }
 
 impl FileConfig {

@@ -324,6 +324,14 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// SIGKILL (a crash: nothing cleaned up) and wait.
+    pub fn kill_hard(&mut self) {
+        unsafe { kill(self.child.id() as i32, 9) };
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {

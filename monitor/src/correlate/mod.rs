@@ -4,6 +4,7 @@
 //! delivery inodes), decides who is a holder, scans captured buffers for the
 //! secrets' bytes (raw or encoded), and evaluates the ten rules.
 pub mod alert;
+pub mod enforce;
 pub mod fingerprint;
 pub mod holders;
 pub mod rules;
