@@ -319,3 +319,14 @@ fn enforce_of_another_rule_is_refused_with_its_name() {
         "{err}"
     );
 }
+
+#[test]
+fn check_says_fanotify_is_used() {
+    require_root();
+    let out = Command::new(MONITOR).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("fanotify     ok   used: watched files through inode marks"),
+        "{text}"
+    );
+}
