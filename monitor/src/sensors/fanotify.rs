@@ -315,6 +315,20 @@ impl Reader {
             .as_ref()
             .map(|md| (md.ino(), user_dev_to_kernel(md.dev()), md.mode()))
             .unwrap_or((0, 0, 0));
+        // Who it is, read while a permission event still holds the opener
+        // (a denied process exits at once).
+        let (uid, gid, comm) = if pid == self.own_pid {
+            (0, 0, [0u8; 16])
+        } else {
+            let (uid, gid) = self.procfs.status_ids(pid).unwrap_or((0, 0));
+            let mut comm = [0u8; 16];
+            if let Ok(c) = std::fs::read(self.procfs.pid_path(pid, "comm")) {
+                let c = c.strip_suffix(b"\n").unwrap_or(&c);
+                let n = c.len().min(15);
+                comm[..n].copy_from_slice(&c[..n]);
+            }
+            (uid, gid, comm)
+        };
         let mut denied = false;
         if m.mask & libc::FAN_OPEN_PERM != 0 {
             let allow = pid == self.own_pid
@@ -367,13 +381,6 @@ impl Reader {
         }
         if kinds.is_empty() {
             return;
-        }
-        let (uid, gid) = self.procfs.status_ids(pid).unwrap_or((0, 0));
-        let mut comm = [0u8; 16];
-        if let Ok(c) = std::fs::read(self.procfs.pid_path(pid, "comm")) {
-            let c = c.strip_suffix(b"\n").unwrap_or(&c);
-            let n = c.len().min(15);
-            comm[..n].copy_from_slice(&c[..n]);
         }
         let unix_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128;
         let at = Instant::now();
