@@ -65,6 +65,9 @@ impl World {
             .unwrap();
         writeln!(f, "{rec}").unwrap();
         self.agent.wait_log("secret db-prod recorded");
+        // Marked (and in the kernel's watched set) before the holder reads.
+        self.agent
+            .wait_log(&format!("watching {} (inode", self.file));
         py.run(&format!("secret = open({:?}).read().strip()", self.file));
         self.agent.wait_for("holder read", |e| {
             e["kind"] == "read" && e["process"]["pid"] == py.pid

@@ -535,12 +535,12 @@ impl Agent {
     fn rescan(&mut self) {
         let mut discovered = Vec::new();
         for m in self.watches.rescan(&mut self.sensors) {
-            log::info!("watching {} (inode {})", m.path, m.key.ino);
             if let Some(f) = self.fanotify.as_mut() {
                 if let Err(e) = f.mark(&m.path) {
                     log::warn!("{e:#}");
                 }
             }
+            log::info!("watching {} (inode {})", m.path, m.key.ino);
             if self.discover.contains(&m.watch_id) && !self.correlator.delivers(&m.path) {
                 discovered.push(m.path);
             }
