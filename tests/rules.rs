@@ -179,6 +179,11 @@ fn secret_on_a_command_line_is_redacted_and_alerted() {
     assert_eq!(a["secret_id"], "db-prod");
     assert_eq!(a["evidence"]["encoding"], "raw");
     assert_eq!(a["evidence"]["path"], "/bin/echo");
+    // The alert's command line is the event's, redacted the same way.
+    assert_eq!(
+        a["actor"]["cmd_line"],
+        "/bin/echo --password=[REDACTED:db-prod]"
+    );
     let exec = w.agent.wait_for("exec of echo", |e| {
         e["kind"] == "exec" && e["process"]["pid"] == pid
     });
@@ -701,6 +706,31 @@ fn responders_query_the_store_and_rebuild_the_timeline() {
     let ocsf = q(&["query", "--rule", "secret.copy.file", "--format", "ocsf"]);
     let o: Value = serde_json::from_str(ocsf.lines().next().unwrap()).unwrap();
     assert_eq!(o["class_uid"], 2004);
+    assert_eq!(o["metadata"]["version"], "1.8.0");
+    assert_eq!(o["evidences"][0]["file"]["path"], dest.as_str());
+    assert_eq!(o["actor"]["process"]["pid"], cp);
+    // The actor's command line, as its exec event showed it.
+    assert_eq!(
+        o["actor"]["process"]["cmd_line"],
+        format!("cp {} {dest}", w.file)
+    );
+    let lines: Vec<String> = ocsf.lines().map(String::from).collect();
+    validate_ocsf(&lines);
+    let every = q(&["query", "--kind", "alerts", "--format", "ocsf"]);
+    let sent = every
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|o| o["finding_info"]["analytic"]["name"] == "secret.send.unexpected_destination")
+        .expect("the send alert in OCSF");
+    assert_eq!(sent["evidences"][0]["dst_endpoint"]["port"], op);
+    assert!(
+        sent["observables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["type_id"] == 11 && x["value"] == op.to_string()),
+        "{sent}"
+    );
 
     // The identity-to-secret chain, in order: issuance first, then the
     // holder's delivery read, the copy, the sends, the alerts.
@@ -811,6 +841,7 @@ fn alerts_reach_the_configured_feeds() {
         if !ocsf_lines.is_empty() && !hooked.is_empty() {
             let o: Value = serde_json::from_str(ocsf_lines.lines().next().unwrap()).unwrap();
             assert_eq!(o["class_uid"], 2004);
+            validate_ocsf(&ocsf_lines.lines().map(String::from).collect::<Vec<_>>());
             assert_eq!(o["finding_info"]["analytic"]["name"], "secret.read.foreign");
             let (auth, batch) = &hooked[0];
             assert!(

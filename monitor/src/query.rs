@@ -35,7 +35,7 @@ pub enum QueryFormat {
     Table,
     /// One JSON object a line (the stored alert or event).
     Json,
-    /// One OCSF 1.1 Detection Finding a line (alerts only).
+    /// One OCSF 1.8.0 Detection Finding a line (alerts only).
     Ocsf,
 }
 

@@ -81,6 +81,16 @@ pub struct Agent {
     pub api: PathBuf,
     /// Its event store (unless the test gave `--db`).
     pub db: PathBuf,
+    /// The OCSF file feed the harness gives every agent started without
+    /// `--config`; None with the test's own config.
+    pub ocsf: Option<PathBuf>,
+    /// The store the agent uses (the test's `--db` or [`Agent::db`]).
+    store: PathBuf,
+    /// Whether its native alerts go to stdout (so can be counted).
+    alerts_on_stdout: bool,
+    ocsf_checked: bool,
+    /// Killed hard: its outputs may differ by the line it was writing.
+    killed: bool,
 }
 
 impl Agent {
@@ -101,6 +111,31 @@ impl Agent {
         if !args.contains(&"--db") {
             cmd.arg("--db").arg(&db);
         }
+        let store = args
+            .iter()
+            .position(|a| *a == "--db")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| db.clone());
+        // Every alert also goes to an OCSF file feed, validated when the
+        // agent stops (see `check_ocsf`).
+        let ocsf = if args.contains(&"--config") {
+            None
+        } else {
+            let feed = api.with_extension("ocsf.jsonl");
+            let config = api.with_extension("toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[[feeds]]\ntype = \"file\"\npath = {:?}\nformat = \"ocsf\"\n",
+                    feed.display().to_string()
+                ),
+            )
+            .unwrap();
+            cmd.arg("--config").arg(&config);
+            Some(feed)
+        };
+        let alerts_on_stdout = !args.contains(&"--alerts");
         // Events and alerts on stdout unless the test sends them elsewhere.
         for flag in ["--events", "--alerts"] {
             if !args.contains(&flag) {
@@ -141,6 +176,11 @@ impl Agent {
             stderr,
             api,
             db,
+            ocsf,
+            store,
+            alerts_on_stdout,
+            ocsf_checked: false,
+            killed: false,
         };
         let t0 = Instant::now();
         loop {
@@ -329,17 +369,111 @@ impl Agent {
     pub fn kill_hard(&mut self) {
         unsafe { kill(self.child.id() as i32, 9) };
         let _ = self.child.wait();
+        self.killed = true;
     }
+
+    /// Stops the agent and validates every OCSF line it emitted against the
+    /// official schema of the version each line claims
+    /// ([`validate_ocsf`]): its OCSF file feed, and `monitor query --format
+    /// ocsf` of its whole store. The feed holds one line per native alert.
+    /// Runs (once) when the agent is dropped, for every test.
+    pub fn check_ocsf(&mut self) {
+        if self.ocsf_checked {
+            return;
+        }
+        self.ocsf_checked = true;
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+        let mut lines = Vec::new();
+        if let Some(feed) = &self.ocsf {
+            let text = std::fs::read_to_string(feed).unwrap_or_default();
+            let fed: Vec<String> = text.lines().map(String::from).collect();
+            if self.alerts_on_stdout && !self.killed {
+                let native = self.alerts().len();
+                assert_eq!(
+                    fed.len(),
+                    native,
+                    "the OCSF feed has {} lines for {native} alerts",
+                    fed.len()
+                );
+            }
+            lines.extend(fed);
+        }
+        if self.store.exists() {
+            let out = Command::new(MONITOR)
+                .args(["query", "--kind", "alerts", "--format", "ocsf"])
+                .args(["--limit", "1000000", "--db"])
+                .arg(&self.store)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "monitor query --format ocsf: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            lines.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(String::from),
+            );
+        }
+        validate_ocsf(&lines);
+    }
+}
+
+/// Validates OCSF JSON lines with `tests/ocsf/validate.py` (the official
+/// OCSF export bundled by PyPI `ocsf-json-schema`, with `jsonschema`), in
+/// the venv `cargo xtask test` makes (`MONITOR_TEST_PYTHON`). Panics with
+/// the validator's findings if any line is invalid.
+pub fn validate_ocsf(lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let python = std::env::var("MONITOR_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "MONITOR_TEST_PYTHON is not set: run the tests with `cargo xtask test`, \
+             which makes the venv with ocsf-json-schema and jsonschema"
+        )
+    });
+    let file = std::env::temp_dir().join(format!(
+        "monitor-it-ocsf-{}-{}.jsonl",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/ocsf/validate.py"
+        ))
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    let _ = std::fs::remove_file(&file);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "OCSF lines not valid:\n{text}");
+    eprintln!("{}", text.trim_end());
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if !thread::panicking() {
+            self.check_ocsf();
+        }
         if let Ok(None) = self.child.try_wait() {
             unsafe { kill(self.child.id() as i32, 15) };
             let _ = self.child.wait();
         }
         for ext in ["db", "db-wal", "db-shm"] {
             let _ = std::fs::remove_file(self.db.with_extension(ext));
+        }
+        for ext in ["toml", "ocsf.jsonl"] {
+            let _ = std::fs::remove_file(self.api.with_extension(ext));
         }
     }
 }

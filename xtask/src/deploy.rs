@@ -16,11 +16,12 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::util;
+use crate::{util, venv};
 
-/// The validator, pinned: its bundled schemas decide what passes.
-pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate";
-pub const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+/// The validator, pinned in [`venv::PACKAGES`]: its bundled schemas
+/// decide what passes.
+pub const KUBERNETES_VALIDATE: &str = venv::KUBERNETES_VALIDATE.0;
+pub const KUBERNETES_VALIDATE_VERSION: &str = venv::KUBERNETES_VALIDATE.1;
 /// Kubernetes versions validated against: the oldest supported (the
 /// DaemonSet's `appArmorProfile` field is GA since 1.30) and the newest
 /// the validator bundles.
@@ -32,7 +33,7 @@ fn step(msg: impl std::fmt::Display) {
 
 /// Validates `<root>/deploy/kubernetes/*.yaml` (see the module doc).
 pub fn validate_manifests(root: &Path) -> Result<()> {
-    validate_manifests_with(root, &util::target_dir().join("venv"))
+    validate_manifests_with(root, &venv::dir())
 }
 
 fn validate_manifests_with(root: &Path, venv: &Path) -> Result<()> {
@@ -151,49 +152,10 @@ fn kustomization_resources(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `<venv>/bin/kubernetes-validate` at the pinned version, installing it
-/// (and creating the venv) if needed.
+/// `<venv>/bin/kubernetes-validate`, the venv made ready first.
 fn ensure_validator(venv: &Path) -> Result<PathBuf> {
-    let bin = venv.join("bin");
-    let tool = bin.join(KUBERNETES_VALIDATE);
-    let installed = util::stdout(Command::new(&tool).arg("--version"))
-        .map(|v| v.trim().to_string())
-        .ok();
-    if installed.as_deref() == Some(KUBERNETES_VALIDATE_VERSION) {
-        step(format!(
-            "{KUBERNETES_VALIDATE} {KUBERNETES_VALIDATE_VERSION}: found in {}",
-            venv.display()
-        ));
-        return Ok(tool);
-    }
-    // A venv whose creation failed half-way (no pip) is made again.
-    if !bin.join("pip").exists() {
-        if venv.exists() {
-            fs::remove_dir_all(venv)
-                .with_context(|| format!("removing the broken venv {}", venv.display()))?;
-        }
-        step(format!("creating a Python venv at {}", venv.display()));
-        util::run(Command::new("python3").args(["-m", "venv"]).arg(venv))
-            .context("could not create a Python venv (Debian: apt-get install python3-venv)")?;
-    }
-    step(format!(
-        "installing {KUBERNETES_VALIDATE} {KUBERNETES_VALIDATE_VERSION} (was: {})",
-        installed.as_deref().unwrap_or("not installed")
-    ));
-    util::run(
-        Command::new(bin.join("pip"))
-            .args([
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-            ])
-            .arg(format!(
-                "{KUBERNETES_VALIDATE}=={KUBERNETES_VALIDATE_VERSION}"
-            )),
-    )
-    .context("could not install kubernetes-validate from PyPI")?;
-    Ok(tool)
+    venv::ensure(venv)?;
+    Ok(venv.join("bin").join(KUBERNETES_VALIDATE))
 }
 
 #[cfg(test)]

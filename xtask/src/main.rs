@@ -4,6 +4,7 @@ mod bench;
 mod deploy;
 mod setup;
 mod util;
+mod venv;
 
 use std::{
     ffi::OsString,
@@ -146,12 +147,18 @@ fn run(release: bool, args: Vec<OsString>) -> Result<()> {
 
 fn test(args: Vec<OsString>) -> Result<()> {
     setup::setup()?;
+    // The tests validate the agent's OCSF lines with the official schemas
+    // (tests/ocsf/validate.py) in the venv's Python.
+    let venv = venv::dir();
+    venv::ensure(&venv)?;
     let (cargo_args, binary_args) = match args.iter().position(|a| a == "--") {
         Some(i) => (&args[..i], &args[i + 1..]),
         None => (&args[..], &args[..0]),
     };
     let mut cmd = Command::new(cargo());
-    cmd.current_dir(workspace_root()).env("RUST_BACKTRACE", "1");
+    cmd.current_dir(workspace_root())
+        .env("RUST_BACKTRACE", "1")
+        .env("MONITOR_TEST_PYTHON", venv::python(&venv));
     if !is_root() {
         if which("sudo").is_some() {
             eprintln!("[test] not root: running the test binaries via sudo -E");

@@ -26,6 +26,11 @@ pub struct Actor {
     /// Kubernetes names of the actor (see [`crate::enrich::k8s::K8s`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s: Option<crate::enrich::k8s::K8s>,
+    /// The command line of the actor's current image, as its exec event
+    /// showed it (secrets found in it redacted); absent when the agent did
+    /// not see the exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd_line: Option<String>,
 }
 
 impl From<&Process> for Actor {
@@ -40,6 +45,7 @@ impl From<&Process> for Actor {
             container_id: p.container_id.clone(),
             pod_uid: p.pod_uid.clone(),
             k8s: p.k8s.clone(),
+            cmd_line: None,
         }
     }
 }
@@ -93,6 +99,10 @@ pub struct Alert {
     pub first_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_time: Option<String>,
+    /// Roll-ups only: the [`Alert::finding_uid`] of the alert sent alone
+    /// for the first occurrence (so both name the same finding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollup_of: Option<String>,
 }
 
 impl Alert {
@@ -120,7 +130,30 @@ impl Alert {
             count: None,
             first_time: None,
             last_time: None,
+            rollup_of: None,
         }
+    }
+
+    /// A stable id of this alert: BLAKE3 of rule, secret, time and event
+    /// ids (first 16 bytes, hex). The same alert always gets the same id.
+    pub fn finding_uid(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for part in [
+            self.rule.as_str(),
+            self.secret_id.as_str(),
+            self.time.as_str(),
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        for id in &self.event_ids {
+            h.update(&id.to_le_bytes());
+        }
+        let bytes = h.finalize();
+        bytes.as_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Add ATT&CK techniques the context calls for (e.g. Container API for a
@@ -166,6 +199,8 @@ struct Window {
     last: Option<Alert>,
     first_repeat_time: Option<String>,
     event_ids: Vec<u64>,
+    /// The finding uid of the alert that opened the window.
+    finding_uid: String,
 }
 
 /// Most event ids kept on one roll-up.
@@ -214,6 +249,7 @@ impl Aggregator {
                         last: None,
                         first_repeat_time: None,
                         event_ids: Vec::new(),
+                        finding_uid: alert.finding_uid(),
                     },
                 );
                 Some(alert)
@@ -235,6 +271,7 @@ impl Aggregator {
                 a.first_time = w.first_repeat_time.take();
                 a.last_time = Some(a.time.clone());
                 a.event_ids = std::mem::take(&mut w.event_ids);
+                a.rollup_of = Some(std::mem::take(&mut w.finding_uid));
                 a.summary = format!("{} ({} more times)", a.summary, w.repeats);
                 out.push(a);
             }
@@ -321,6 +358,11 @@ mod tests {
         assert_eq!(r.first_time.as_deref(), Some("t2"));
         assert_eq!(r.last_time.as_deref(), Some("t3"));
         assert_eq!(r.event_ids, vec![2, 3]);
+        assert_eq!(
+            r.rollup_of.as_deref(),
+            Some(alert(1, "/tmp/x", "t1", 1).finding_uid().as_str()),
+            "the roll-up names the alert it rolls up"
+        );
         assert_eq!(agg.suppressed, 2);
         // After the window, the same alert goes out again at once.
         assert!(agg.offer(alert(1, "/tmp/x", "t6", 6)).is_some());

@@ -190,6 +190,10 @@ pub struct Correlator {
     selectors_added: bool,
     /// argv/envp of execs waiting for their result.
     pending_exec: HashMap<u32, (Captured, Captured)>,
+    /// pid -> the command line of its image as its exec event showed it
+    /// (secrets redacted), for the alerts' `actor.cmd_line`; a fork
+    /// inherits it, an exit drops it.
+    cmd_lines: HashMap<u32, Box<str>>,
     aggregator: Aggregator,
     /// Vault leases by id, for issuances that name them.
     leases: HashMap<String, crate::issuance::vault::VaultLease>,
@@ -219,6 +223,7 @@ impl Correlator {
             index: holders::HolderIndex::default(),
             selectors_added: false,
             pending_exec: HashMap::new(),
+            cmd_lines: HashMap::new(),
             aggregator: Aggregator::new(aggregate_window),
             leases: HashMap::new(),
             alerts_raised: 0,
@@ -635,10 +640,14 @@ impl Correlator {
                 if let Some(set) = self.pid_holders.get(&ev.process.pid).cloned() {
                     self.pid_holders.insert(f.child_pid, set);
                 }
+                if let Some(c) = self.cmd_lines.get(&ev.process.pid).cloned() {
+                    self.cmd_lines.insert(f.child_pid, c);
+                }
             }
             RawEvent::Exit(_) => {
                 self.pid_holders.remove(&ev.process.pid);
                 self.pending_exec.remove(&ev.process.pid);
+                self.cmd_lines.remove(&ev.process.pid);
             }
             RawEvent::Exec(..)
             | RawEvent::Open(_)
@@ -884,6 +893,8 @@ impl Correlator {
                 }
             }
         }
+        self.cmd_lines
+            .insert(ev.process.pid, cmd_line(&redacted).into_boxed_str());
         if !hits.is_empty() {
             ev.detail.argv = Some(redacted);
             out.track.push(ev.process.pid);
@@ -935,12 +946,14 @@ impl Correlator {
         extra_attack: &[&str],
         out: &mut Outcome,
     ) {
+        let mut actor = Actor::from(&ev.process);
+        actor.cmd_line = self.cmd_lines.get(&ev.process.pid).map(|c| c.to_string());
         let alert = Alert::new(
             rule,
             ev.time.clone(),
             id,
             summary,
-            Actor::from(&ev.process),
+            actor,
             evidence,
             vec![ev.id],
         )
@@ -1087,6 +1100,23 @@ fn exec_evidence(ev: &Event, enc: Encoding) -> Evidence {
         syscall: Some(ev.syscall.clone()),
         ..Default::default()
     }
+}
+
+/// Most bytes of a command line kept for alerts.
+const MAX_CMD_LINE: usize = 4096;
+
+/// argv joined with spaces (as `ps` shows it), cut at [`MAX_CMD_LINE`] on a
+/// character boundary.
+fn cmd_line(argv: &[String]) -> String {
+    let mut s = argv.join(" ");
+    if s.len() > MAX_CMD_LINE {
+        let mut end = MAX_CMD_LINE;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 /// Replace every matched span of an argument by `[REDACTED:<secret_id>]`.

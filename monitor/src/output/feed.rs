@@ -65,7 +65,7 @@ pub enum Format {
     /// The contract's native alert object.
     #[default]
     Native,
-    /// An OCSF 1.x Detection Finding (class_uid 2004).
+    /// An OCSF 1.8.0 Detection Finding (class_uid 2004).
     Ocsf,
 }
 

@@ -307,6 +307,7 @@ pub(crate) mod tests {
             count: None,
             first_time: None,
             last_time: None,
+            rollup_of: None,
         }
     }
 

@@ -1,36 +1,33 @@
-//! An alert as an OCSF 1.1 Detection Finding (class 2004), for SIEM
-//! import (`monitor query --format ocsf`).
+//! An alert as an OCSF 1.8.0 Detection Finding (class 2004): the one
+//! mapping used by every OCSF writer (`monitor query --format ocsf`, the
+//! `format = "ocsf"` file feed). README.md ("OCSF") documents it field by
+//! field; the tests validate every line the agent emits against the
+//! official 1.8.0 export (PyPI `ocsf-json-schema`).
 //!
-//! Mapping:
-//! - `time`: the alert's time in epoch milliseconds; roll-ups also carry
-//!   `count` and `finding_info.first_seen_time` / `last_seen_time`.
-//! - `severity_id`: low 2, medium 3, high 4, critical 5.
-//! - `finding_info`: `uid` a stable hash of rule, secret, time and event
-//!   ids (the same alert always gets the same uid); `title` the rule's
-//!   title; `desc` the summary; `analytic` the rule; `attacks` the
-//!   ATT&CK techniques (a sub-technique also as `sub_technique`, with its
-//!   parent as `technique`) and their tactic; `types` the rule name.
-//! - `evidences`: the actor as `process` (pid, comm, exe, uid, parent),
-//!   the evidence path as `file`, an `IP:PORT` destination as
-//!   `dst_endpoint`.
-//! - `resources`: the actor's container and pod.
-//! - `unmapped`: the secret id, OWASP NHI ids, and the evidence fields
-//!   OCSF has no place for (encoding, fd kind, byte count, syscall, target
-//!   pid, access, expiry/revocation times, cgroup, event ids) and the
-//!   actor's Kubernetes names (`unmapped.k8s`).
+//! The mapping is generic: the alert's native JSON is taken apart, the
+//! fields OCSF has a place for are moved there, and everything else (any
+//! rule's evidence, and fields added to alerts later) stays under
+//! `unmapped`, in the alert's own shape (`unmapped.evidence.bytes`,
+//! `unmapped.actor.cgroup`, ...). Nothing is dropped but nulls.
 use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
 use crate::correlate::{alert::Alert, rules::Rule};
 
-/// The OCSF schema version emitted.
-pub const OCSF_VERSION: &str = "1.1.0";
+/// The OCSF schema version emitted: `metadata.version` of every line.
+pub const OCSF_VERSION: &str = "1.8.0";
 
 pub const CLASS_UID: u32 = 2004;
 pub const CATEGORY_UID: u32 = 2;
+/// A new finding.
 pub const ACTIVITY_CREATE: u32 = 1;
-pub const TYPE_UID: u32 = CLASS_UID * 100 + ACTIVITY_CREATE;
+/// A roll-up: more occurrences of a finding already sent.
+pub const ACTIVITY_UPDATE: u32 = 2;
+/// `metadata.log_name`.
+pub const LOG_NAME: &str = "alerts";
+/// The ATT&CK version of the technique and tactic ids.
+const ATTACK_VERSION: &str = "14.1";
 
 /// OCSF `severity_id` and its caption.
 pub fn severity_id(severity: &str) -> (u8, &'static str) {
@@ -86,7 +83,7 @@ fn attack(id: &str) -> Value {
     if let Some((_, (uid, name))) = technique(id).or_else(|| technique(parent)) {
         a.insert("tactic".into(), json!({"uid": uid, "name": name}));
     }
-    a.insert("version".into(), json!("14.1"));
+    a.insert("version".into(), json!(ATTACK_VERSION));
     Value::Object(a)
 }
 
@@ -97,140 +94,286 @@ fn epoch_ms(t: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-/// `IP:PORT` or `[IPv6]:PORT` as an OCSF network endpoint.
-fn endpoint(dest: &str) -> Option<Value> {
+/// `IP:PORT` or `[IPv6]:PORT` as (ip, port).
+fn ip_port(dest: &str) -> Option<(IpAddr, u16)> {
     let (host, port) = dest.rsplit_once(':')?;
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    let ip: IpAddr = host.parse().ok()?;
-    let port: u16 = port.parse().ok()?;
-    Some(json!({"ip": ip.to_string(), "port": port}))
+    Some((host.parse().ok()?, port.parse().ok()?))
 }
 
-/// The stable finding id: BLAKE3 of rule, secret, time and event ids
-/// (first 16 bytes, hex).
+/// The finding this alert belongs to: a roll-up shares the uid of the alert
+/// sent for the first occurrence.
 pub fn finding_uid(a: &Alert) -> String {
-    let mut h = blake3::Hasher::new();
-    for part in [a.rule.as_str(), a.secret_id.as_str(), a.time.as_str()] {
-        h.update(&(part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    for id in &a.event_ids {
-        h.update(&id.to_le_bytes());
-    }
-    let bytes = h.finalize();
-    bytes.as_bytes()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    a.rollup_of.clone().unwrap_or_else(|| a.finding_uid())
 }
 
 fn basename(p: &str) -> &str {
     p.rsplit('/').find(|s| !s.is_empty()).unwrap_or(p)
 }
 
-/// Puts `v` under `k` unless it is null.
-fn put(m: &mut Map<String, Value>, k: &str, v: Value) {
-    if !v.is_null() {
-        m.insert(k.into(), v);
+/// An OCSF `file` object for a path.
+fn file(path: &str) -> Value {
+    json!({"path": path, "name": basename(path), "type_id": 1, "type": "Regular File"})
+}
+
+fn observable(name: &str, type_id: u32, type_name: &str, value: String) -> Value {
+    json!({"name": name, "type_id": type_id, "type": type_name, "value": value})
+}
+
+/// Removes `k` from `m`, keeping it only if it is a non-null value.
+fn take(m: &mut Map<String, Value>, k: &str) -> Option<Value> {
+    m.remove(k).filter(|v| !v.is_null())
+}
+
+fn take_str(m: &mut Map<String, Value>, k: &str) -> Option<String> {
+    match take(m, k)? {
+        Value::String(s) => Some(s),
+        other => {
+            // Not the type this mapping knows: keep it, unmapped.
+            m.insert(k.into(), other);
+            None
+        }
     }
 }
 
-/// The alert as an OCSF Detection Finding.
+fn take_u64(m: &mut Map<String, Value>, k: &str) -> Option<u64> {
+    let v = take(m, k)?;
+    match v.as_u64() {
+        Some(n) => Some(n),
+        None => {
+            m.insert(k.into(), v);
+            None
+        }
+    }
+}
+
+/// An object's remaining members, without nulls (recursively); `None` if
+/// nothing is left.
+fn prune(v: Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::Object(m) => {
+            let m: Map<String, Value> = m
+                .into_iter()
+                .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                .collect();
+            (!m.is_empty()).then_some(Value::Object(m))
+        }
+        other => Some(other),
+    }
+}
+
+/// The alert as an OCSF Detection Finding (see the module doc).
 pub fn alert_to_ocsf(a: &Alert, product_version: &str) -> Value {
-    let (sev_id, sev) = severity_id(&a.severity);
-    let uid = finding_uid(a);
-    let time = epoch_ms(&a.time).unwrap_or(0);
-    let title = Rule::from_name(&a.rule)
+    let native = serde_json::to_value(a).expect("an alert serializes");
+    to_ocsf(a, native, product_version)
+}
+
+/// The mapping of `native`, the JSON of `a` (whatever fields it has).
+fn to_ocsf(a: &Alert, native: Value, product_version: &str) -> Value {
+    let Value::Object(mut native) = native else {
+        unreachable!("an alert serializes to a JSON object");
+    };
+    let rule = take_str(&mut native, "rule").unwrap_or_default();
+    let (sev_id, sev) = severity_id(&take_str(&mut native, "severity").unwrap_or_default());
+    let time_text = take_str(&mut native, "time").unwrap_or_default();
+    let time = epoch_ms(&time_text).unwrap_or(0);
+    let summary = take_str(&mut native, "summary").unwrap_or_default();
+    let attacks: Vec<Value> = a.attack.iter().map(|t| attack(t)).collect();
+    native.remove("attack");
+    let count = take_u64(&mut native, "count");
+    let first_time = take_str(&mut native, "first_time");
+    let last_time = take_str(&mut native, "last_time");
+    native.remove("rollup_of");
+    native.remove("event_ids");
+    let title = Rule::from_name(&rule)
         .map(|r| r.title().to_string())
-        .unwrap_or_else(|| a.rule.clone());
+        .unwrap_or_else(|| rule.clone());
+    let rollup = a.rollup_of.is_some();
+    let activity = if rollup {
+        (ACTIVITY_UPDATE, "Update")
+    } else {
+        (ACTIVITY_CREATE, "Create")
+    };
 
-    let mut finding = Map::new();
-    finding.insert("uid".into(), json!(uid));
-    finding.insert("title".into(), json!(title));
-    finding.insert("desc".into(), json!(a.summary));
-    finding.insert(
-        "analytic".into(),
-        json!({"name": a.rule, "type_id": 1, "type": "Rule", "uid": a.rule}),
-    );
-    finding.insert(
-        "attacks".into(),
-        Value::Array(a.attack.iter().map(|t| attack(t)).collect()),
-    );
-    finding.insert("types".into(), json!([a.rule]));
-    finding.insert("related_events_count".into(), json!(a.event_ids.len()));
-    if let Some(t) = a.first_time.as_deref().and_then(epoch_ms) {
-        finding.insert("first_seen_time".into(), json!(t));
-    }
-    if let Some(t) = a.last_time.as_deref().and_then(epoch_ms) {
-        finding.insert("last_seen_time".into(), json!(t));
-    }
-
-    // The actor.
-    let actor = &a.actor;
+    // The actor: a process (OCSF `process`), its container and pod.
+    let mut actor = match native.remove("actor") {
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            native.insert("actor".into(), other);
+            Map::new()
+        }
+        None => Map::new(),
+    };
     let mut process = Map::new();
-    process.insert("pid".into(), json!(actor.pid));
-    process.insert("name".into(), json!(actor.comm));
-    if let Some(exe) = &actor.exe {
-        process.insert(
-            "file".into(),
-            json!({"path": exe, "name": basename(exe), "type_id": 1, "type": "Regular File"}),
-        );
+    let mut observables = Vec::new();
+    let mut profiles = vec!["host", "security_control"];
+    if let Some(pid) = take_u64(&mut actor, "pid") {
+        process.insert("pid".into(), json!(pid));
     }
-    process.insert("user".into(), json!({"uid": actor.uid.to_string()}));
-    if let Some(pp) = actor.ppid {
+    if let Some(comm) = take_str(&mut actor, "comm") {
+        observables.push(observable(
+            "actor.process.name",
+            9,
+            "Process Name",
+            comm.clone(),
+        ));
+        process.insert("name".into(), json!(comm));
+    }
+    if let Some(cmd) = take_str(&mut actor, "cmd_line") {
+        observables.push(observable(
+            "actor.process.cmd_line",
+            13,
+            "Command Line",
+            cmd.clone(),
+        ));
+        process.insert("cmd_line".into(), json!(cmd));
+    }
+    if let Some(exe) = take_str(&mut actor, "exe") {
+        process.insert("file".into(), file(&exe));
+    }
+    if let Some(uid) = take_u64(&mut actor, "uid") {
+        process.insert("user".into(), json!({"uid": uid.to_string()}));
+    }
+    if let Some(pp) = take_u64(&mut actor, "ppid") {
         process.insert("parent_process".into(), json!({"pid": pp}));
     }
-    if let Some(c) = &actor.container_id {
-        process.insert("container".into(), json!({"uid": c}));
-    }
-    let mut evidence = Map::new();
-    evidence.insert("process".into(), Value::Object(process));
-    if let Some(p) = &a.evidence.path {
-        evidence.insert(
-            "file".into(),
-            json!({"path": p, "name": basename(p), "type_id": 1, "type": "Regular File"}),
-        );
-    }
-    let dst = a.evidence.dest.as_deref().and_then(endpoint);
-    if let Some(d) = &dst {
-        evidence.insert("dst_endpoint".into(), d.clone());
-    }
-
+    // Kubernetes names: the container's and pod's names and the namespace
+    // go where OCSF has them; the whole object stays as `unmapped.k8s`.
+    let k8s = actor.remove("k8s").and_then(prune);
+    let name = |k: &str| {
+        k8s.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
     let mut resources = Vec::new();
-    if let Some(c) = &actor.container_id {
-        resources.push(json!({"type": "container", "uid": c}));
+    let container_id = take_str(&mut actor, "container_id");
+    if container_id.is_some() || name("container").is_some() {
+        profiles.push("container");
+        let mut c = Map::new();
+        if let Some(id) = &container_id {
+            c.insert("uid".into(), json!(id));
+        }
+        if let Some(n) = name("container") {
+            c.insert("name".into(), json!(n));
+        }
+        if k8s.is_some() {
+            c.insert("orchestrator".into(), json!("Kubernetes"));
+        }
+        process.insert("container".into(), Value::Object(c.clone()));
+        c.remove("orchestrator");
+        c.insert("type".into(), json!("container"));
+        c.insert("role_id".into(), json!(2));
+        c.insert("role".into(), json!("Actor"));
+        resources.push(Value::Object(c));
     }
-    if let Some(p) = &actor.pod_uid {
-        resources.push(json!({"type": "pod", "uid": p}));
+    let pod_uid = take_str(&mut actor, "pod_uid");
+    if pod_uid.is_some() || name("pod").is_some() {
+        let mut p = Map::new();
+        p.insert("type".into(), json!("pod"));
+        if let Some(uid) = pod_uid {
+            p.insert("uid".into(), json!(uid));
+        }
+        if let Some(n) = name("pod") {
+            p.insert("name".into(), json!(n));
+        }
+        if let Some(ns) = name("namespace") {
+            p.insert("namespace".into(), json!(ns));
+        }
+        p.insert("role_id".into(), json!(2));
+        p.insert("role".into(), json!("Actor"));
+        resources.push(Value::Object(p));
+    }
+    if let Some(k) = k8s {
+        native.insert("k8s".into(), k);
+    }
+    if !actor.is_empty() {
+        native.insert("actor".into(), Value::Object(actor));
     }
 
-    let ev = &a.evidence;
-    let mut unmapped_ev = Map::new();
-    if dst.is_none() {
-        put(&mut unmapped_ev, "dest", json!(ev.dest));
+    // The evidence: the file and the destination; the rest stays unmapped.
+    let mut evidence = Map::new();
+    if !process.is_empty() {
+        evidence.insert("process".into(), Value::Object(process.clone()));
     }
-    put(&mut unmapped_ev, "fd_kind", json!(ev.fd_kind));
-    put(&mut unmapped_ev, "encoding", json!(ev.encoding));
-    put(&mut unmapped_ev, "bytes", json!(ev.bytes));
-    put(&mut unmapped_ev, "syscall", json!(ev.syscall));
-    put(&mut unmapped_ev, "target_pid", json!(ev.target_pid));
-    put(&mut unmapped_ev, "access", json!(ev.access));
-    put(&mut unmapped_ev, "holder_k8s", json!(ev.holder_k8s));
-    put(&mut unmapped_ev, "expired_at", json!(ev.expired_at));
-    put(&mut unmapped_ev, "revoked_at", json!(ev.revoked_at));
-    let mut unmapped = Map::new();
-    unmapped.insert("secret_id".into(), json!(a.secret_id));
-    unmapped.insert("owasp_nhi".into(), json!(a.owasp_nhi));
-    unmapped.insert("event_ids".into(), json!(a.event_ids));
-    put(&mut unmapped, "cgroup", json!(actor.cgroup));
-    // Kubernetes names (namespace, pod, container, service account, derived
-    // workload): OCSF 1.1 has no place for them on a process.
-    put(&mut unmapped, "k8s", json!(actor.k8s));
-    if !unmapped_ev.is_empty() {
-        unmapped.insert("evidence".into(), Value::Object(unmapped_ev));
+    let mut ev = match native.remove("evidence") {
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            native.insert("evidence".into(), other);
+            Map::new()
+        }
+        None => Map::new(),
+    };
+    if let Some(p) = take_str(&mut ev, "path") {
+        observables.push(observable(
+            "evidences.file.path",
+            45,
+            "File Path",
+            p.clone(),
+        ));
+        evidence.insert("file".into(), file(&p));
+    }
+    if let Some(dest) = take_str(&mut ev, "dest") {
+        match ip_port(&dest) {
+            Some((ip, port)) => {
+                observables.push(observable(
+                    "evidences.dst_endpoint.ip",
+                    2,
+                    "IP Address",
+                    ip.to_string(),
+                ));
+                observables.push(observable(
+                    "evidences.dst_endpoint.port",
+                    11,
+                    "Port",
+                    port.to_string(),
+                ));
+                evidence.insert(
+                    "dst_endpoint".into(),
+                    json!({"ip": ip.to_string(), "port": port}),
+                );
+            }
+            // `unix:PATH` and host names: kept as they are, unmapped.
+            None => {
+                ev.insert("dest".into(), json!(dest));
+            }
+        }
+    }
+    let blocked = ev.get("blocked").and_then(Value::as_bool) == Some(true);
+    if !ev.is_empty() {
+        native.insert("evidence".into(), Value::Object(ev));
+    }
+
+    let mut finding = Map::new();
+    finding.insert("uid".into(), json!(finding_uid(a)));
+    finding.insert("title".into(), json!(title));
+    finding.insert("desc".into(), json!(summary));
+    finding.insert(
+        "analytic".into(),
+        json!({"name": rule, "type_id": 1, "type": "Rule", "uid": rule}),
+    );
+    finding.insert("attacks".into(), Value::Array(attacks));
+    finding.insert("types".into(), json!([rule]));
+    finding.insert("created_time".into(), json!(time));
+    finding.insert(
+        "related_events".into(),
+        Value::Array(
+            a.event_ids
+                .iter()
+                .map(|id| json!({"uid": id.to_string()}))
+                .collect(),
+        ),
+    );
+    finding.insert("related_events_count".into(), json!(a.event_ids.len()));
+    if let Some(t) = first_time.as_deref().and_then(epoch_ms) {
+        finding.insert("first_seen_time".into(), json!(t));
+    }
+    if let Some(t) = last_time.as_deref().and_then(epoch_ms) {
+        finding.insert("last_seen_time".into(), json!(t));
     }
 
     let mut o = Map::new();
@@ -238,44 +381,104 @@ pub fn alert_to_ocsf(a: &Alert, product_version: &str) -> Value {
     o.insert("class_name".into(), json!("Detection Finding"));
     o.insert("category_uid".into(), json!(CATEGORY_UID));
     o.insert("category_name".into(), json!("Findings"));
-    o.insert("activity_id".into(), json!(ACTIVITY_CREATE));
-    o.insert("activity_name".into(), json!("Create"));
-    o.insert("type_uid".into(), json!(TYPE_UID));
-    o.insert("type_name".into(), json!("Detection Finding: Create"));
+    o.insert("activity_id".into(), json!(activity.0));
+    o.insert("activity_name".into(), json!(activity.1));
+    o.insert("type_uid".into(), json!(CLASS_UID * 100 + activity.0));
+    o.insert(
+        "type_name".into(),
+        json!(format!("Detection Finding: {}", activity.1)),
+    );
     o.insert("time".into(), json!(time));
+    o.insert("timezone_offset".into(), json!(0));
     o.insert("severity_id".into(), json!(sev_id));
     o.insert("severity".into(), json!(sev));
     o.insert("status_id".into(), json!(1));
     o.insert("status".into(), json!("New"));
-    o.insert("message".into(), json!(a.summary));
-    if let Some(n) = a.count {
-        // The roll-up's repeats plus the first occurrence sent alone.
+    o.insert("is_alert".into(), json!(true));
+    let (action, disposition) = if blocked {
+        ((2, "Denied"), (2, "Blocked"))
+    } else {
+        ((3, "Observed"), (15, "Detected"))
+    };
+    o.insert("action_id".into(), json!(action.0));
+    o.insert("action".into(), json!(action.1));
+    o.insert("disposition_id".into(), json!(disposition.0));
+    o.insert("disposition".into(), json!(disposition.1));
+    o.insert("message".into(), json!(summary));
+    if let Some(n) = count {
+        // The roll-up's repeats (the first occurrence was sent alone).
         o.insert("count".into(), json!(n));
     }
     o.insert(
         "metadata".into(),
         json!({
             "version": OCSF_VERSION,
-            "uid": uid,
+            "uid": a.finding_uid(),
             "product": {"name": "monitor", "vendor_name": "monitor", "version": product_version},
+            "log_name": LOG_NAME,
+            "log_provider": "monitor",
+            "event_code": rule,
+            "original_time": time_text,
+            "profiles": profiles,
         }),
     );
     o.insert("finding_info".into(), Value::Object(finding));
-    o.insert("evidences".into(), json!([Value::Object(evidence)]));
+    if !process.is_empty() {
+        o.insert("actor".into(), json!({"process": Value::Object(process)}));
+    }
+    if !evidence.is_empty() {
+        o.insert("evidences".into(), json!([Value::Object(evidence)]));
+    }
+    o.insert("observables".into(), Value::Array(observables));
     if !resources.is_empty() {
         o.insert("resources".into(), Value::Array(resources));
     }
-    o.insert("unmapped".into(), Value::Object(unmapped));
+    if let Some(u) = prune(Value::Object(native)) {
+        o.insert("unmapped".into(), u);
+    }
     Value::Object(o)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::correlate::{
-        alert::{Actor, Evidence},
+        alert::{Actor, Aggregator, Evidence},
         rules::ALL_RULES,
     };
+
+    /// Validates OCSF lines with `tests/ocsf/validate.py` (the official
+    /// export in PyPI `ocsf-json-schema`, with `jsonschema`) in the venv
+    /// `cargo xtask test` makes (`MONITOR_TEST_PYTHON`); panics with the
+    /// validator's findings if any line is invalid.
+    pub(crate) fn validate(lines: &[String]) {
+        let python = std::env::var("MONITOR_TEST_PYTHON").unwrap_or_else(|_| {
+            panic!(
+                "MONITOR_TEST_PYTHON is not set: run the tests with `cargo xtask test`, \
+                 which makes the venv with ocsf-json-schema and jsonschema"
+            )
+        });
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ocsf/validate.py");
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let file = std::env::temp_dir().join(format!(
+            "monitor-ocsf-{}-{}.jsonl",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let out = std::process::Command::new(&python)
+            .arg(script)
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| panic!("{python}: {e}"));
+        let _ = std::fs::remove_file(&file);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "OCSF validation failed:\n{text}");
+    }
 
     fn alert(rule: Rule) -> Alert {
         Alert::new(
@@ -298,6 +501,7 @@ mod tests {
                     container: Some("app".into()),
                     ..Default::default()
                 }),
+                cmd_line: Some("cp --token=[REDACTED:db-prod] /tmp/x".into()),
             },
             Evidence {
                 path: Some("/tmp/x".into()),
@@ -309,6 +513,36 @@ mod tests {
             },
             vec![812, 815],
         )
+    }
+
+    /// The least an alert may carry.
+    fn bare(rule: &str) -> Alert {
+        let mut a = alert(Rule::ReadForeign);
+        a.rule = rule.into();
+        a.actor = Actor {
+            pid: 1,
+            ..Default::default()
+        };
+        a.evidence = Evidence::default();
+        a.attack.clear();
+        a.owasp_nhi.clear();
+        a.event_ids.clear();
+        a
+    }
+
+    /// An alert of a rule this module does not know, with fields alerts
+    /// may gain (other issues add them), mapped.
+    fn odd() -> Value {
+        let a = bare("monitor.capture.degraded");
+        let mut v = serde_json::to_value(&a).unwrap();
+        v["secret_ids"] = json!(["db-prod", "db-test"]);
+        v["node"] = json!("node-1");
+        v["actor"]["k8s"] = json!({"namespace": "prod", "pod": "api-0"});
+        v["evidence"]["tls"] = json!("libssl.so.3");
+        v["evidence"]["holder_k8s"] = json!({"namespace": "prod", "pod": "db-0"});
+        v["evidence"]["blocked"] = json!(true);
+        v["evidence"]["dest"] = json!("unix:/run/x.sock");
+        to_ocsf(&a, v, "0.1.0")
     }
 
     fn int(v: &Value, path: &str) -> i64 {
@@ -326,77 +560,173 @@ mod tests {
             .to_string()
     }
 
-    /// Every attribute OCSF 1.1 requires of a Detection Finding, with its
-    /// type, for every rule.
+    /// Every rule, full and bare, first alert and roll-up, plus shapes
+    /// other alerts may take (unknown rule, unknown fields, a blocked
+    /// open, a unix destination): all valid OCSF 1.8.0.
     #[test]
-    fn required_fields_for_every_rule() {
+    fn every_shape_validates_against_the_official_schema() {
+        let mut lines = Vec::new();
+        for rule in ALL_RULES {
+            let a = alert(rule);
+            lines.push(alert_to_ocsf(&a, "0.1.0").to_string());
+            lines.push(alert_to_ocsf(&bare(rule.name()), "0.1.0").to_string());
+            let mut agg = Aggregator::new(std::time::Duration::from_secs(3600));
+            agg.offer(a.clone());
+            let mut again = a.clone();
+            again.time = "2026-11-22T10:01:03Z".into();
+            again.event_ids = vec![900];
+            assert!(agg.offer(again).is_none());
+            let rolled = agg.flush(true);
+            lines.push(alert_to_ocsf(&rolled[0], "0.1.0").to_string());
+        }
+        // A rule this module has never heard of, with fields added later.
+        lines.push(odd().to_string());
+        validate(&lines);
+    }
+
+    /// The validator itself rejects what it must: a wrong version claim,
+    /// an unknown attribute, a wrong type, a bad enum, a bad type_uid.
+    #[test]
+    fn the_validator_rejects_invalid_lines() {
+        let good = alert_to_ocsf(&alert(Rule::CopyFile), "0.1.0");
+        validate(&[good.to_string()]);
+        let breakers: [(&str, fn(&mut Value)); 6] = [
+            ("1.1.0 claim", |v| v["metadata"]["version"] = json!("1.1.0")),
+            ("unknown attribute", |v| {
+                v["finding_info"]["bogus"] = json!(1)
+            }),
+            ("wrong type", |v| {
+                v["evidences"][0]["dst_endpoint"]["port"] = json!("443")
+            }),
+            ("bad enum", |v| v["severity_id"] = json!(7)),
+            ("bad type_uid", |v| v["type_uid"] = json!(200402)),
+            ("missing required", |v| {
+                v["finding_info"].as_object_mut().unwrap().remove("uid");
+            }),
+        ];
+        for (what, f) in breakers {
+            let mut v = good.clone();
+            f(&mut v);
+            let r = std::panic::catch_unwind(|| validate(&[v.to_string()]));
+            assert!(r.is_err(), "the validator accepted a line with a {what}");
+        }
+    }
+
+    #[test]
+    fn fields_land_where_responders_look() {
         for rule in ALL_RULES {
             let a = alert(rule);
             let v = alert_to_ocsf(&a, "0.1.0");
             assert_eq!(int(&v, "/class_uid"), 2004);
-            assert_eq!(int(&v, "/category_uid"), 2);
             assert_eq!(int(&v, "/activity_id"), 1);
             assert_eq!(int(&v, "/type_uid"), 200401);
             assert_eq!(int(&v, "/time"), 1_795_341_662_123);
-            let sev = int(&v, "/severity_id");
             let want = match rule.severity() {
                 crate::correlate::rules::Severity::Low => 2,
                 crate::correlate::rules::Severity::Medium => 3,
                 crate::correlate::rules::Severity::High => 4,
                 crate::correlate::rules::Severity::Critical => 5,
             };
-            assert_eq!(sev, want, "{}", rule.name());
-            assert!(!string(&v, "/severity").is_empty());
-            assert_eq!(string(&v, "/metadata/version"), "1.1.0");
-            assert_eq!(string(&v, "/metadata/product/name"), "monitor");
-            assert_eq!(string(&v, "/metadata/product/vendor_name"), "monitor");
+            assert_eq!(int(&v, "/severity_id"), want, "{}", rule.name());
+            assert_eq!(string(&v, "/metadata/version"), OCSF_VERSION);
+            assert_eq!(OCSF_VERSION, "1.8.0");
             assert_eq!(string(&v, "/metadata/product/version"), "0.1.0");
-            let uid = string(&v, "/finding_info/uid");
-            assert_eq!(uid.len(), 32);
+            assert_eq!(string(&v, "/metadata/log_name"), "alerts");
+            assert_eq!(string(&v, "/metadata/uid"), a.finding_uid());
+            assert_eq!(string(&v, "/finding_info/uid"), a.finding_uid());
             assert_eq!(string(&v, "/finding_info/title"), rule.title());
-            assert_eq!(string(&v, "/finding_info/desc"), a.summary);
             assert_eq!(string(&v, "/finding_info/analytic/name"), rule.name());
-            assert_eq!(int(&v, "/finding_info/analytic/type_id"), 1);
-            let attacks = v
-                .pointer("/finding_info/attacks")
-                .unwrap()
-                .as_array()
-                .unwrap();
+            assert_eq!(string(&v, "/finding_info/related_events/1/uid"), "815");
+            let attacks = v["finding_info"]["attacks"].as_array().unwrap();
             assert_eq!(attacks.len(), rule.attack().len());
             for (at, id) in attacks.iter().zip(rule.attack()) {
-                let tech = string(at, "/technique/uid");
-                assert!(id.starts_with(&tech), "{id} vs {tech}");
-                assert!(!string(at, "/technique/name").is_empty());
+                assert!(id.starts_with(&string(at, "/technique/uid")));
                 assert!(string(at, "/tactic/uid").starts_with("TA"));
-                if id.contains('.') {
-                    assert_eq!(string(at, "/sub_technique/uid"), *id);
-                    assert!(!string(at, "/sub_technique/name").is_empty());
-                }
             }
-            assert_eq!(int(&v, "/status_id"), 1);
-            assert_eq!(string(&v, "/message"), a.summary);
-            assert_eq!(int(&v, "/evidences/0/process/pid"), 5151);
-            assert_eq!(string(&v, "/evidences/0/process/name"), "cp");
-            assert_eq!(string(&v, "/evidences/0/process/file/path"), "/usr/bin/cp");
-            assert_eq!(string(&v, "/evidences/0/process/user/uid"), "0");
+            for p in ["/actor/process", "/evidences/0/process"] {
+                assert_eq!(int(&v, &format!("{p}/pid")), 5151);
+                assert_eq!(string(&v, &format!("{p}/name")), "cp");
+                assert_eq!(
+                    string(&v, &format!("{p}/cmd_line")),
+                    "cp --token=[REDACTED:db-prod] /tmp/x"
+                );
+                assert_eq!(string(&v, &format!("{p}/file/path")), "/usr/bin/cp");
+                assert_eq!(string(&v, &format!("{p}/user/uid")), "0");
+                assert_eq!(int(&v, &format!("{p}/parent_process/pid")), 5150);
+                assert_eq!(
+                    string(&v, &format!("{p}/container/uid")),
+                    "abcdef0123456789"
+                );
+            }
             assert_eq!(string(&v, "/evidences/0/file/path"), "/tmp/x");
             assert_eq!(string(&v, "/evidences/0/dst_endpoint/ip"), "2001:db8::1");
             assert_eq!(int(&v, "/evidences/0/dst_endpoint/port"), 443);
+            let obs: Vec<(i64, String)> = v["observables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| (int(o, "/type_id"), string(o, "/value")))
+                .collect();
+            for want in [
+                (45, "/tmp/x"),
+                (2, "2001:db8::1"),
+                (11, "443"),
+                (9, "cp"),
+                (13, "cp --token=[REDACTED:db-prod] /tmp/x"),
+            ] {
+                assert!(
+                    obs.contains(&(want.0, want.1.to_string())),
+                    "{want:?} not in {obs:?}"
+                );
+            }
             assert_eq!(string(&v, "/resources/0/type"), "container");
+            assert_eq!(string(&v, "/resources/0/name"), "app");
             assert_eq!(string(&v, "/resources/1/type"), "pod");
-            assert_eq!(string(&v, "/unmapped/secret_id"), "db-prod");
+            assert_eq!(string(&v, "/resources/1/name"), "api-7d9f8b6c5d-x2k4p");
+            assert_eq!(string(&v, "/resources/1/namespace"), "payments");
+            assert_eq!(string(&v, "/actor/process/container/name"), "app");
+            // Kubernetes names, whole, where issue 18 documents them.
             assert_eq!(string(&v, "/unmapped/k8s/namespace"), "payments");
             assert_eq!(string(&v, "/unmapped/k8s/pod"), "api-7d9f8b6c5d-x2k4p");
             assert_eq!(string(&v, "/unmapped/k8s/container"), "app");
-            assert_eq!(
-                v.pointer("/unmapped/owasp_nhi").unwrap(),
-                &json!(rule.owasp_nhi())
-            );
+            assert!(v.pointer("/unmapped/actor/k8s").is_none());
+            // What OCSF has no place for, in the alert's own shape.
+            assert_eq!(string(&v, "/unmapped/secret_id"), "db-prod");
+            assert_eq!(v["unmapped"]["owasp_nhi"], json!(rule.owasp_nhi()));
+            assert_eq!(string(&v, "/unmapped/actor/cgroup"), "/kubepods/x");
             assert_eq!(string(&v, "/unmapped/evidence/encoding"), "raw");
+            assert_eq!(string(&v, "/unmapped/evidence/fd_kind"), "file");
             assert_eq!(int(&v, "/unmapped/evidence/bytes"), 37);
-            // No plaintext anywhere: only what the alert carried.
-            assert!(!v.to_string().contains("password"));
+            assert!(v.pointer("/unmapped/evidence/path").is_none());
+            assert!(v.pointer("/unmapped/actor/pid").is_none());
         }
+    }
+
+    #[test]
+    fn a_rollup_updates_the_finding_of_its_first_alert() {
+        let a = alert(Rule::CopyFile);
+        let mut agg = Aggregator::new(std::time::Duration::from_secs(3600));
+        assert!(agg.offer(a.clone()).is_some());
+        let mut b = a.clone();
+        b.time = "2026-11-22T10:01:05Z".into();
+        b.event_ids = vec![901];
+        assert!(agg.offer(b).is_none());
+        let r = agg.flush(true).remove(0);
+        let first = alert_to_ocsf(&a, "0.1.0");
+        let rolled = alert_to_ocsf(&r, "0.1.0");
+        assert_eq!(
+            first["finding_info"]["uid"], rolled["finding_info"]["uid"],
+            "a roll-up names the same finding"
+        );
+        assert_ne!(first["metadata"]["uid"], rolled["metadata"]["uid"]);
+        assert_eq!(int(&rolled, "/activity_id"), 2);
+        assert_eq!(int(&rolled, "/type_uid"), 200402);
+        assert_eq!(int(&rolled, "/count"), 1);
+        assert_eq!(
+            int(&rolled, "/finding_info/first_seen_time"),
+            1_795_341_665_000
+        );
+        assert!(rolled.pointer("/unmapped/rollup_of").is_none());
     }
 
     #[test]
@@ -417,24 +747,35 @@ mod tests {
         a.actor.container_id = None;
         a.actor.pod_uid = None;
         a.actor.exe = None;
+        a.actor.cmd_line = None;
+        a.actor.k8s = None;
         a.evidence.path = None;
         a.evidence.dest = Some("unix:/run/x.sock".into());
-        a.count = Some(4);
-        a.first_time = Some("2026-11-22T10:00:00Z".into());
-        a.last_time = Some("2026-11-22T10:01:00Z".into());
         let v = alert_to_ocsf(&a, "1.2.3");
         assert!(v.get("resources").is_none());
         assert!(v.pointer("/evidences/0/file").is_none());
         assert!(v.pointer("/evidences/0/process/file").is_none());
+        assert!(v.pointer("/evidences/0/process/cmd_line").is_none());
         assert!(v.pointer("/evidences/0/dst_endpoint").is_none());
-        assert_eq!(string(&v, "/unmapped/evidence/dest"), "unix:/run/x.sock");
-        assert_eq!(int(&v, "/count"), 4);
-        assert_eq!(int(&v, "/finding_info/first_seen_time"), 1_795_341_600_000);
-        assert_eq!(int(&v, "/finding_info/last_seen_time"), 1_795_341_660_000);
         assert_eq!(
-            endpoint("10.0.0.1:5432"),
-            Some(json!({"ip": "10.0.0.1", "port": 5432}))
+            v["metadata"]["profiles"],
+            json!(["host", "security_control"])
         );
-        assert_eq!(endpoint("db.internal:5432"), None);
+        assert_eq!(string(&v, "/unmapped/evidence/dest"), "unix:/run/x.sock");
+        // Fields this module does not know, at any level, stay unmapped.
+        let v = odd();
+        assert_eq!(v["unmapped"]["secret_ids"], json!(["db-prod", "db-test"]));
+        assert_eq!(v["unmapped"]["node"], "node-1");
+        assert_eq!(v["unmapped"]["k8s"]["pod"], "api-0");
+        assert_eq!(v["unmapped"]["evidence"]["holder_k8s"]["pod"], "db-0");
+        assert_eq!(v["unmapped"]["evidence"]["tls"], "libssl.so.3");
+        assert_eq!(
+            string(&v, "/finding_info/title"),
+            "monitor.capture.degraded"
+        );
+        assert_eq!(string(&v, "/disposition"), "Blocked");
+        assert_eq!(string(&v, "/action"), "Denied");
+        assert_eq!(ip_port("10.0.0.1:5432"), Some(([10, 0, 0, 1].into(), 5432)));
+        assert_eq!(ip_port("db.internal:5432"), None);
     }
 }
