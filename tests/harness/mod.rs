@@ -382,14 +382,18 @@ impl Agent {
             return;
         }
         self.ocsf_checked = true;
-        if let Ok(None) = self.child.try_wait() {
-            self.terminate();
-        }
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => status,
+            _ => self.terminate(),
+        };
+        // An agent killed or crashed may have written an alert to one output
+        // and not yet the other: the counts are compared after clean exits.
+        let clean = status.success() && !self.killed;
         let mut lines = Vec::new();
         if let Some(feed) = &self.ocsf {
             let text = std::fs::read_to_string(feed).unwrap_or_default();
             let fed: Vec<String> = text.lines().map(String::from).collect();
-            if self.alerts_on_stdout && !self.killed {
+            if self.alerts_on_stdout && clean {
                 let native = self.alerts().len();
                 assert_eq!(
                     fed.len(),
