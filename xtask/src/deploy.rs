@@ -7,6 +7,11 @@
 //! Kubernetes versions we support. The tool runs from a Python venv at
 //! `<target>/venv`, created on first use (Debian needs `python3-venv`).
 //! The kustomization must list exactly those manifests.
+//!
+//! Then `checkov` (PyPI, same venv) checks the deploy posture of
+//! `deploy/kubernetes/`: every check passes or is skipped by a
+//! `checkov.io/skipN: CKV_ID=reason` annotation in the manifest, and a skip
+//! without a reason is an error here.
 
 use std::{
     fs,
@@ -22,6 +27,9 @@ use crate::{util, venv};
 /// decide what passes.
 pub const KUBERNETES_VALIDATE: &str = venv::KUBERNETES_VALIDATE.0;
 pub const KUBERNETES_VALIDATE_VERSION: &str = venv::KUBERNETES_VALIDATE.1;
+/// The deploy posture checker, pinned in [`venv::PACKAGES`].
+pub const CHECKOV: &str = venv::CHECKOV.0;
+pub const CHECKOV_VERSION: &str = venv::CHECKOV.1;
 /// Kubernetes versions validated against: the oldest supported (the
 /// DaemonSet's `appArmorProfile` field is GA since 1.30) and the newest
 /// the validator bundles.
@@ -91,7 +99,75 @@ fn validate_manifests_with(root: &Path, venv: &Path) -> Result<()> {
         manifests.len(),
         KUBERNETES_VERSIONS.join(", ")
     ));
+    checkov(root, venv, &manifests)
+}
+
+/// `checkov` on `deploy/kubernetes/` (see the module doc).
+fn checkov(root: &Path, venv: &Path, manifests: &[PathBuf]) -> Result<()> {
+    let mut skips = 0;
+    for m in manifests {
+        let text = fs::read_to_string(m).with_context(|| format!("reading {}", m.display()))?;
+        for (id, reason) in checkov_skips(&text) {
+            if reason.trim().is_empty() {
+                bail!(
+                    "{}: the checkov skip of {id} gives no reason (checkov.io/skipN: {id}=REASON)",
+                    m.display()
+                );
+            }
+            skips += 1;
+        }
+    }
+    let mut cmd = Command::new(venv.join("bin").join(CHECKOV));
+    cmd.args([
+        "--directory",
+        "deploy/kubernetes",
+        "--framework",
+        "kubernetes",
+    ])
+    // Offline: no guideline download from the vendor's API.
+    .args(["--skip-download", "--compact", "--quiet"])
+    .current_dir(root);
+    let out = util::output(&mut cmd)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("Passed checks:"))
+        .unwrap_or("no summary")
+        .to_string();
+    if !out.status.success() || !summary.contains("Failed checks: 0,") {
+        bail!(
+            "checkov fails on deploy/kubernetes ({}; {}):\n{}{}",
+            out.status,
+            util::display(&cmd),
+            text.trim_end(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let skipped = summary
+        .split("Skipped checks: ")
+        .nth(1)
+        .and_then(|n| n.trim().parse::<usize>().ok());
+    if skipped != Some(skips) {
+        bail!("checkov skipped {skipped:?} checks, the manifests annotate {skips}: {summary}");
+    }
+    step(format!(
+        "checkov {CHECKOV_VERSION}: {summary} (each skip's reason is in its annotation)"
+    ));
     Ok(())
+}
+
+/// `(check id, reason)` of every `checkov.io/skipN: "ID=reason"` annotation.
+fn checkov_skips(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix("checkov.io/skip")?;
+            let (_, value) = rest.split_once(':')?;
+            let value = value.trim().trim_matches('"');
+            let (id, reason) = value.split_once('=').unwrap_or((value, ""));
+            Some((id.trim().to_string(), reason.trim().to_string()))
+        })
+        .collect()
 }
 
 /// `*.yaml`/`*.yml` in `dir` except the kustomization, sorted, as paths.
@@ -168,5 +244,21 @@ mod tests {
                  resources:\n  - a.yaml\n  - \"b.yaml\"\n\n  - c.yml\nimages:\n  - name: x\n";
         assert_eq!(kustomization_resources(k), ["a.yaml", "b.yaml", "c.yml"]);
         assert!(kustomization_resources("kind: Kustomization\n").is_empty());
+    }
+
+    #[test]
+    fn checkov_skips_are_read_with_their_reasons() {
+        let m = "metadata:\n  annotations:\n    checkov.io/skip1: \"CKV_K8S_17=hostPID: every process\"\n\
+                 \x20   checkov.io/skip2: CKV_K8S_23\n    other: x\n";
+        assert_eq!(
+            checkov_skips(m),
+            [
+                (
+                    "CKV_K8S_17".to_string(),
+                    "hostPID: every process".to_string()
+                ),
+                ("CKV_K8S_23".to_string(), String::new()),
+            ]
+        );
     }
 }

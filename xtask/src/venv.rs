@@ -20,8 +20,11 @@ pub const OCSF_JSON_SCHEMA: (&str, &str) = ("ocsf-json-schema", "1.2.0");
 /// The JSON Schema validator the OCSF check uses.
 pub const JSONSCHEMA: (&str, &str) = ("jsonschema", "4.26.0");
 
+/// The deploy posture checks (deploy/kubernetes).
+pub const CHECKOV: (&str, &str) = ("checkov", "3.3.30");
+
 /// Every package of the venv, pinned.
-pub const PACKAGES: &[(&str, &str)] = &[KUBERNETES_VALIDATE, OCSF_JSON_SCHEMA, JSONSCHEMA];
+pub const PACKAGES: &[(&str, &str)] = &[KUBERNETES_VALIDATE, OCSF_JSON_SCHEMA, JSONSCHEMA, CHECKOV];
 
 fn step(msg: impl std::fmt::Display) {
     eprintln!("[venv] {msg}");
