@@ -2,6 +2,7 @@
 
 mod bench;
 mod deploy;
+mod fuzz;
 mod setup;
 mod util;
 mod venv;
@@ -69,6 +70,19 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Run the `cargo fuzz` targets in fuzz/ (nightly, libFuzzer), each for
+    /// a bounded time; fails on a crash, naming its input.
+    Fuzz {
+        /// Every target for a few seconds (about a minute in all, for CI).
+        #[arg(long)]
+        smoke: bool,
+        /// Run only these targets (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Seconds per target (default: 8 with --smoke, else 60).
+        #[arg(long)]
+        seconds: Option<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +93,11 @@ fn main() -> ExitCode {
         Cmd::Run { release, args } => run(release, args),
         Cmd::Test { args } => test(args),
         Cmd::Bench { smoke, only } => bench::bench(smoke, &only),
+        Cmd::Fuzz {
+            smoke,
+            only,
+            seconds,
+        } => fuzz::fuzz(smoke, &only, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,6 +57,7 @@ pub fn setup() -> Result<()> {
     // Before bpf-linker: building it needs a C toolchain (gcc, libc6-dev).
     debian_packages("debian packages", DEBIAN_PACKAGES)?;
     bpf_linker()?;
+    cargo_fuzz()?;
     step("done", "machine is ready");
     Ok(())
 }
@@ -136,6 +137,27 @@ fn rust_src() -> Result<()> {
     util::run(rustup().args(["component", "add", "rust-src", "--toolchain", "nightly"]))
         .context("could not add rust-src to nightly (offline?)")?;
     step(NAME, "added");
+    Ok(())
+}
+
+/// The cargo-fuzz release line `cargo xtask fuzz` uses.
+const CARGO_FUZZ_VERSION: &str = "^0.13";
+
+/// Step 5: cargo-fuzz (`cargo xtask fuzz`), built from crates.io if missing.
+pub fn cargo_fuzz() -> Result<()> {
+    const NAME: &str = "cargo-fuzz";
+    if let Ok(v) = util::stdout(Command::new("cargo").args(["+nightly", "fuzz", "--version"])) {
+        step(NAME, format!("found {}", v.trim()));
+        return Ok(());
+    }
+    step(NAME, "not installed; building it from crates.io");
+    util::run(
+        Command::new(cargo())
+            .args(["install", "--locked", "cargo-fuzz", "--version"])
+            .arg(CARGO_FUZZ_VERSION),
+    )
+    .context("building cargo-fuzz failed (it needs crates.io access)")?;
+    step(NAME, "installed");
     Ok(())
 }
 

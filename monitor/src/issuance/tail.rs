@@ -308,6 +308,15 @@ impl Tailer {
         }
     }
 
+    /// Splits `data` into lines as if it had just been read from the file
+    /// (the line splitting alone, without the file: for the fuzz targets).
+    /// What it skips is in [`Tailer::take_skipped`].
+    pub fn feed_bytes(&mut self, data: &[u8]) -> Vec<Line> {
+        let mut out = Vec::new();
+        self.feed(data, &mut out);
+        out
+    }
+
     /// Splits freshly read bytes into lines.
     fn feed(&mut self, mut data: &[u8], out: &mut Vec<Line>) {
         while !data.is_empty() {
