@@ -2,7 +2,10 @@
 //! secrets and holders, restarts, floods. Run as root, single-threaded.
 mod harness;
 
-use std::time::{Duration, Instant};
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
 
 use harness::*;
 use serde_json::json;
@@ -83,4 +86,89 @@ fn ten_thousand_secrets_foreign_read_alerts_within_2s() {
     drop(thief);
     let (st, _) = agent.stop();
     assert!(st.success());
+}
+
+/// The agent's own count from its `monitor: stopped:` line, e.g.
+/// `issuance records read`.
+fn stopped_count(log: &[String], what: &str) -> u64 {
+    let line = log
+        .iter()
+        .find(|l| l.contains("monitor: stopped:"))
+        .unwrap_or_else(|| panic!("no stop line:\n{}", log.join("\n")));
+    let at = line
+        .find(what)
+        .unwrap_or_else(|| panic!("no {what:?} in {line}"));
+    line[..at]
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A restart after ingesting records resumes the issuance file where it
+/// stopped (the secrets come back from the store): nothing is read
+/// twice, an appended record is read, and a restored secret still alerts.
+#[test]
+fn restart_resumes_issuances_instead_of_reingesting() {
+    const N: usize = 2_000;
+    let sc = Scratch::new("resume");
+    let db = sc.path("events.db");
+    let issuances = sc.path("issuances.jsonl");
+    let mut lines = String::new();
+    for i in 0..N {
+        let file = sc.file(&format!("s/{i}"), format!("{}\n", value(i)).as_bytes());
+        lines.push_str(
+            &json!({
+                "secret_id": format!("r-{i}"),
+                "holder": {"cgroup": "/monitor-it-resume-nobody"},
+                "delivery": [{"file": file}],
+            })
+            .to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(&issuances, lines).unwrap();
+    let args = [
+        "--issuances",
+        issuances.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ];
+
+    let agent = Agent::start(&args);
+    agent.wait_log(&format!("secret r-{} recorded", N - 1));
+    let (st, log) = agent.stop();
+    assert!(st.success());
+    assert_eq!(stopped_count(&log, "issuance records read"), N as u64);
+    assert_eq!(stopped_count(&log, "secrets restored"), 0);
+
+    let agent = Agent::start(&args);
+    let (_, secrets) = api_get(&agent.api, "/secrets");
+    assert_eq!(secrets.as_array().unwrap().len(), N);
+    // One more record, appended while it runs: read, alone.
+    let extra = sc.file("s/extra", format!("{}\n", value(N)).as_bytes());
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&issuances)
+        .unwrap();
+    writeln!(
+        f,
+        "{}",
+        json!({"secret_id": "r-extra", "holder": {"cgroup": "/monitor-it-resume-nobody"},
+               "delivery": [{"file": extra}]})
+    )
+    .unwrap();
+    agent.wait_log("secret r-extra recorded");
+    // A restored secret is watched and alerts.
+    let path = sc.path("s/1234").display().to_string();
+    let mut thief = Py::spawn(&[]);
+    thief.run(&format!("v = open({path:?}).read()"));
+    agent.wait_alert("secret.read.foreign", |a| a["secret_id"] == "r-1234");
+    drop(thief);
+    let (st, log) = agent.stop();
+    assert!(st.success());
+    assert_eq!(stopped_count(&log, "issuance records read"), 1);
+    assert_eq!(stopped_count(&log, "secrets restored"), N as u64);
 }

@@ -29,7 +29,12 @@ use crate::{
     enrich::WatchNames,
     enrich::{cgroup::CgroupResolver, k8s::K8sResolver, procfs::ProcFs, Enricher},
     event::{format_time, Detail, Event, Process},
-    issuance::{parse_record, tail::Tailer, vault::VaultPairer, Record},
+    issuance::{
+        parse_record,
+        tail::{Position, Tailer},
+        vault::VaultPairer,
+        Record,
+    },
     metrics::Metrics,
     observer::decode::Captured,
     observer::{decode::RawEvent, Observer},
@@ -43,7 +48,7 @@ use crate::{
     store::{
         timeline::Timeline,
         worth_storing,
-        writer::{RetentionPolicy, StoreItem, StoreWriter},
+        writer::{RetentionPolicy, SourceOffset, StoreItem, StoreWriter},
         Store,
     },
     watch::WatchSet,
@@ -92,17 +97,23 @@ pub struct RunOptions {
 /// Items the store queue holds before it drops (and counts) new ones.
 const STORE_QUEUE: usize = 65_536;
 /// Most bytes of one issuance source read (then parsed and applied) at a
-/// time: a backlog of many thousand records never sits parsed at once.
-const SOURCE_CHUNK: usize = 1 << 20;
-/// Most chunks of all sources taken in one poll (the rest waits for the
-/// next poll, so a source appended without end cannot starve the events).
-const SOURCE_CHUNKS_PER_POLL: usize = 64;
+/// time (about a thousand records): a backlog never sits parsed at once,
+/// and the event loop drains the ring between two chunks.
+const SOURCE_CHUNK: usize = 256 << 10;
+/// How long the start may spend on the sources' backlog before the agent
+/// is ready (the rest is read in chunks interleaved with the events).
+const START_BACKLOG: Duration = Duration::from_secs(2);
+/// Most secrets one source (an issuance file, the API) may define; records
+/// of new secrets past it are rejected with an error naming the source.
+pub const MAX_SECRETS_PER_SOURCE: u64 = 200_000;
 
 struct Source {
     path: PathBuf,
     tail: Tailer,
     /// Vault audit log (else an issuance file).
     vault: Option<VaultPairer>,
+    /// Secrets this source defined (see [`MAX_SECRETS_PER_SOURCE`]).
+    secrets: u64,
 }
 
 pub struct Agent {
@@ -132,6 +143,15 @@ pub struct Agent {
     /// once at its end, not once a record.
     batching: bool,
     rescan_due: bool,
+    /// A source had more to read at the last poll: poll again at once.
+    pub sources_backlog: bool,
+    /// Secrets defined through the API (capped like a source).
+    api_secrets: u64,
+    /// Records read from issuance sources by this run (not those restored
+    /// from the store at start).
+    pub records_read: u64,
+    /// Secrets restored from the store at start.
+    pub secrets_restored: u64,
     pub events_seen: u64,
     pub alerts_sent: u64,
     pub bad_records: u64,
@@ -189,23 +209,40 @@ impl Agent {
             None => None,
         };
         let alerts = JsonLines::open("alerts", &opts.alerts)?;
-        let mut sources = Vec::new();
-        for p in &opts.issuances {
-            sources.push(Source {
-                path: p.clone(),
-                tail: Tailer::new(p).with_max_poll_bytes(SOURCE_CHUNK),
-                vault: None,
-            });
-        }
-        for p in &opts.vault_audit {
-            sources.push(Source {
-                path: p.clone(),
-                tail: Tailer::new(p).with_max_poll_bytes(SOURCE_CHUNK),
-                vault: Some(VaultPairer::new(10_000)),
-            });
-        }
         let store =
             Store::open(&opts.db).with_context(|| format!("event store {}", opts.db.display()))?;
+        // Where each source was read up to: a restart resumes there (the
+        // secrets read before are restored from the store below).
+        let offsets: HashMap<String, SourceOffset> = store
+            .source_offsets()?
+            .into_iter()
+            .map(|o| (o.path.clone(), o))
+            .collect();
+        let source = |p: &PathBuf, vault: Option<VaultPairer>| {
+            let mut tail = Tailer::new(p).with_max_poll_bytes(SOURCE_CHUNK);
+            if let Some(o) = offsets.get(&p.display().to_string()) {
+                tail = tail.resume_at(Position {
+                    dev: o.dev,
+                    ino: o.ino,
+                    pos: o.pos,
+                    line: o.line,
+                });
+            }
+            Source {
+                path: p.clone(),
+                tail,
+                vault,
+                secrets: 0,
+            }
+        };
+        let mut sources = Vec::new();
+        for p in &opts.issuances {
+            sources.push(source(p, None));
+        }
+        for p in &opts.vault_audit {
+            sources.push(source(p, Some(VaultPairer::new(10_000))));
+        }
+        let restore = store.current_secrets()?;
         let first_id = store.max_event_id()? + 1;
         let store = StoreWriter::spawn_with(store, STORE_QUEUE, Some(opts.retention.clone()));
         let mut enricher = enricher;
@@ -240,6 +277,10 @@ impl Agent {
             kinds_pending: HashMap::new(),
             batching: false,
             rescan_due: false,
+            sources_backlog: false,
+            api_secrets: 0,
+            records_read: 0,
+            secrets_restored: 0,
             events_seen: 0,
             alerts_sent: 0,
             bad_records: 0,
@@ -250,7 +291,10 @@ impl Agent {
             agent.sensors.status.len() as u64,
             true,
         );
-        agent.poll_sources()?;
+        agent.restore(restore);
+        let t0 = std::time::Instant::now();
+        while agent.poll_sources_chunk() && t0.elapsed() < START_BACKLOG {}
+        agent.sources_backlog = t0.elapsed() >= START_BACKLOG;
         agent.rescan();
         agent.update_metrics();
         Ok((agent, observer))
@@ -602,14 +646,65 @@ impl Agent {
         Ok(json!({"secret_id": id}))
     }
 
-    /// New lines of issuance files and Vault audit logs. A bad record is
-    /// reported (file, line, field) and skipped.
-    pub fn poll_sources(&mut self) -> Result<()> {
-        for _ in 0..SOURCE_CHUNKS_PER_POLL {
-            if !self.poll_sources_chunk() {
-                break;
+    /// The secrets the store knows (a restart): applied, not stored again.
+    fn restore(&mut self, rows: Vec<(String, String, Option<chrono::DateTime<Utc>>)>) {
+        let now = Utc::now();
+        self.batched(|agent| {
+            for (json, origin, revoked) in rows {
+                let rec = match parse_record(&json, now) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::warn!("stored issuance not restored: {e}");
+                        continue;
+                    }
+                };
+                if let Some(src) = agent.source_of(&origin) {
+                    agent.sources[src].secrets += 1;
+                } else if origin == "api" {
+                    agent.api_secrets += 1;
+                }
+                let id = match agent.correlator.apply(rec, &mut agent.enricher) {
+                    Ok((id, out)) => {
+                        if let Err(e) = agent.act(out) {
+                            log::warn!("restoring {id}: {e:#}");
+                        }
+                        id
+                    }
+                    Err(e) => {
+                        log::warn!("stored issuance not restored: {e}");
+                        continue;
+                    }
+                };
+                if let Some(at) = revoked {
+                    let _ = agent.correlator.apply(
+                        Record::Revoke {
+                            secret_id: id,
+                            at: Some(at),
+                        },
+                        &mut agent.enricher,
+                    );
+                }
+                agent.secrets_restored += 1;
             }
+        });
+        if self.secrets_restored > 0 {
+            log::info!("restored {} secrets from the store", self.secrets_restored);
         }
+    }
+
+    /// The source an origin (`path:line`) names.
+    fn source_of(&self, origin: &str) -> Option<usize> {
+        let (path, _) = origin.rsplit_once(':')?;
+        self.sources
+            .iter()
+            .position(|s| s.path.as_os_str() == std::ffi::OsStr::new(path))
+    }
+
+    /// New lines of issuance files and Vault audit logs, one chunk of each
+    /// (the rest at the next call: [`Agent::sources_backlog`] says there is
+    /// more). A bad record is reported (file, line, field) and skipped.
+    pub fn poll_sources(&mut self) -> Result<()> {
+        self.sources_backlog = self.poll_sources_chunk();
         Ok(())
     }
 
@@ -619,7 +714,8 @@ impl Agent {
         let mut records = Vec::new();
         let mut leases = Vec::new();
         let mut read = false;
-        for src in &mut self.sources {
+        let mut moved = Vec::new();
+        for (n, src) in self.sources.iter_mut().enumerate() {
             let lines = match src.tail.poll() {
                 Ok(l) => l,
                 Err(e) => {
@@ -628,6 +724,9 @@ impl Agent {
                 }
             };
             read |= !lines.is_empty();
+            if !lines.is_empty() {
+                moved.push(n);
+            }
             for sk in src.tail.take_skipped() {
                 read = true;
                 self.bad_records += 1;
@@ -648,7 +747,7 @@ impl Agent {
                         }
                     },
                     None => match parse_record(&line.text, Utc::now()) {
-                        Ok(r) => records.push((r, origin)),
+                        Ok(r) => records.push((r, origin, n)),
                         Err(e) => {
                             self.bad_records += 1;
                             log::warn!("{origin}: {e}");
@@ -661,13 +760,42 @@ impl Agent {
             self.correlator.vault_lease(lease);
         }
         self.batched(|agent| {
-            for (r, origin) in records {
+            for (r, origin, n) in records {
+                agent.records_read += 1;
+                if let Record::Issue(i) = &r {
+                    if !agent.correlator.knows(&i.secret_id) {
+                        let src = &mut agent.sources[n];
+                        if src.secrets >= MAX_SECRETS_PER_SOURCE {
+                            agent.bad_records += 1;
+                            log::warn!(
+                                "{origin}: secret {} not recorded: {} already defines \
+                                 {MAX_SECRETS_PER_SOURCE} secrets (the per-source cap)",
+                                i.secret_id,
+                                src.path.display()
+                            );
+                            continue;
+                        }
+                        src.secrets += 1;
+                    }
+                }
                 if let Err(e) = agent.apply_record(r, &origin) {
                     agent.bad_records += 1;
                     log::warn!("{origin}: {e}");
                 }
             }
         });
+        // After the records read up to there (the store keeps the order).
+        for n in moved {
+            if let Some(p) = self.sources[n].tail.position() {
+                self.store.send(StoreItem::Offset(SourceOffset {
+                    path: self.sources[n].path.display().to_string(),
+                    dev: p.dev,
+                    ino: p.ino,
+                    pos: p.pos,
+                    line: p.line,
+                }));
+            }
+        }
         read
     }
 
@@ -843,6 +971,22 @@ impl Agent {
                 "empty body: expected an issuance or revocation record",
             );
         }
+        let new = records
+            .iter()
+            .filter(|r| matches!(r, Record::Issue(i) if !self.correlator.knows(&i.secret_id)))
+            .count() as u64;
+        if self.api_secrets + new > MAX_SECRETS_PER_SOURCE {
+            self.bad_records += new;
+            return ApiResponse::error(
+                429,
+                format!(
+                    "the API already defines {} secrets: {new} more would pass the \
+                     per-source cap of {MAX_SECRETS_PER_SOURCE}",
+                    self.api_secrets
+                ),
+            );
+        }
+        self.api_secrets += new;
         let applied = self.batched(|agent| {
             let mut done = Vec::new();
             for r in records {
@@ -1026,9 +1170,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut fan_rx = agent.fanotify.as_mut().and_then(|f| f.take_events());
     let mut fan_tick = tokio::time::interval(crate::sensors::fanotify::DEDUP_DELAY / 3);
     eprintln!(
-        "monitor: ready: {attached}/{total} probes attached, {} watched files, {} secrets, {}",
+        "monitor: ready: {attached}/{total} probes attached, {} watched files, {} secrets \
+         ({} restored from the store, {} issuance records read), {}",
         agent.watches.watched_inodes(),
         agent.correlator.secret_count(),
+        agent.secrets_restored,
+        agent.records_read,
         agent
             .fanotify
             .as_ref()
@@ -1063,6 +1210,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 agent.poll_sources()?;
                 agent.flush()?;
             }
+            // A backlog is read a chunk at a time, between event batches.
+            _ = std::future::ready(()), if agent.sources_backlog => {
+                agent.poll_sources()?;
+                agent.flush()?;
+            }
             _ = tick.tick() => {
                 ticks += 1;
                 agent.tick(ticks.is_multiple_of(rescan_ticks))?;
@@ -1078,12 +1230,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     agent.finish()?;
     let c = agent.counters()?;
     eprintln!(
-        "monitor: stopped: {} events, {} alerts, {} lost in kernel, {} undecodable, {} bad records",
+        "monitor: stopped: {} events, {} alerts, {} lost in kernel, {} undecodable, {} bad records, \
+         {} issuance records read, {} secrets restored",
         agent.events_seen,
         agent.alerts_sent,
         c.ringbuf_full,
         observer.decode_errors,
-        agent.bad_records
+        agent.bad_records,
+        agent.records_read,
+        agent.secrets_restored
     );
     if let Some(path) = &opts.api {
         let _ = std::fs::remove_file(path);

@@ -230,6 +230,11 @@ impl Correlator {
         }
     }
 
+    /// Is a secret with this id recorded?
+    pub fn knows(&self, id: &str) -> bool {
+        self.secrets.contains_key(id)
+    }
+
     pub fn secret_count(&self) -> usize {
         self.secrets.len()
     }

@@ -131,6 +131,18 @@ pub struct Tailer {
     skipped: Vec<Skipped>,
     max_line: usize,
     max_poll_bytes: usize,
+    /// Where to start when the file is first opened (a restart).
+    resume: Option<Position>,
+}
+
+/// Where a [`Tailer`] is: the file (device, inode), the bytes consumed up
+/// to the end of the last complete line, and the lines read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub dev: u64,
+    pub ino: u64,
+    pub pos: u64,
+    pub line: u64,
 }
 
 impl Tailer {
@@ -147,7 +159,31 @@ impl Tailer {
             skipped: Vec::new(),
             max_line: DEFAULT_MAX_LINE,
             max_poll_bytes: DEFAULT_MAX_POLL_BYTES,
+            resume: None,
         }
+    }
+
+    /// Start at `at` instead of the beginning, if the file is still the
+    /// same one (device and inode) and not shorter; else from the start.
+    pub fn resume_at(mut self, at: Position) -> Self {
+        self.resume = Some(at);
+        self
+    }
+
+    /// Where the last complete line ended (what [`Tailer::resume_at`]
+    /// takes after a restart); `None` before the file was opened.
+    pub fn position(&self) -> Option<Position> {
+        let o = self.open.as_ref()?;
+        let partial = match self.skipping {
+            Some(n) => n,
+            None => self.pending.len() as u64,
+        };
+        Some(Position {
+            dev: o.dev,
+            ino: o.ino,
+            pos: o.pos.saturating_sub(partial),
+            line: self.line_no,
+        })
     }
 
     /// Sets the longest line kept, newline excluded (at least 1).
@@ -236,13 +272,22 @@ impl Tailer {
             Err(e) => return Err(e),
         };
         let meta = file.metadata()?;
+        let mut file = file;
+        let mut start = (0, 0);
+        if let Some(at) = self.resume.take() {
+            if (at.dev, at.ino) == (meta.dev(), meta.ino()) && at.pos <= meta.len() {
+                file.seek(SeekFrom::Start(at.pos))?;
+                start = (at.pos, at.line);
+            }
+        }
         self.open = Some(Open {
             file,
             dev: meta.dev(),
             ino: meta.ino(),
-            pos: 0,
+            pos: start.0,
         });
         self.start_generation();
+        self.line_no = start.1;
         Ok(true)
     }
 
@@ -450,6 +495,25 @@ mod tests {
 
     fn l(n: u64, s: &str) -> (u64, String) {
         (n, s.to_string())
+    }
+
+    #[test]
+    fn resumes_at_a_saved_position_of_the_same_file_only() {
+        let d = TempDir::new("resume");
+        let f = d.file("a.jsonl");
+        append(&f, b"one\ntwo\nthr");
+        let mut t = Tailer::new(&f);
+        assert_eq!(lines(&mut t), vec![(1, "one".into()), (2, "two".into())]);
+        let at = t.position().unwrap();
+        assert_eq!((at.pos, at.line), (8, 2));
+        append(&f, b"ee\n");
+        let mut again = Tailer::new(&f).resume_at(at);
+        assert_eq!(lines(&mut again), vec![(3, "three".into())]);
+        // Another file under the name: from its start.
+        fs::remove_file(&f).unwrap();
+        append(&f, b"new\n");
+        let mut other = Tailer::new(&f).resume_at(at);
+        assert_eq!(lines(&mut other), vec![(1, "new".into())]);
     }
 
     #[test]

@@ -617,6 +617,53 @@ impl Store {
             .collect()
     }
 
+    /// Where each issuance source was read up to.
+    pub fn source_offsets(&self) -> Result<Vec<writer::SourceOffset>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, dev, ino, pos, line FROM source_offsets")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(writer::SourceOffset {
+                    path: r.get(0)?,
+                    dev: r.get::<_, i64>(1)? as u64,
+                    ino: r.get::<_, i64>(2)? as u64,
+                    pos: r.get::<_, i64>(3)? as u64,
+                    line: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// The state to restore at start: each secret's latest issuance (as
+    /// [`Issuance::to_json`], with its source) and latest revocation, in
+    /// the order they were recorded. (A revocation counts if it is not
+    /// older than the issuance: a re-issue revives a secret.)
+    pub fn current_secrets(&self) -> Result<Vec<(String, String, Option<DateTime<Utc>>)>> {
+        let mut st = self.conn.prepare(
+            "SELECT i.json, i.source,
+                    (SELECT max(r.time_ns) FROM revocations r
+                     WHERE r.secret_id = i.secret_id AND r.time_ns >= i.time_ns)
+             FROM issuances i
+             WHERE i.id = (SELECT max(id) FROM issuances j WHERE j.secret_id = i.secret_id)
+             ORDER BY i.id",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(j, s, r)| (j, s, r.map(DateTime::from_timestamp_nanos)))
+            .collect())
+    }
+
     /// The revocations of a secret, oldest first.
     pub fn revocations(&self, secret_id: &str) -> Result<Vec<StoredRevocation>> {
         let mut st = self
@@ -719,6 +766,20 @@ impl Store {
                 }
                 StoreItem::Revocation(id, at) => {
                     insert_revocation(&tx, id, *at)?;
+                }
+                StoreItem::Offset(o) => {
+                    tx.prepare_cached(
+                        "INSERT INTO source_offsets (path, dev, ino, pos, line)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT(path) DO UPDATE SET dev = ?2, ino = ?3, pos = ?4, line = ?5",
+                    )?
+                    .execute(params![
+                        o.path,
+                        o.dev as i64,
+                        o.ino as i64,
+                        o.pos as i64,
+                        o.line as i64
+                    ])?;
                 }
             }
         }

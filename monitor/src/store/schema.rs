@@ -89,8 +89,21 @@ CREATE INDEX events_k8s ON events(json_extract(json, '$.process.k8s.namespace'),
                                   json_extract(json, '$.process.k8s.pod'));
 ";
 
+/// Version 4: how far the agent has read each issuance source (so a
+/// restart resumes instead of re-reading it). Written in the same
+/// transaction as, or after, the issuances read up to there.
+const V4: &str = "
+CREATE TABLE source_offsets (
+    path TEXT    PRIMARY KEY,
+    dev  INTEGER NOT NULL,
+    ino  INTEGER NOT NULL,
+    pos  INTEGER NOT NULL,       -- bytes read (up to a line end)
+    line INTEGER NOT NULL        -- lines read
+) WITHOUT ROWID;
+";
+
 /// Ordered migrations: `MIGRATIONS[i]` goes from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The version this code reads and writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

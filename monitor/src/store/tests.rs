@@ -707,4 +707,47 @@ fn query_by_kubernetes_namespace_and_pod() {
         )
         .unwrap();
     assert!(plan.contains("alerts_k8s"), "{plan}");
+fn offsets_and_current_secrets_restore_a_restart() {
+    let dir = TempDir::new("restore");
+    let mut s = Store::open(dir.db()).unwrap();
+    let iss = db_issuance();
+    let later = chrono::Duration::seconds(60);
+    let off = writer::SourceOffset {
+        path: "/etc/monitor/issuances.jsonl".into(),
+        dev: 2049,
+        ino: 77,
+        pos: 4096,
+        line: 12,
+    };
+    s.write_items(&[
+        StoreItem::Issuance(iss.clone(), "f:1".into()),
+        // Revoked, then issued again: active.
+        StoreItem::Revocation("db-prod".into(), iss.issued_at + later),
+        StoreItem::Offset(off.clone()),
+    ])
+    .unwrap();
+    let mut again = iss.clone();
+    again.issued_at = iss.issued_at + later * 2;
+    let mut other = iss.clone();
+    other.secret_id = "other".into();
+    s.write_items(&[
+        StoreItem::Issuance(again.clone(), "f:2".into()),
+        StoreItem::Issuance(other.clone(), "api".into()),
+        StoreItem::Revocation("other".into(), iss.issued_at + later),
+        StoreItem::Offset(writer::SourceOffset {
+            pos: 8192,
+            line: 30,
+            ..off.clone()
+        }),
+    ])
+    .unwrap();
+    let cur = s.current_secrets().unwrap();
+    assert_eq!(cur.len(), 2);
+    assert_eq!(cur[0].0, serde_json::to_string(&again.to_json()).unwrap());
+    assert_eq!((cur[0].1.as_str(), cur[0].2), ("f:2", None));
+    assert_eq!(cur[1].1, "api");
+    assert_eq!(cur[1].2, Some(iss.issued_at + later));
+    let offs = s.source_offsets().unwrap();
+    assert_eq!(offs.len(), 1);
+    assert_eq!((offs[0].pos, offs[0].line, offs[0].ino), (8192, 30, 77));
 }

@@ -42,6 +42,20 @@ pub enum StoreItem {
     Issuance(Issuance, String),
     /// The revoked secret and from when.
     Revocation(String, DateTime<Utc>),
+    /// How far an issuance source has been read.
+    Offset(SourceOffset),
+}
+
+/// A position in an issuance source (see [`crate::issuance::tail`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceOffset {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// Bytes read, at a line end.
+    pub pos: u64,
+    /// Lines read.
+    pub line: u64,
 }
 
 /// When and how much to delete.
