@@ -546,13 +546,84 @@ fn a_full_queue_drops_and_counts_without_blocking() {
     assert!((10..=15).contains(&accepted), "accepted {accepted}");
     assert_eq!(w.dropped(), 100 - accepted as u64);
     assert!(w.queued() <= accepted);
+    // Alerts are never dropped: they take their own path, full queue or
+    // not, and are written first.
+    let sc = scenario();
+    for a in &sc.alerts {
+        assert!(w.send(StoreItem::Alert(a.clone())));
+    }
+    assert_eq!(w.dropped(), 100 - accepted as u64);
     tx.commit().unwrap();
     w.flush();
-    assert_eq!(w.written(), 1 + accepted as u64);
+    let alerts = sc.alerts.len() as u64;
+    assert_eq!(w.written(), 1 + accepted as u64 + alerts);
     assert_eq!(w.queued(), 0);
     w.close();
     let r = Store::open_readonly(dir.db()).unwrap();
-    assert_eq!(r.counts().unwrap().0, 1 + accepted as u64);
+    assert_eq!(r.counts().unwrap(), (1 + accepted as u64, alerts));
+}
+
+#[test]
+fn shedding_drops_queued_events_but_writes_alerts() {
+    let dir = TempDir::new("shed");
+    let store = Store::open(dir.db()).unwrap();
+    let mut blocker = Connection::open(dir.db()).unwrap();
+    let tx = blocker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let w = StoreWriter::spawn(store, 1000);
+    let evs = bulk(1, 500, t0(), 1);
+    for e in &evs {
+        assert!(w.send(StoreItem::Event(e.clone())));
+    }
+    let sc = scenario();
+    for a in &sc.alerts {
+        assert!(w.send(StoreItem::Alert(a.clone())));
+    }
+    w.shed_events();
+    tx.commit().unwrap();
+    w.flush();
+    w.close();
+    let r = Store::open_readonly(dir.db()).unwrap();
+    let (events, alerts) = r.counts().unwrap();
+    assert_eq!(alerts, sc.alerts.len() as u64);
+    // What the writer had taken before shedding may be written; the rest
+    // is dropped and counted.
+    assert!(events < 500, "{events}");
+}
+
+#[test]
+fn the_size_limit_is_enforced_on_write() {
+    let dir = TempDir::new("size-on-write");
+    let s = Store::open(dir.db()).unwrap();
+    let max = 256 * 1024;
+    let w = StoreWriter::spawn_with(
+        s,
+        10_000,
+        Some(RetentionPolicy {
+            max_age: None,
+            max_bytes: Some(max),
+            // The periodic run would come far too late.
+            every: Duration::from_secs(3600),
+        }),
+    );
+    let now = chrono::Utc::now();
+    for chunk in 0..10u64 {
+        for e in bulk(1 + chunk * 500, 500, now, 1) {
+            assert!(w.send(StoreItem::Event(e)));
+        }
+        w.flush();
+        std::thread::sleep(writer::SIZE_CHECK_EVERY / 4);
+    }
+    std::thread::sleep(writer::SIZE_CHECK_EVERY);
+    // One more write triggers the last check.
+    assert!(w.send(StoreItem::Event(bulk(100_000, 1, now, 1).remove(0))));
+    w.flush();
+    assert!(w.size_enforced() > 0);
+    w.close();
+    let r = Store::open(dir.db()).unwrap();
+    let used = r.used_bytes().unwrap();
+    assert!(used <= max + max / 4, "{used} bytes, limit {max}");
 }
 
 #[test]

@@ -2,11 +2,16 @@
 //! writes what the agent hands it in batches, off the hot path.
 //!
 //! The agent's ring-buffer reader must never wait for the disk: [`send`]
-//! is a `try_send` on a bounded queue, and an item that does not fit is
-//! dropped and counted ([`dropped`]). The thread takes up to
-//! [`BATCH_MAX`] items or what arrives within [`BATCH_WINDOW`] of the
-//! first, and writes them in one transaction. Retention runs on the same
-//! thread, between batches, when a [`RetentionPolicy`] is given.
+//! of an event is a `try_send` on a bounded queue, and an event that does
+//! not fit is dropped and counted ([`dropped`]). Alerts, issuances,
+//! revocations and source offsets are never dropped: they take their own
+//! path (an unbounded queue the writer empties first, in order), so a flood
+//! of events cannot push them out. The thread takes up to [`BATCH_MAX`]
+//! items or what arrives within [`BATCH_WINDOW`] of the first, and writes
+//! them in one transaction. Retention runs on the same thread, between
+//! batches, when a [`RetentionPolicy`] is given; its size limit is also
+//! enforced on write (checked at most every [`SIZE_CHECK_EVERY`]), so a
+//! burst cannot take the disk before the periodic run.
 //!
 //! [`send`]: StoreWriter::send
 //! [`dropped`]: StoreSender::dropped
@@ -29,6 +34,8 @@ use crate::{correlate::alert::Alert, event::Event, issuance::Issuance};
 pub const BATCH_MAX: usize = 1000;
 /// How long a batch waits for more items after its first.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// How often the size limit is checked after writes.
+pub const SIZE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// One thing to store.
 #[derive(Clone, Debug)]
@@ -85,7 +92,16 @@ enum Msg {
     Item(Box<StoreItem>),
     /// Write everything queued before, then answer.
     Flush(SyncSender<()>),
+    /// Something is on the reliable queue.
+    Wake,
     Close,
+}
+
+impl StoreItem {
+    /// Alerts and records are never dropped; events may be.
+    fn reliable(&self) -> bool {
+        !matches!(self, StoreItem::Event(_))
+    }
 }
 
 #[derive(Default)]
@@ -99,6 +115,11 @@ struct Stats {
     /// The error of the last failed write while writes fail (none once a
     /// write succeeds again).
     error: std::sync::Mutex<Option<String>>,
+    /// Runs of the size limit on write (not the periodic retention).
+    size_enforced: AtomicU64,
+    /// Shutting down: queued events are dropped (counted), not written;
+    /// reliable items still are.
+    shedding: std::sync::atomic::AtomicBool,
 }
 
 /// A handle that queues items for the writer; cheap to clone (one per
@@ -106,13 +127,34 @@ struct Stats {
 #[derive(Clone)]
 pub struct StoreSender {
     tx: SyncSender<Msg>,
+    /// Alerts and records: never dropped, written before queued events.
+    reliable: Arc<std::sync::Mutex<std::collections::VecDeque<StoreItem>>>,
     stats: Arc<Stats>,
 }
 
 impl StoreSender {
-    /// Queues an item without ever blocking. `false` (and one more drop
-    /// counted) when the queue is full or the writer is gone.
+    /// Queues an item without ever blocking. An event is dropped (`false`,
+    /// and one more drop counted) when the queue is full or the writer is
+    /// gone; an alert, issuance, revocation or offset always queues.
     pub fn send(&self, item: StoreItem) -> bool {
+        if item.reliable() {
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            self.reliable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(item);
+            // Full: the writer is busy and will look at it.
+            if let Err(TrySendError::Disconnected(_)) = self.tx.try_send(Msg::Wake) {
+                // The writer is gone: nobody will write it.
+                let mut q = self.reliable.lock().unwrap_or_else(|e| e.into_inner());
+                let n = q.len();
+                q.clear();
+                self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                return false;
+            }
+            return true;
+        }
         // Count before sending: the writer may take it (and decrement) at
         // once.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -153,6 +195,18 @@ impl StoreSender {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// From now on, queued and new events are dropped (and counted)
+    /// instead of written: a shutdown under load does not wait for a
+    /// backlog of events. Alerts and records are still written.
+    pub fn shed_events(&self) {
+        self.stats.shedding.store(true, Ordering::Relaxed);
+    }
+
+    /// How often the size limit was enforced on write.
+    pub fn size_enforced(&self) -> u64 {
+        self.stats.size_enforced.load(Ordering::Relaxed)
     }
 
     /// Events and alerts deleted by retention so far.
@@ -202,13 +256,19 @@ impl StoreWriter {
     ) -> StoreWriter {
         let (tx, rx) = mpsc::sync_channel::<Msg>(capacity.max(1));
         let stats = Arc::new(Stats::default());
+        let reliable = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
         let thread_stats = stats.clone();
+        let thread_reliable = reliable.clone();
         let handle = std::thread::Builder::new()
             .name("monitor-store".into())
-            .spawn(move || run(store, rx, thread_stats, retention))
+            .spawn(move || run(store, rx, thread_reliable, thread_stats, retention))
             .expect("spawning the store writer thread");
         StoreWriter {
-            sender: StoreSender { tx, stats },
+            sender: StoreSender {
+                tx,
+                reliable,
+                stats,
+            },
             handle: Some(handle),
         }
     }
@@ -244,25 +304,52 @@ impl Drop for StoreWriter {
     }
 }
 
+type Reliable = Arc<std::sync::Mutex<std::collections::VecDeque<StoreItem>>>;
+
+/// Moves what is on the reliable queue into the batch (all of it: it is
+/// never dropped, and a batch over [`BATCH_MAX`] is only a longer
+/// transaction).
+fn take_reliable(reliable: &Reliable, batch: &mut Vec<StoreItem>, stats: &Stats) {
+    let mut q = reliable.lock().unwrap_or_else(|e| e.into_inner());
+    let n = q.len();
+    if n > 0 {
+        stats.queued.fetch_sub(n, Ordering::Relaxed);
+        batch.extend(q.drain(..));
+    }
+}
+
 fn run(
     mut store: Store,
     rx: mpsc::Receiver<Msg>,
+    reliable: Reliable,
     stats: Arc<Stats>,
     retention: Option<RetentionPolicy>,
 ) {
     let mut next_retention = retention.as_ref().map(|_| Instant::now());
+    let max_bytes = retention.as_ref().and_then(|r| r.max_bytes);
+    let mut next_size_check = Instant::now();
     let mut batch: Vec<StoreItem> = Vec::with_capacity(BATCH_MAX);
     let mut acks: Vec<SyncSender<()>> = Vec::new();
     let mut closing = false;
     let mut last_log: Option<Instant> = None;
     while !closing {
-        // Wait for the first message, or until retention is due.
-        let first = match next_retention {
-            Some(due) => {
-                let wait = due.saturating_duration_since(Instant::now());
-                rx.recv_timeout(wait)
+        take_reliable(&reliable, &mut batch, &stats);
+        // Wait for the first message, or until retention is due (not at
+        // all when reliable items are waiting).
+        let first = if !batch.is_empty() {
+            match rx.try_recv() {
+                Ok(m) => Ok(m),
+                Err(mpsc::TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
+                Err(mpsc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
             }
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        } else {
+            match next_retention {
+                Some(due) => {
+                    let wait = due.saturating_duration_since(Instant::now());
+                    rx.recv_timeout(wait)
+                }
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            }
         };
         match first {
             Ok(m) => {
@@ -272,12 +359,17 @@ fn run(
                     match m {
                         Msg::Item(i) => {
                             stats.queued.fetch_sub(1, Ordering::Relaxed);
-                            batch.push(*i);
+                            if stats.shedding.load(Ordering::Relaxed) && !i.reliable() {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                batch.push(*i);
+                            }
                         }
                         Msg::Flush(ack) => {
                             acks.push(ack);
                             break;
                         }
+                        Msg::Wake => take_reliable(&reliable, &mut batch, &stats),
                         Msg::Close => {
                             closing = true;
                             break;
@@ -300,7 +392,31 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => closing = true,
         }
+        // Whatever was queued reliably before a flush or the close.
+        take_reliable(&reliable, &mut batch, &stats);
+        let wrote = !batch.is_empty();
         write(&mut store, &mut batch, &stats, &mut last_log);
+        if let (Some(max), true) = (max_bytes, wrote) {
+            if Instant::now() >= next_size_check {
+                next_size_check = Instant::now() + SIZE_CHECK_EVERY;
+                match store.used_bytes() {
+                    Ok(used) if used > max => match store.retention(None, Some(max)) {
+                        Ok((e, a)) => {
+                            stats.size_enforced.fetch_add(1, Ordering::Relaxed);
+                            stats.retention_events.fetch_add(e, Ordering::Relaxed);
+                            stats.retention_alerts.fetch_add(a, Ordering::Relaxed);
+                            log::warn!(
+                                "store over its size limit ({used} > {max} bytes): \
+                                 deleted the oldest {e} events, {a} alerts"
+                            );
+                        }
+                        Err(e) => log::warn!("store size limit: {e:#}"),
+                    },
+                    Ok(_) => {}
+                    Err(e) => log::warn!("store size: {e:#}"),
+                }
+            }
+        }
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
