@@ -172,3 +172,217 @@ fn restart_resumes_issuances_instead_of_reingesting() {
     assert_eq!(stopped_count(&log, "issuance records read"), 1);
     assert_eq!(stopped_count(&log, "secrets restored"), N as u64);
 }
+
+/// `GET path` on the metrics server: (status, body, how long it took).
+fn http_get(port: u16, path: &str) -> (u16, String, Duration) {
+    use std::io::Read;
+    let t0 = Instant::now();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: monitor\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string(), t0.elapsed())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of one sample line (`name{labels} value`), if present.
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A holder writing flat out (dd, one byte a write, tracked as the exe
+/// holder of a secret): `/healthz` answers within 1 s throughout, and
+/// SIGTERM during the flood ends the agent within 5 s.
+#[test]
+fn sigterm_during_a_flood_exits_within_5s() {
+    let sc = Scratch::new("flood-term");
+    let file = sc.file("s/flood", format!("{}\n", value(1)).as_bytes());
+    let issuances = sc.path("issuances.jsonl");
+    std::fs::write(
+        &issuances,
+        format!(
+            "{}\n",
+            json!({"secret_id": "flood", "holder": {"exe": "/usr/bin/dd"},
+                   "delivery": [{"file": file}]})
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut agent = Agent::start(&[
+        "--issuances",
+        issuances.to_str().unwrap(),
+        "--metrics",
+        &addr,
+        "--events",
+        "/dev/null",
+    ]);
+    agent.wait_log("secret flood recorded");
+    let mut dd = std::process::Command::new("/usr/bin/dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The flood reaches the agent: writes of dd counted.
+    let t0 = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut writes = 0;
+    while t0.elapsed() < Duration::from_secs(4) {
+        let (status, body, took) = http_get(port, "/healthz");
+        assert_eq!(status, 200, "{body}");
+        worst = worst.max(took);
+        let (_, m, _) = http_get(port, "/metrics");
+        writes = sample(&m, "monitor_events_total{kind=\"write\"}").unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(writes > 10_000, "no flood seen: {writes} write events");
+    assert!(worst < Duration::from_secs(1), "/healthz took {worst:?}");
+    let t = Instant::now();
+    let status = agent.terminate();
+    let took = t.elapsed();
+    let _ = dd.kill();
+    let _ = dd.wait();
+    assert!(status.success(), "{status}");
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM during a flood took {took:?}"
+    );
+    eprintln!("flood: {writes} writes, /healthz worst {worst:?}, SIGTERM -> exit {took:?}");
+}
+
+/// Fairness under a burst: a holder of one secret writes flat out (dd,
+/// one byte a write); meanwhile ten foreign processes read another secret.
+/// Every foreign read alerts, the flooding holder is reported while it
+/// floods (`monitor.capture.degraded`, naming it and its secret, and in
+/// `/metrics`), and every alert line the agent wrote is in the store.
+#[test]
+fn a_flooding_holder_does_not_blind_the_others() {
+    let sc = Scratch::new("flood-fair");
+    let flood_file = sc.file("s/flood", format!("{}\n", value(1)).as_bytes());
+    let other_file = sc.file("s/other", format!("{}\n", value(2)).as_bytes());
+    let issuances = sc.path("issuances.jsonl");
+    std::fs::write(
+        &issuances,
+        format!(
+            "{}\n{}\n",
+            json!({"secret_id": "flood", "holder": {"exe": "/usr/bin/dd"},
+                   "delivery": [{"file": flood_file}]}),
+            json!({"secret_id": "other", "holder": {"cgroup": "/monitor-it-nobody"},
+                   "delivery": [{"file": other_file}]})
+        ),
+    )
+    .unwrap();
+    // A budget the test agent (a debug build) drains with room to spare.
+    let config = sc.file(
+        "monitor.toml",
+        b"capture_rate = 1000\ncapture_burst = 2000\n",
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let db = sc.path("events.db");
+    let agent = Agent::start(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--config",
+        &config,
+        "--issuances",
+        issuances.to_str().unwrap(),
+        "--metrics",
+        &addr,
+        "--events",
+        "/dev/null",
+    ]);
+    agent.wait_log("secret other recorded");
+    let mut dd = std::process::Command::new("/usr/bin/dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dd_pid = dd.id();
+    // Reported while it floods.
+    let degraded = agent.wait_alert("monitor.capture.degraded", |a| a["actor"]["pid"] == dd_pid);
+    assert_eq!(degraded["secret_id"], "flood");
+    assert_eq!(degraded["severity"], "medium");
+    assert_eq!(degraded["evidence"]["held"], json!(["flood"]));
+    assert!(
+        dd.try_wait().unwrap().is_none(),
+        "dd ended before the alert"
+    );
+    // Foreign reads of the other secret, during the flood.
+    let mut readers = Vec::new();
+    for _ in 0..10 {
+        let (pid, _) = run(std::process::Command::new("cat").arg(&other_file));
+        readers.push(pid);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for pid in &readers {
+        agent.wait_alert("secret.read.foreign", |a| {
+            a["secret_id"] == "other" && a["actor"]["pid"] == *pid
+        });
+    }
+    let (_, m, _) = http_get(port, "/metrics");
+    let dropped = sample(
+        &m,
+        &format!("monitor_capture_dropped_total{{holder=\"{dd_pid}\"}}"),
+    );
+    assert!(
+        dropped.is_some_and(|n| n > 0),
+        "no drops for dd in /metrics"
+    );
+    assert!(
+        dd.try_wait().unwrap().is_none(),
+        "dd ended during the reads"
+    );
+    let _ = dd.kill();
+    let _ = dd.wait();
+    let alerts = agent.alerts();
+    let (st, _) = agent.stop();
+    assert!(st.success());
+    // Every alert line is in the store.
+    let out = std::process::Command::new(MONITOR)
+        .args([
+            "query",
+            "--db",
+            db.to_str().unwrap(),
+            "--limit",
+            "100000",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for a in &alerts {
+        assert!(
+            stored.iter().any(|s| s["rule"] == a["rule"]
+                && s["time"] == a["time"]
+                && s["actor"]["pid"] == a["actor"]["pid"]
+                && s["secret_id"] == a["secret_id"]),
+            "alert not in the store: {a}"
+        );
+    }
+}

@@ -31,6 +31,27 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// Tail-call targets, indexed by `TAIL_*`.
     pub const TAILS: &str = "TAILS";
+    /// `tgid -> CaptureBudget`: each tracked process's payload-capture
+    /// token bucket and what it lost.
+    pub const CAPTURE_BUDGET: &str = "CAPTURE_BUDGET";
+}
+
+/// A tracked process's budget for captured writes and sends (a token
+/// bucket refilled at `Config::capture_rate` a second, holding at most
+/// `Config::capture_burst`), and what it lost: writes not captured because
+/// the budget was spent, and records the full ring buffer refused. One
+/// noisy holder spends its own budget, not the ring everyone shares.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureBudget {
+    /// When the bucket was last refilled (`bpf_ktime_get_boot_ns`).
+    pub last_ns: u64,
+    /// Tokens left, in thousandths of a write.
+    pub tokens_milli: u64,
+    /// Writes not captured: the budget was spent.
+    pub budget_dropped: u64,
+    /// Writes captured but lost: the ring buffer was full.
+    pub ring_dropped: u64,
 }
 
 /// `TAILS` slot of the program that appends a file path to a write record.
@@ -649,6 +670,10 @@ pub struct Config {
     pub capture_new_conns: u32,
     /// 1: emit exec events for every process (not only tracked ones).
     pub exec_all: u32,
+    /// Captured writes a second per tracked process (0: no limit).
+    pub capture_rate: u32,
+    /// Most captured writes in a burst per tracked process.
+    pub capture_burst: u32,
     pub offsets: KernelOffsets,
     pub tp: TracepointOffsets,
 }
@@ -662,6 +687,8 @@ impl Config {
             env_bytes: 0,
             capture_new_conns: 0,
             exec_all: 0,
+            capture_rate: 0,
+            capture_burst: 0,
             offsets: KernelOffsets {
                 valid: 0,
                 task_files: 0,
@@ -719,6 +746,7 @@ mod pod {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for TracepointOffsets {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for CaptureBudget {}
 }
 
 /// Compile-time layout checks: no implicit padding anywhere.
@@ -745,7 +773,8 @@ const _: () = {
     assert!(size_of::<ProcAccessEvent>() == 64 + 8 + 8 + 8);
     assert!(size_of::<GetenvEvent>() == 64 + 8 + NAME_LEN);
     assert!(size_of::<KernelOffsets>() == 30 * 4);
-    assert!(size_of::<Config>() == 24 + 120 + 16);
+    assert!(size_of::<Config>() == 32 + 120 + 16);
+    assert!(size_of::<CaptureBudget>() == 32);
     assert!(SCRATCH_LEN.is_power_of_two());
     assert!(MAX_CAPTURE.is_power_of_two());
 };

@@ -63,6 +63,10 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
     let fd = arg(ctx, 0) as u32;
     let mut flags = 0u32;
     if is_tracked(tgid) {
+        // A holder past its budget: counted, not captured.
+        if !crate::budget::take(tgid) {
+            return Ok(());
+        }
         flags |= DATA_TRACKED;
     } else {
         if cfg(&config().capture_new_conns) == 0 {
@@ -160,7 +164,11 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
             // Tail call failed: send it without the path.
         }
     }
-    output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Write);
+    if !output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Write)
+        && flags & DATA_TRACKED != 0
+    {
+        crate::budget::ring_full(tgid);
+    }
     Ok(())
 }
 
@@ -193,7 +201,10 @@ fn try_write_path() -> Res {
             unsafe { (*(buf as *mut DataEvent)).path_len = n as u32 };
         }
     }
-    output_scratch(buf, len + plen, EventKind::Write);
+    if !output_scratch(buf, len + plen, EventKind::Write) {
+        // Only tracked writes come here.
+        crate::budget::ring_full(tgid_of(pid_tgid()));
+    }
     Ok(())
 }
 

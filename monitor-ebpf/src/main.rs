@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod budget;
 mod env;
 mod exec;
 mod files;

@@ -4,7 +4,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    FdKey, InodeKey, Stash, TrackedFd, TrackedProc, WatchValue, COUNTER_SLOTS, SCRATCH_LEN,
+    CaptureBudget, FdKey, InodeKey, Stash, TrackedFd, TrackedProc, WatchValue, COUNTER_SLOTS,
+    SCRATCH_LEN,
 };
 
 /// Events to the agent. The agent may resize it before load.
@@ -33,6 +34,11 @@ pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entri
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// LRU: per tracked process, its capture budget and losses (see
+/// `monitor_common::CaptureBudget`).
+#[map]
+pub static CAPTURE_BUDGET: LruHashMap<u32, CaptureBudget> = LruHashMap::with_max_entries(32768, 0);
 
 /// Tail-call targets (`monitor_common::TAIL_*`).
 #[map]

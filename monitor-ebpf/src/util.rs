@@ -157,14 +157,20 @@ pub fn scratch() -> Option<*mut u8> {
 
 /// Output `len` bytes of scratch as one record.
 #[inline(always)]
-pub fn output_scratch(buf: *mut u8, len: usize, kind: EventKind) {
+pub fn output_scratch(buf: *mut u8, len: usize, kind: EventKind) -> bool {
     if len == 0 || len > SCRATCH_LEN {
-        return;
+        return false;
     }
     let rec = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
     match EVENTS.output::<[u8]>(rec, 0) {
-        Ok(()) => count(Counter::Emitted, 1),
-        Err(_) => lost(kind),
+        Ok(()) => {
+            count(Counter::Emitted, 1);
+            true
+        }
+        Err(_) => {
+            lost(kind);
+            false
+        }
     }
 }
 

@@ -152,6 +152,9 @@ pub struct Agent {
     pub records_read: u64,
     /// Secrets restored from the store at start.
     pub secrets_restored: u64,
+    /// Per tracked process, its capture losses (budget, ring) already
+    /// reported.
+    capture_seen: HashMap<u32, (u64, u64)>,
     pub events_seen: u64,
     pub alerts_sent: u64,
     pub bad_records: u64,
@@ -281,6 +284,7 @@ impl Agent {
             api_secrets: 0,
             records_read: 0,
             secrets_restored: 0,
+            capture_seen: HashMap::new(),
             events_seen: 0,
             alerts_sent: 0,
             bad_records: 0,
@@ -1033,15 +1037,55 @@ impl Agent {
         if rescan {
             self.track_selected();
         }
-        let rollups = self.correlator.tick(false);
+        let mut alerts = self.capture_losses();
+        alerts.extend(self.correlator.tick(false));
         self.act(Outcome {
-            alerts: rollups,
+            alerts,
             ..Default::default()
         })?;
         self.refresh_enforcement();
         self.report_lost()?;
         self.update_metrics();
         Ok(())
+    }
+
+    /// What tracked processes lost since the last tick (their capture
+    /// budget spent, the ring full): counted in the metrics and logged per
+    /// process, and a `monitor.capture.degraded` alert for a holder, while
+    /// the flood goes on.
+    fn capture_losses(&mut self) -> Vec<crate::correlate::alert::Alert> {
+        let mut alerts = Vec::new();
+        if self.capture_seen.len() > 65_536 {
+            self.capture_seen.clear();
+        }
+        for (tgid, b) in self.sensors.capture_budgets() {
+            let seen = self.capture_seen.entry(tgid).or_insert((0, 0));
+            if b.budget_dropped < seen.0 || b.ring_dropped < seen.1 {
+                // A new process under a reused pid.
+                *seen = (0, 0);
+            }
+            let budget = b.budget_dropped - seen.0;
+            let ring = b.ring_dropped - seen.1;
+            *seen = (b.budget_dropped, b.ring_dropped);
+            if budget + ring == 0 {
+                continue;
+            }
+            self.metrics.add(
+                crate::metrics::Metric::CaptureDropped,
+                &tgid.to_string(),
+                budget + ring,
+            );
+            log::warn!(
+                "pid {tgid}: {} writes not captured ({budget} over its capture budget, \
+                 {ring} ring buffer full)",
+                budget + ring
+            );
+            if let Some(p) = crate::correlate::ProcLookup::process_of(&mut self.enricher, tgid) {
+                let now = format_time(Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128);
+                alerts.extend(self.correlator.capture_degraded(&p, now, budget, ring));
+            }
+        }
+        alerts
     }
 
     /// Lost kernel events since the last report: a `lost` event and a log
@@ -1129,9 +1173,116 @@ impl Agent {
             ..Default::default()
         })?;
         self.report_lost()?;
+        // Alerts and records are written; a backlog of events is not
+        // waited for (counted as dropped).
+        let before = self.store.dropped();
+        self.store.shed_events();
         self.store.flush();
+        let shed = self.store.dropped() - before;
+        if shed > 0 {
+            log::warn!("shutdown: {shed} queued events not stored");
+        }
         self.flush()
     }
+}
+
+/// API requests waiting for the event loop; past it a client gets 503
+/// (and each waits at most the API's agent timeout) instead of a hang.
+const API_BACKLOG: usize = 64;
+/// After SIGTERM/SIGINT the agent exits within this, whatever the load: the
+/// event loop stops at once, and if the final flush takes longer the
+/// process exits anyway (the kernel detaches the probes with its fds).
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_millis(4500);
+
+/// A stop request from the signal thread.
+#[derive(Default)]
+struct Stop {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    fn requested(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Liveness independent of load: `/healthz`, `/metrics`, the API's accept
+/// loop and the signal handlers run on a thread (and runtime) of their
+/// own, so a saturated event loop neither hides the agent from the kubelet
+/// nor ignores SIGTERM. Binding errors come back before the agent is ready.
+fn serve_thread(
+    opts: &RunOptions,
+    api_tx: mpsc::Sender<ApiRequest>,
+    metrics: Arc<Metrics>,
+    stop: Arc<Stop>,
+) -> Result<()> {
+    let api = opts.api.clone();
+    let metrics_addr = opts.metrics;
+    let allow = opts.metrics_allow_non_loopback;
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+    std::thread::Builder::new()
+        .name("monitor-serve".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let setup = async {
+                    let sigint = signal(SignalKind::interrupt())?;
+                    let sigterm = signal(SignalKind::terminate())?;
+                    if let Some(path) = &api {
+                        let listener = crate::api::server::bind(path).await?;
+                        tokio::spawn(crate::api::server::serve(listener, api_tx));
+                        log::info!("API on {}", path.display());
+                    }
+                    if let Some(addr) = metrics_addr {
+                        let listener = crate::metrics::bind(addr, allow).await?;
+                        let addr = listener.local_addr().unwrap_or(addr);
+                        tokio::spawn(crate::metrics::serve_listener(listener, metrics));
+                        log::info!("metrics and health on http://{addr}/metrics, /healthz");
+                    }
+                    Ok::<_, anyhow::Error>((sigint, sigterm))
+                };
+                let (mut sigint, mut sigterm) = match setup.await {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let which = tokio::select! {
+                    _ = sigint.recv() => "SIGINT",
+                    _ = sigterm.recv() => "SIGTERM",
+                };
+                log::info!("{which}: stopping");
+                stop.flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                stop.notify.notify_one();
+                // The event loop finishes what it can; past the limit the
+                // process goes anyway.
+                tokio::time::sleep(SHUTDOWN_LIMIT).await;
+                eprintln!(
+                    "monitor: stopped: forced after {:.1}s ({which}): the last queued \
+                     events and alerts may not be in the store",
+                    SHUTDOWN_LIMIT.as_secs_f64()
+                );
+                std::process::exit(0);
+            });
+        })
+        .context("spawning the serve thread")?;
+    ready_rx
+        .recv()
+        .context("the serve thread died while starting")?
 }
 
 /// Run until SIGINT/SIGTERM.
@@ -1145,22 +1296,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // SAFETY: umask only sets the process's file mode creation mask.
     unsafe { libc::umask(0o077) };
     let (mut agent, mut observer) = Agent::start(&opts)?;
-    let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(64);
-    if let Some(path) = &opts.api {
-        let listener = crate::api::server::bind(path).await?;
-        tokio::spawn(crate::api::server::serve(listener, api_tx.clone()));
-        log::info!("API on {}", path.display());
-    }
+    let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(API_BACKLOG);
     let metrics = agent.metrics();
-    if let Some(addr) = opts.metrics {
-        let listener = crate::metrics::bind(addr, opts.metrics_allow_non_loopback).await?;
-        let addr = listener.local_addr().unwrap_or(addr);
-        tokio::spawn(crate::metrics::serve_listener(listener, metrics.clone()));
-        log::info!("metrics and health on http://{addr}/metrics, /healthz");
-    }
+    let stop = Arc::new(Stop::default());
+    serve_thread(&opts, api_tx, metrics.clone(), stop.clone())?;
     metrics.mark_drained();
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sources = tokio::time::interval(Duration::from_millis(250));
     let rescan_ticks = opts.rescan_every.as_secs().max(1);
@@ -1187,6 +1327,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             r = observer.next_batch(&mut batch) => {
                 r?;
                 for raw in batch.drain(..) {
+                    // A signal is not kept waiting by a long batch.
+                    if stop.requested() {
+                        break;
+                    }
                     agent.handle(raw)?;
                 }
                 agent.flush()?;
@@ -1223,8 +1367,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 // node has no batches to prove it).
                 metrics.mark_drained();
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.notify.notified() => break,
+        }
+        if stop.requested() {
+            break;
         }
     }
     agent.finish()?;

@@ -110,6 +110,11 @@ fn sensor_options(f: &FileConfig, capture: Option<u32>, ring: Option<u32>) -> Se
         argv_bytes: f.argv_bytes.unwrap_or(d.argv_bytes),
         env_bytes: f.env_bytes.unwrap_or(d.env_bytes),
         ring_bytes: ring.or(f.ring_bytes).unwrap_or(d.ring_bytes),
+        capture_rate: f.capture_rate.unwrap_or(d.capture_rate),
+        capture_burst: f
+            .capture_burst
+            .or(f.capture_rate.map(|r| r.saturating_mul(2)))
+            .unwrap_or(d.capture_burst),
         capture_new_conns: f.capture_new_connections.unwrap_or(d.capture_new_conns),
         exec_all: f.exec_all.unwrap_or(d.exec_all),
         btf_path: f.btf.clone().unwrap_or(d.btf_path),

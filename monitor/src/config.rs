@@ -41,6 +41,11 @@ pub struct FileConfig {
     pub argv_bytes: Option<u32>,
     pub env_bytes: Option<u32>,
     pub ring_bytes: Option<u32>,
+    /// Captured writes a second per tracked process (0: no limit).
+    pub capture_rate: Option<u32>,
+    /// Most captured writes in a burst per tracked process (default: twice
+    /// the rate).
+    pub capture_burst: Option<u32>,
     pub capture_new_connections: Option<bool>,
     pub exec_all: Option<bool>,
     pub host_proc: Option<PathBuf>,

@@ -116,10 +116,13 @@ pub enum Metric {
     /// `issuances_refused_total{reason}`: issuance records refused after
     /// parsing (e.g. `holder_change`, `unwatchable_path`).
     IssuancesRefused,
+    /// `capture_dropped_total{holder}`: captured writes a tracked process
+    /// lost (its capture budget spent, or the ring buffer full), by pid.
+    CaptureDropped,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 15] = [
+    pub const ALL: [Metric; 16] = [
         Metric::Events,
         Metric::KernelLostEvents,
         Metric::Alerts,
@@ -135,6 +138,7 @@ impl Metric {
         Metric::OutputFailures,
         Metric::OutputLost,
         Metric::IssuancesRefused,
+        Metric::CaptureDropped,
     ];
 
     /// The name without the `monitor_` prefix.
@@ -155,6 +159,7 @@ impl Metric {
             Metric::OutputFailures => "output_failures_total",
             Metric::OutputLost => "output_lost_total",
             Metric::IssuancesRefused => "issuances_refused_total",
+            Metric::CaptureDropped => "capture_dropped_total",
         }
     }
 
@@ -169,7 +174,8 @@ impl Metric {
             | Metric::BadRecords
             | Metric::OutputFailures
             | Metric::OutputLost
-            | Metric::IssuancesRefused => Kind::Counter,
+            | Metric::IssuancesRefused
+            | Metric::CaptureDropped => Kind::Counter,
             Metric::QueueDepth
             | Metric::FeedPending
             | Metric::TrackedProcesses
@@ -188,6 +194,7 @@ impl Metric {
             Metric::FeedFailures | Metric::FeedPending => Some("feed"),
             Metric::OutputFailures | Metric::OutputLost => Some("output"),
             Metric::IssuancesRefused => Some("reason"),
+            Metric::CaptureDropped => Some("holder"),
             _ => None,
         }
     }
@@ -219,6 +226,10 @@ impl Metric {
                 "Lines that never reached the alerts or events output, by output."
             }
             Metric::IssuancesRefused => "Issuance records refused when applied, by reason.",
+            Metric::CaptureDropped => {
+                "Writes of a tracked process not captured (its capture budget spent, or the \
+                 ring buffer full), by pid."
+            }
         }
     }
 }
@@ -1038,6 +1049,7 @@ mod tests {
                 "monitor_alerts_suppressed_total counter",
                 "monitor_alerts_total counter",
                 "monitor_bad_records_total counter",
+                "monitor_capture_dropped_total counter",
                 "monitor_events_total counter",
                 "monitor_feed_failures_total counter",
                 "monitor_feed_pending gauge",

@@ -129,8 +129,12 @@ fn db_path(db: &Option<PathBuf>) -> PathBuf {
 /// whether more exist).
 pub fn filter_of(a: &QueryArgs, now: DateTime<Utc>) -> Result<Filter> {
     if let Some(r) = &a.rule {
-        if !ALL_RULES.iter().any(|x| x.name() == r) {
-            let names: Vec<&str> = ALL_RULES.iter().map(|x| x.name()).collect();
+        if crate::correlate::rules::Rule::from_name(r).is_none() {
+            let names: Vec<&str> = ALL_RULES
+                .iter()
+                .chain(crate::correlate::rules::MONITOR_RULES.iter())
+                .map(|x| x.name())
+                .collect();
             bail!("unknown rule {r:?}; valid rules: {}", names.join(", "));
         }
     }

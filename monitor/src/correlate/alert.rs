@@ -78,6 +78,16 @@ pub struct Evidence {
     /// The access was refused (`enforce`): the open failed with `EPERM`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<bool>,
+    /// `monitor.capture.degraded`: writes not captured since the last
+    /// report because the holder's capture budget was spent...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_budget: Option<u64>,
+    /// ...and because the ring buffer was full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_ring: Option<u64>,
+    /// `monitor.capture.degraded`: every secret the process holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -969,6 +969,53 @@ impl Correlator {
         }
     }
 
+    /// A tracked process lost captured writes (`budget` to its capture
+    /// budget, `ring` to a full ring buffer) since the last report: one
+    /// `monitor.capture.degraded` alert naming it and every secret it
+    /// holds (none if it holds none: the loss is still counted in the
+    /// metrics). Rolled up like any alert while the flood goes on.
+    pub fn capture_degraded(
+        &mut self,
+        p: &Process,
+        time: String,
+        budget: u64,
+        ring: u64,
+    ) -> Vec<Alert> {
+        let held = self.held_by(p);
+        let Some(first) = held.first().cloned() else {
+            return Vec::new();
+        };
+        let mut names = held.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        if held.len() > 10 {
+            names.push_str(&format!(" and {} more", held.len() - 10));
+        }
+        let summary = format!(
+            "{} (pid {}), holder of {names}, writes faster than its capture budget: \
+             {} writes not scanned ({budget} over budget, {ring} ring buffer full)",
+            p.comm,
+            p.pid,
+            budget + ring
+        );
+        let evidence = Evidence {
+            syscall: Some("write".into()),
+            dropped_budget: Some(budget),
+            dropped_ring: Some(ring),
+            held: Some(held),
+            ..Default::default()
+        };
+        let alert = Alert::new(
+            Rule::CaptureDegraded,
+            time,
+            &first,
+            summary,
+            Actor::from(p),
+            evidence,
+            Vec::new(),
+        );
+        self.alerts_raised += 1;
+        self.aggregator.offer(alert).into_iter().collect()
+    }
+
     /// Periodic: roll-ups of aggregated alerts; re-resolve host names.
     pub fn tick(&mut self, force: bool) -> Vec<Alert> {
         self.aggregator.flush(force)

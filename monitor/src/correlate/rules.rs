@@ -34,7 +34,14 @@ pub enum Rule {
     ReplayExpired,
     ReplayForeign,
     HolderEgressUnexpected,
+    /// The agent's own: a tracked process lost captured writes (its
+    /// capture budget spent, or the ring buffer full) — what it wrote in
+    /// that time was not scanned. Not one of the contract's ten.
+    CaptureDegraded,
 }
+
+/// Rules about the monitor's own coverage, beside the contract's ten.
+pub const MONITOR_RULES: [Rule; 1] = [Rule::CaptureDegraded];
 
 pub const ALL_RULES: [Rule; 10] = [
     Rule::ReadForeign,
@@ -63,11 +70,16 @@ impl Rule {
             Rule::ReplayExpired => "secret.replay.expired",
             Rule::ReplayForeign => "secret.replay.foreign",
             Rule::HolderEgressUnexpected => "holder.egress.unexpected",
+            Rule::CaptureDegraded => "monitor.capture.degraded",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Rule> {
-        ALL_RULES.iter().copied().find(|r| r.name() == s)
+        ALL_RULES
+            .iter()
+            .chain(MONITOR_RULES.iter())
+            .copied()
+            .find(|r| r.name() == s)
     }
 
     pub fn severity(self) -> Severity {
@@ -82,6 +94,7 @@ impl Rule {
             Rule::ReplayExpired => Severity::High,
             Rule::ReplayForeign => Severity::Critical,
             Rule::HolderEgressUnexpected => Severity::Medium,
+            Rule::CaptureDegraded => Severity::Medium,
         }
     }
 
@@ -100,6 +113,8 @@ impl Rule {
             // Use Alternate Authentication Material: Application Access Token.
             Rule::ReplayExpired | Rule::ReplayForeign => &["T1550.001"],
             Rule::HolderEgressUnexpected => &["T1041"],
+            // Impair Defenses: flooding the sensor to write unseen.
+            Rule::CaptureDegraded => &["T1562"],
         }
     }
 
@@ -118,6 +133,7 @@ impl Rule {
             Rule::ReplayExpired => &["NHI1", "NHI7"],
             Rule::ReplayForeign => &["NHI9"],
             Rule::HolderEgressUnexpected => &["NHI5"],
+            Rule::CaptureDegraded => &["NHI2"],
         }
     }
 
@@ -135,6 +151,9 @@ impl Rule {
                 "environment or memory of a secret holder read by another process"
             }
             Rule::SendUnexpectedDestination => "secret sent to a destination it was not issued for",
+            Rule::CaptureDegraded => {
+                "a secret holder writes faster than its capture budget: writes not scanned"
+            }
             Rule::ReplayExpired => "secret used after expiry or revocation",
             Rule::ReplayForeign => "secret sent by a process outside its holder",
             Rule::HolderEgressUnexpected => "secret holder connected to an unexpected destination",

@@ -15,15 +15,20 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use monitor_common::{
-    maps, Config, Counter, FdKey, InodeKey, KernelOffsets, TrackedFd, TrackedProc, WatchValue,
-    CONFIG_GLOBAL, COUNTER_SLOTS, DEFAULT_ARGV_BYTES, DEFAULT_CAPTURE, DEFAULT_ENV_BYTES,
-    LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA, TAIL_WRITE_PATH, WRITE_PATH_PROGRAM,
+    maps, CaptureBudget, Config, Counter, FdKey, InodeKey, KernelOffsets, TrackedFd, TrackedProc,
+    WatchValue, CONFIG_GLOBAL, COUNTER_SLOTS, DEFAULT_ARGV_BYTES, DEFAULT_CAPTURE,
+    DEFAULT_ENV_BYTES, LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA, TAIL_WRITE_PATH,
+    WRITE_PATH_PROGRAM,
 };
 
 use self::probes::{Attach, Probe, PROBES};
 
 /// The eBPF object, built by `build.rs` for the BPF target.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+/// Default captured writes a second per tracked process: far above what a
+/// holder that is not flooding writes, far below what the agent drains.
+pub const DEFAULT_CAPTURE_RATE: u32 = 10_000;
 
 /// What the operator can tune about the kernel side.
 #[derive(Clone, Debug)]
@@ -32,6 +37,10 @@ pub struct SensorOptions {
     pub argv_bytes: u32,
     pub env_bytes: u32,
     pub ring_bytes: u32,
+    /// Captured writes a second per tracked process (0: no limit).
+    pub capture_rate: u32,
+    /// Most captured writes in a burst per tracked process.
+    pub capture_burst: u32,
     pub capture_new_conns: bool,
     pub exec_all: bool,
     pub btf_path: PathBuf,
@@ -46,6 +55,8 @@ impl Default for SensorOptions {
             argv_bytes: DEFAULT_ARGV_BYTES,
             env_bytes: DEFAULT_ENV_BYTES,
             ring_bytes: 16 << 20,
+            capture_rate: DEFAULT_CAPTURE_RATE,
+            capture_burst: DEFAULT_CAPTURE_RATE * 2,
             capture_new_conns: true,
             exec_all: true,
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
@@ -106,6 +117,7 @@ pub struct Sensors {
     procs: BpfHashMap<MapData, u32, TrackedProc>,
     fds: BpfHashMap<MapData, FdKey, TrackedFd>,
     counters: PerCpuArray<MapData, u64>,
+    budgets: BpfHashMap<MapData, u32, CaptureBudget>,
     ring: Option<RingBuf<MapData>>,
 }
 
@@ -128,6 +140,8 @@ impl Sensors {
             env_bytes: opts.env_bytes.min(MAX_EXEC_DATA as u32 / 2),
             capture_new_conns: opts.capture_new_conns as u32,
             exec_all: opts.exec_all as u32,
+            capture_rate: opts.capture_rate,
+            capture_burst: opts.capture_burst.max(1),
             offsets,
             tp: pre.tp,
         };
@@ -164,6 +178,7 @@ impl Sensors {
         let procs = take_hash(&mut ebpf, maps::TRACKED_PROCS)?;
         let fds = take_hash(&mut ebpf, maps::TRACKED_FDS)?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, maps::COUNTERS)?)?;
+        let budgets = take_hash(&mut ebpf, maps::CAPTURE_BUDGET)?;
         let ring = Some(RingBuf::try_from(take(&mut ebpf, maps::EVENTS)?)?);
         Ok(Self {
             ebpf,
@@ -174,6 +189,7 @@ impl Sensors {
             procs,
             fds,
             counters,
+            budgets,
             ring,
         })
     }
@@ -231,6 +247,12 @@ impl Sensors {
 
     pub fn untrack_fd(&mut self, key: &FdKey) {
         let _ = self.fds.remove(key);
+    }
+
+    /// Every tracked process's capture budget and losses (see
+    /// [`CaptureBudget`]).
+    pub fn capture_budgets(&self) -> Vec<(u32, CaptureBudget)> {
+        self.budgets.iter().filter_map(|r| r.ok()).collect()
     }
 
     pub fn counters(&self) -> Result<KernelCounters> {
