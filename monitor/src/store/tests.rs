@@ -778,6 +778,9 @@ fn query_by_kubernetes_namespace_and_pod() {
         )
         .unwrap();
     assert!(plan.contains("alerts_k8s"), "{plan}");
+}
+
+#[test]
 fn offsets_and_current_secrets_restore_a_restart() {
     let dir = TempDir::new("restore");
     let mut s = Store::open(dir.db()).unwrap();
