@@ -60,6 +60,9 @@ impl World {
             rec[k] = v.clone();
         }
         self.issue(rec);
+        // Recorded, then watched at the end of its batch: read once watched.
+        self.agent
+            .wait_log(&format!("watching {} (inode", self.file));
         py.run(&format!("secret = open({:?}).read().strip()", self.file));
         self.agent.wait_for("holder read", |e| {
             e["kind"] == "read" && e["process"]["pid"] == py.pid
