@@ -533,7 +533,7 @@ pub(crate) mod tests {
     /// An alert of a rule this module does not know, with fields alerts
     /// may gain (other issues add them), mapped.
     fn odd() -> Value {
-        let a = bare("monitor.capture.degraded");
+        let a = bare("monitor.future.rule");
         let mut v = serde_json::to_value(&a).unwrap();
         v["secret_ids"] = json!(["db-prod", "db-test"]);
         v["node"] = json!("node-1");
@@ -771,7 +771,7 @@ pub(crate) mod tests {
         assert_eq!(v["unmapped"]["evidence"]["tls"], "libssl.so.3");
         assert_eq!(
             string(&v, "/finding_info/title"),
-            "monitor.capture.degraded"
+            "monitor.future.rule"
         );
         assert_eq!(string(&v, "/disposition"), "Blocked");
         assert_eq!(string(&v, "/action"), "Denied");
