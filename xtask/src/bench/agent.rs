@@ -86,6 +86,13 @@ impl Agent {
             let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
         }
         cmd.arg("--db").arg(db);
+        // The capacity sections measure the pipeline, not the per-holder
+        // capture budget (section 8 brings its own config, budget on).
+        if !o.args.iter().any(|a| a == "--config") {
+            let cfg = o.scratch.join("unbudgeted.toml");
+            let _ = std::fs::write(&cfg, "capture_rate = 0\n");
+            cmd.arg("--config").arg(cfg);
+        }
         cmd.args(&o.args).env("RUST_LOG", "info");
         (cmd, api, events)
     }

@@ -61,7 +61,7 @@ impl TpRun {
 
 /// One phase on a running agent: a fresh generator (the secret's holder)
 /// at `rate`, then wait until the agent drained and logged its losses.
-fn tp_phase(ctx: &Ctx, agent: &Agent, rate: u64, secs: f64) -> Result<TpRun> {
+pub(super) fn tp_phase(ctx: &Ctx, agent: &Agent, rate: u64, secs: f64) -> Result<TpRun> {
     let events_file = agent.events_file().context("no events file")?.to_path_buf();
     let (_, from) = super::agent::count_lines(&events_file, 0)?;
     let lost0 = agent.logged_lost();

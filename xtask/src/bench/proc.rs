@@ -44,7 +44,7 @@ pub fn signal(pid: u32, sig: i32) {
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn collect(src: impl Read + Send + 'static) -> Self {
+    pub fn collect(src: impl Read + Send + 'static) -> Self {
         let lines = Lines::default();
         let l = lines.clone();
         thread::spawn(move || {

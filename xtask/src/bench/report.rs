@@ -164,6 +164,7 @@ pub struct Results {
     pub scan: Vec<ScanSet>,
     pub latency: Latency,
     pub footprint: Footprint,
+    pub scale: super::scale::Scale,
     /// Seconds per benchmark, and in all.
     pub durations: Vec<(String, f64)>,
     pub total_secs: f64,
@@ -495,7 +496,86 @@ pub fn targets(r: &Results) -> Vec<Target> {
             },
         });
     }
+    scale_targets(r, &mut t);
     t
+}
+
+/// Sections 7-9 (issue 10).
+fn scale_targets(r: &Results, t: &mut Vec<Target>) {
+    let sc = &r.scale;
+    if let Some(x) = sc.flatness() {
+        let (a, b) = (&sc.per_event[0], sc.per_event.last().unwrap());
+        let met = x <= 1.2;
+        t.push(Target {
+            id: "secrets_flat",
+            what: "agent CPU per event, most secrets vs fewest".into(),
+            target: "≤ 1.2× from 10 to 10,000 secrets".into(),
+            measured: sc
+                .per_event
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} secrets {:.0} ns",
+                        thousands(p.secrets as f64),
+                        p.ns_per_event
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            met: (b.secrets >= 10_000 || !met).then_some(met),
+            margin: if met {
+                format!("met; {x:.2}× ({} -> {} secrets)", a.secrets, b.secrets)
+            } else {
+                format!("missed by {:.2}× ({x:.2}×)", x - 1.2)
+            },
+        });
+    }
+    if let Some(f) = &sc.flood {
+        let met = f.expected > 0 && f.raised >= f.expected;
+        t.push(Target {
+            id: "flood_alerts",
+            what: "foreign reads of another secret alerted during a flood".into(),
+            target: "100%".into(),
+            measured: format!("{}/{}", f.raised, f.expected),
+            met: Some(met),
+            margin: if met {
+                "met".into()
+            } else {
+                format!("missed by {}", f.expected.saturating_sub(f.raised))
+            },
+        });
+        let met = f.healthz_worst_ms < 1000.0;
+        t.push(Target {
+            id: "flood_healthz",
+            what: "`/healthz` worst response during a flood".into(),
+            target: "< 1 s".into(),
+            measured: format!("{:.1} ms", f.healthz_worst_ms),
+            met: Some(met),
+            margin: if met {
+                format!("met; {:.0} ms under", 1000.0 - f.healthz_worst_ms)
+            } else {
+                format!("missed by {:.0} ms", f.healthz_worst_ms - 1000.0)
+            },
+        });
+    }
+    if let Some(i) = &sc.ingest {
+        let met = i.alerts_worst_ms < 100.0;
+        t.push(Target {
+            id: "ingest_alerts_100ms",
+            what: format!(
+                "`GET /alerts` worst response while {} records arrive",
+                thousands(i.records as f64)
+            ),
+            target: "< 100 ms".into(),
+            measured: format!("{:.1} ms", i.alerts_worst_ms),
+            met: (i.records >= 100_000 || !met).then_some(met),
+            margin: if met {
+                format!("met; {:.0} ms under", 100.0 - i.alerts_worst_ms)
+            } else {
+                format!("missed by {:.0} ms", i.alerts_worst_ms - 100.0)
+            },
+        });
+    }
 }
 
 pub fn thousands(x: f64) -> String {
@@ -830,10 +910,61 @@ pub fn json(r: &Results, targets: &[Target]) -> J {
                     .collect(),
             ),
         ),
+        ("scale", scale_json(&r.scale)),
         ("total_secs", J::n(r.total_secs)),
         (
             "notes",
             J::Arr(r.notes.iter().map(|n| J::s(n.clone())).collect()),
+        ),
+    ])
+}
+
+fn scale_json(sc: &super::scale::Scale) -> J {
+    J::obj(vec![
+        (
+            "per_event",
+            J::Arr(
+                sc.per_event
+                    .iter()
+                    .map(|p| {
+                        J::obj(vec![
+                            ("secrets", J::n(p.secrets as f64)),
+                            ("events", J::n(p.events as f64)),
+                            ("lost", J::n(p.lost as f64)),
+                            ("agent_cpu_secs", J::n(p.agent_cpu)),
+                            ("ns_per_event", J::n(p.ns_per_event)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "flood",
+            match &sc.flood {
+                Some(f) => J::obj(vec![
+                    ("secs", J::n(f.secs)),
+                    ("expected", J::n(f.expected as f64)),
+                    ("raised", J::n(f.raised as f64)),
+                    ("healthz_worst_ms", J::n(f.healthz_worst_ms)),
+                    ("dropped_during", J::n(f.dropped_during as f64)),
+                    ("dropped_after", J::n(f.dropped_after as f64)),
+                    ("degraded_alert_during", J::Bool(f.degraded_during)),
+                ]),
+                None => J::Null,
+            },
+        ),
+        (
+            "ingest",
+            match &sc.ingest {
+                Some(i) => J::obj(vec![
+                    ("records", J::n(i.records as f64)),
+                    ("secs", J::n(i.secs)),
+                    ("records_per_sec", J::n(i.records as f64 / i.secs.max(1e-9))),
+                    ("healthz_worst_ms", J::n(i.healthz_worst_ms)),
+                    ("alerts_worst_ms", J::n(i.alerts_worst_ms)),
+                ]),
+                None => J::Null,
+            },
         ),
     ])
 }
@@ -1281,6 +1412,7 @@ pub fn markdown(r: &Results, targets: &[Target]) -> String {
             }
         }
     }
+    scale_markdown(w, r);
     // Misses.
     let missed: Vec<&Target> = targets.iter().filter(|t| t.met == Some(false)).collect();
     if !missed.is_empty() {
@@ -1364,5 +1496,74 @@ mod tests {
     fn exponent_of_a_square() {
         let v = [(100, 1.0, 0.0), (200, 4.0, 0.0), (400, 16.0, 0.0)];
         assert!((growth_exponent(&v).unwrap() - 2.0).abs() < 1e-9);
+    }
+}
+
+fn scale_markdown(w: &mut String, r: &Results) {
+    let sc = &r.scale;
+    if r.ran("secrets") {
+        let _ = writeln!(w, "## 7. Per-event cost by number of secrets\n");
+        let _ = writeln!(
+            w,
+            "The throughput generator (benchmark 3) at a fixed rate, with 10, 1,000 and 10,000 \
+             secrets (cgroup holders, ten secrets each, one delivery file each) in an `--issuances` \
+             file: agent CPU per event.\n"
+        );
+        let _ = writeln!(w, "| secrets | events | lost | agent CPU s | ns / event |");
+        let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: |");
+        for p in &sc.per_event {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.2} | {:.0} |",
+                thousands(p.secrets as f64),
+                thousands(p.events as f64),
+                p.lost,
+                p.agent_cpu,
+                p.ns_per_event
+            );
+        }
+        let _ = writeln!(w);
+    }
+    if let Some(f) = &sc.flood {
+        let _ = writeln!(w, "## 8. A flooding holder\n");
+        let _ = writeln!(
+            w,
+            "`dd bs=1` (one byte a write) holds one secret and writes flat out for {:.0} s with the \
+             default capture budget; meanwhile `cat` reads another secret {} times and `/healthz` is \
+             polled every 100 ms.\n",
+            f.secs, f.expected
+        );
+        let _ = writeln!(w, "| foreign reads alerted | `/healthz` worst | dd's writes dropped during / after | `monitor.capture.degraded` during |");
+        let _ = writeln!(w, "| ---: | ---: | ---: | --- |");
+        let _ = writeln!(
+            w,
+            "| {}/{} | {:.1} ms | {} / {} | {} |\n",
+            f.raised,
+            f.expected,
+            f.healthz_worst_ms,
+            thousands(f.dropped_during as f64),
+            thousands(f.dropped_after as f64),
+            if f.degraded_during { "yes" } else { "no" }
+        );
+    }
+    if let Some(i) = &sc.ingest {
+        let _ = writeln!(w, "## 9. Issuance ingestion\n");
+        let _ = writeln!(
+            w,
+            "{} records appended at once to a tailed `--issuances` file of a running agent.\n",
+            thousands(i.records as f64)
+        );
+        let _ = writeln!(
+            w,
+            "| records / s | `/healthz` worst | `GET /alerts` worst |"
+        );
+        let _ = writeln!(w, "| ---: | ---: | ---: |");
+        let _ = writeln!(
+            w,
+            "| {} | {:.1} ms | {:.1} ms |\n",
+            thousands(i.records as f64 / i.secs.max(1e-9)),
+            i.healthz_worst_ms,
+            i.alerts_worst_ms
+        );
     }
 }
