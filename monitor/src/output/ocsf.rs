@@ -769,10 +769,7 @@ pub(crate) mod tests {
         assert_eq!(v["unmapped"]["k8s"]["pod"], "api-0");
         assert_eq!(v["unmapped"]["evidence"]["holder_k8s"]["pod"], "db-0");
         assert_eq!(v["unmapped"]["evidence"]["tls"], "libssl.so.3");
-        assert_eq!(
-            string(&v, "/finding_info/title"),
-            "monitor.future.rule"
-        );
+        assert_eq!(string(&v, "/finding_info/title"), "monitor.future.rule");
         assert_eq!(string(&v, "/disposition"), "Blocked");
         assert_eq!(string(&v, "/action"), "Denied");
         assert_eq!(ip_port("10.0.0.1:5432"), Some(([10, 0, 0, 1].into(), 5432)));
