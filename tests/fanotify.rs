@@ -333,3 +333,32 @@ fn check_says_fanotify_is_used() {
         "{text}"
     );
 }
+
+#[test]
+fn files_renamed_or_created_next_to_watched_ones_are_marked_at_once() {
+    let sc = Scratch::new("dirs");
+    let first = sc.file("w/first", b"x\n");
+    let pattern = format!("{}/*", sc.path("w").display());
+    let agent = Agent::start(&["--watch", &pattern]);
+    agent.wait_log(&format!("watching {first} (inode"));
+    // The periodic rescan runs every 2 s: four files each seen well within
+    // a second show the directory marks at work.
+    for i in 0..4 {
+        let dest = sc.path(&format!("w/f{i}")).display().to_string();
+        let t0 = Instant::now();
+        if i % 2 == 0 {
+            // An atomic replacement: written elsewhere, renamed in.
+            let tmp = sc.path(&format!("tmp-{i}"));
+            std::fs::write(&tmp, b"y\n").unwrap();
+            std::fs::rename(&tmp, &dest).unwrap();
+        } else {
+            std::fs::write(&dest, b"y\n").unwrap();
+        }
+        agent.wait_log(&format!("watching {dest} (inode"));
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(900),
+            "{dest} seen after {took:?}"
+        );
+    }
+}

@@ -587,6 +587,7 @@ impl Agent {
                 if let Err(e) = f.mark(&m.path) {
                     log::warn!("{e:#}");
                 }
+                f.watch_dirs_of(&m.path);
             }
             log::info!("watching {} (inode {})", m.path, m.key.ino);
             if self.discover.contains(&m.watch_id) && !self.correlator.delivers(&m.path) {
@@ -1308,6 +1309,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let attached = agent.sensors().attached();
     let total = agent.sensors().status.len();
     let mut fan_rx = agent.fanotify.as_mut().and_then(|f| f.take_events());
+    // Something created or renamed next to a watched file: rescan now.
+    let dir_changed = agent.fanotify.as_ref().map(|f| f.changed());
     let mut fan_tick = tokio::time::interval(crate::sensors::fanotify::DEDUP_DELAY / 3);
     eprintln!(
         "monitor: ready: {attached}/{total} probes attached, {} watched files, {} secrets \
@@ -1342,6 +1345,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     None => std::future::pending().await,
                 }
             } => agent.fan_queue.push(f),
+            _ = async {
+                match &dir_changed {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                agent.rescan();
+                agent.flush()?;
+            }
             _ = fan_tick.tick(), if !agent.fan_queue.is_empty() => {
                 agent.fanotify_due()?;
                 agent.flush()?;

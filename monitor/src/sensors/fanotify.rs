@@ -18,7 +18,7 @@
 //! tracepoints reported (same process, inode and kind): one access, one
 //! event, one alert.
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     ffi::CString,
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -105,6 +105,9 @@ pub struct Fanotify {
     lost: Arc<AtomicU64>,
     denied: Arc<AtomicU64>,
     rx: Option<mpsc::Receiver<FanEvent>>,
+    /// Directories holding watched files (none: unavailable).
+    dirs: Option<DirWatch>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Fanotify {
@@ -151,7 +154,17 @@ impl Fanotify {
         if enforce {
             mask |= libc::FAN_OPEN_PERM;
         }
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let dirs = match DirWatch::start(changed.clone()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                log::warn!("{e:#}: new and replaced files are seen at the next rescan");
+                None
+            }
+        };
         Ok(Self {
+            dirs,
+            changed,
             fd,
             mask,
             marks: 0,
@@ -187,6 +200,34 @@ impl Fanotify {
         }
         self.marks += 1;
         Ok(())
+    }
+
+    /// Also watch the directories of `path` (its own, and the one of the
+    /// file it resolves to) for files created or renamed into them: a
+    /// replacement or a Kubernetes `..data` swap wakes [`Fanotify::changed`]
+    /// at once instead of waiting for the next rescan.
+    pub fn watch_dirs_of(&mut self, path: &str) {
+        let Some(d) = self.dirs.as_mut() else {
+            return;
+        };
+        let p = std::path::Path::new(path);
+        let mut dirs = vec![p.parent().map(|d| d.to_path_buf())];
+        dirs.push(
+            std::fs::canonicalize(p)
+                .ok()
+                .and_then(|c| c.parent().map(|d| d.to_path_buf())),
+        );
+        for dir in dirs.into_iter().flatten() {
+            if let Err(e) = d.mark(&dir) {
+                log::warn!("{e:#}");
+            }
+        }
+    }
+
+    /// Woken when something was created or renamed in a watched file's
+    /// directory (time to rescan).
+    pub fn changed(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
     }
 
     /// Files marked so far.
@@ -227,6 +268,97 @@ impl Fanotify {
                 ""
             }
         )
+    }
+}
+
+/// Most wake-ups of [`Fanotify::changed`] a second.
+const DIR_COALESCE: Duration = Duration::from_millis(50);
+
+/// A notification group with directory marks for creations and renames.
+struct DirWatch {
+    fd: Arc<OwnedFd>,
+    marked: HashSet<std::path::PathBuf>,
+}
+
+impl DirWatch {
+    fn start(changed: Arc<tokio::sync::Notify>) -> Result<Self> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe {
+            libc::fanotify_init(
+                libc::FAN_CLOEXEC | libc::FAN_CLASS_NOTIF | libc::FAN_REPORT_DFID_NAME,
+                libc::O_RDONLY as u32,
+            )
+        };
+        if fd < 0 {
+            bail!(
+                "fanotify_init (directories): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let rfd = fd.clone();
+        std::thread::Builder::new()
+            .name("fanotify-dirs".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    // SAFETY: buf is valid for its length.
+                    let n = unsafe {
+                        libc::read(
+                            rfd.as_raw_fd(),
+                            buf.as_mut_ptr() as *mut libc::c_void,
+                            buf.len(),
+                        )
+                    };
+                    if n < 0 {
+                        let e = std::io::Error::last_os_error();
+                        if e.kind() == std::io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        log::error!("fanotify read (directories): {e}");
+                        return;
+                    }
+                    if n == 0 {
+                        return;
+                    }
+                    // The names do not matter: the rescan finds what changed.
+                    changed.notify_one();
+                    std::thread::sleep(DIR_COALESCE);
+                }
+            })
+            .context("fanotify directory thread")?;
+        Ok(Self {
+            fd,
+            marked: HashSet::new(),
+        })
+    }
+
+    fn mark(&mut self, dir: &std::path::Path) -> Result<()> {
+        if self.marked.contains(dir) {
+            return Ok(());
+        }
+        let c = CString::new(dir.as_os_str().as_encoded_bytes())
+            .with_context(|| format!("path {}", dir.display()))?;
+        // SAFETY: valid descriptor and NUL-terminated path.
+        let r = unsafe {
+            libc::fanotify_mark(
+                self.fd.as_raw_fd(),
+                libc::FAN_MARK_ADD | libc::FAN_MARK_ONLYDIR,
+                libc::FAN_CREATE | libc::FAN_MOVED_TO | libc::FAN_ONDIR,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+            )
+        };
+        if r < 0 {
+            bail!(
+                "fanotify mark directory {}: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        self.marked.insert(dir.to_path_buf());
+        Ok(())
     }
 }
 
