@@ -271,8 +271,9 @@ impl Fanotify {
     }
 }
 
-/// Most wake-ups of [`Fanotify::changed`] a second.
-const DIR_COALESCE: Duration = Duration::from_millis(50);
+/// Least time between two wake-ups of [`Fanotify::changed`] (a busy
+/// directory costs at most 10 rescans a second).
+const DIR_COALESCE: Duration = Duration::from_millis(100);
 
 /// A notification group with directory marks for creations and renames.
 struct DirWatch {
