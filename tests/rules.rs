@@ -1113,4 +1113,154 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(needle), "{format}: {text}");
     }
+
+#[test]
+fn one_event_touching_ten_secrets_is_one_alert() {
+    let mut w = world("one-alert");
+    // One holder with ten env-delivered secrets.
+    let values: Vec<String> = (0..10).map(|i| format!("tok-{i}-{VALUE}")).collect();
+    let env: Vec<(String, String)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("TOKEN_{i}"), v.clone()))
+        .collect();
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let holder = Py::spawn(&env_ref);
+    for i in 0..10 {
+        w.issue(
+            json!({"secret_id": format!("tok-{i}"), "holder": {"pid": holder.pid},
+                       "delivery": [{"env": format!("TOKEN_{i}")}]}),
+        );
+    }
+    let environ = format!("/proc/{}/environ", holder.pid);
+    let (cat, _) = run(Command::new("cat").arg(&environ));
+    let a = w
+        .agent
+        .wait_alert("secret.environ.scrape", |a| a["actor"]["pid"] == cat);
+    // Let any further alert of that read arrive, then count.
+    w.agent.wait_for("cat exits", |e| {
+        e["kind"] == "exit" && e["process"]["pid"] == cat
+    });
+    thread::sleep(Duration::from_millis(300));
+    let of_cat: Vec<Value> = w
+        .agent
+        .alerts()
+        .into_iter()
+        .filter(|a| a["actor"]["pid"] == cat)
+        .collect();
+    assert_eq!(of_cat.len(), 1, "{of_cat:?}");
+    let ids: Vec<&str> = a["secret_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let want: Vec<String> = (0..10).map(|i| format!("tok-{i}")).collect();
+    let mut want_sorted: Vec<&str> = want.iter().map(String::as_str).collect();
+    want_sorted.sort();
+    assert_eq!(sorted, want_sorted, "{a}");
+    assert_eq!(a["secret_id"], ids[0]);
+    assert!(a["summary"].as_str().unwrap().contains("10 secrets"), "{a}");
+    // The store finds it by any of its secrets.
+    assert!(w.agent.terminate().success());
+    let out = Command::new(MONITOR)
+        .args([
+            "query", "--kind", "alerts", "--secret", "tok-7", "--format", "json",
+        ])
+        .args(["--db", &w.agent.db.display().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("secret.environ.scrape")),
+        "query --secret tok-7: {text}"
+    );
+}
+
+#[test]
+fn rate_limit_holds_back_a_flood_of_distinct_alerts_and_counts_it() {
+    let sc = Scratch::new("rate");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    std::fs::write(sc.path("issuances.jsonl"), "").unwrap();
+    let cfg = sc.file(
+        "monitor.toml",
+        b"alert_rate_limit = 3\nalert_rate_seconds = 600\n",
+    );
+    let issuances = sc.path("issuances.jsonl").display().to_string();
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let metrics = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&[
+        "--issuances",
+        &issuances,
+        "--config",
+        &cfg,
+        "--metrics",
+        &metrics,
+    ]);
+    let w = World { sc, file, agent };
+    let _holder = w.holder(json!({}));
+    // One process copies the secret into ten different files: ten distinct
+    // secret.copy.file alerts, three pass.
+    let dir = w.sc.path("copies").display().to_string();
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "import shutil\nfor i in range(10):\n    open('{dir}/c%d' % i, 'w').write(open({:?}).read())",
+        w.file
+    );
+    let (pid, _) = python(&script, &[]);
+    let t0 = Instant::now();
+    loop {
+        let writes = w
+            .agent
+            .events_of(pid)
+            .iter()
+            .filter(|e| e["kind"] == "write")
+            .count();
+        if writes >= 10 {
+            break;
+        }
+        assert!(t0.elapsed() < EVENT_TIMEOUT, "{writes} writes");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let copies = w
+        .agent
+        .alerts()
+        .iter()
+        .filter(|a| a["rule"] == "secret.copy.file" && a["actor"]["pid"] == pid)
+        .count();
+    assert_eq!(copies, 3, "{:?}", w.agent.alerts());
+    // /metrics counts what was held back (refreshed on the 1 s tick).
+    let t0 = Instant::now();
+    loop {
+        let mut c = std::net::TcpStream::connect(&metrics).unwrap();
+        use std::io::Write;
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        if body.contains("monitor_alerts_rate_limited_total{rule=\"secret.copy.file\"} 7") {
+            break;
+        }
+        assert!(t0.elapsed() < EVENT_TIMEOUT, "{body}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    // Shutdown: the seven held back go out as one roll-up.
+    let mut agent = w.agent;
+    assert!(agent.terminate().success());
+    let held: Vec<Value> = agent
+        .alerts()
+        .into_iter()
+        .filter(|a| a["rule"] == "secret.copy.file" && a["count"] == 7)
+        .collect();
+    assert_eq!(held.len(), 1, "{:?}", agent.alerts());
+    assert!(held[0]["summary"].as_str().unwrap().contains("rate limit"));
 }

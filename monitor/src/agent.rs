@@ -78,6 +78,9 @@ pub struct RunOptions {
     pub rescan_every: Duration,
     /// Identical alerts within this window are rolled up.
     pub aggregate_window: Duration,
+    /// Distinct alerts of one rule by one actor beyond which the rest are
+    /// held back into one roll-up.
+    pub rate_limit: crate::correlate::alert::RateLimit,
     /// Globs whose files become implicit issuances (discovered secrets).
     pub discover: Vec<String>,
     /// SOC feeds every alert also goes to.
@@ -259,6 +262,8 @@ impl Agent {
             log::info!("alerts also go to {}", feed.name());
             feeds.push(feed);
         }
+        let mut correlator = Correlator::new(key, opts.aggregate_window);
+        correlator.set_rate_limit(opts.rate_limit);
         let mut agent = Self {
             feeds,
             store,
@@ -269,7 +274,7 @@ impl Agent {
             last_fan_lost: 0,
             watches,
             enricher,
-            correlator: Correlator::new(key, opts.aggregate_window),
+            correlator,
             events,
             alerts,
             sources,
@@ -356,6 +361,9 @@ impl Agent {
             "",
             self.correlator.alerts_suppressed(),
         );
+        for (rule, n) in self.correlator.alerts_rate_limited() {
+            m.set(crate::metrics::Metric::AlertsRateLimited, rule, *n);
+        }
         m.set_sizes(
             self.sensors.tracked_pids().len() as u64,
             self.correlator.secret_count() as u64,

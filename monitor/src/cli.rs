@@ -166,6 +166,16 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
         vault_audit,
         fingerprint_key: f.fingerprint_key.clone(),
         aggregate_window: Duration::from_secs(f.aggregate_window_seconds.unwrap_or(60)),
+        rate_limit: {
+            let d = crate::correlate::alert::RateLimit::default();
+            crate::correlate::alert::RateLimit {
+                max: f.alert_rate_limit.unwrap_or(d.max),
+                per: f
+                    .alert_rate_seconds
+                    .map(Duration::from_secs)
+                    .unwrap_or(d.per),
+            }
+        },
         discover: if a.discover.is_empty() {
             f.discover.clone().unwrap_or_else(|| {
                 crate::issuance::discover::DEFAULT_DISCOVER

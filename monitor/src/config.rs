@@ -32,6 +32,10 @@ pub struct FileConfig {
     /// 64 hex chars shared by a fleet, so fingerprints compare across nodes.
     pub fingerprint_key: Option<String>,
     pub aggregate_window_seconds: Option<u64>,
+    /// Distinct alerts of one rule by one actor per `alert_rate_seconds`
+    /// (0: no limit); the rest go out as one roll-up.
+    pub alert_rate_limit: Option<u32>,
+    pub alert_rate_seconds: Option<u64>,
     /// Globs of discovered secrets (default: Vault Agent output, service
     /// account tokens, kubelet pod volumes); `[]` turns discovery off.
     pub discover: Option<Vec<String>>,

@@ -92,6 +92,9 @@ pub enum Metric {
     Alerts,
     /// `alerts_suppressed_total`: identical alerts rolled up into another.
     AlertsSuppressed,
+    /// `alerts_rate_limited_total{rule}`: distinct alerts held back by the
+    /// per-rule, per-actor rate limit (they go out as one roll-up).
+    AlertsRateLimited,
     /// `queue_depth{queue}`: items waiting in an internal queue.
     QueueDepth,
     /// `store_dropped_total`: events or alerts the database could not keep.
@@ -127,6 +130,7 @@ impl Metric {
         Metric::KernelLostEvents,
         Metric::Alerts,
         Metric::AlertsSuppressed,
+        Metric::AlertsRateLimited,
         Metric::QueueDepth,
         Metric::StoreDropped,
         Metric::FeedFailures,
@@ -148,6 +152,7 @@ impl Metric {
             Metric::KernelLostEvents => "kernel_lost_events_total",
             Metric::Alerts => "alerts_total",
             Metric::AlertsSuppressed => "alerts_suppressed_total",
+            Metric::AlertsRateLimited => "alerts_rate_limited_total",
             Metric::QueueDepth => "queue_depth",
             Metric::StoreDropped => "store_dropped_total",
             Metric::FeedFailures => "feed_failures_total",
@@ -169,6 +174,7 @@ impl Metric {
             | Metric::KernelLostEvents
             | Metric::Alerts
             | Metric::AlertsSuppressed
+            | Metric::AlertsRateLimited
             | Metric::StoreDropped
             | Metric::FeedFailures
             | Metric::BadRecords
@@ -189,7 +195,7 @@ impl Metric {
         match self {
             Metric::Events => Some("kind"),
             Metric::KernelLostEvents => Some("cpu"),
-            Metric::Alerts => Some("rule"),
+            Metric::Alerts | Metric::AlertsRateLimited => Some("rule"),
             Metric::QueueDepth => Some("queue"),
             Metric::FeedFailures | Metric::FeedPending => Some("feed"),
             Metric::OutputFailures | Metric::OutputLost => Some("output"),
@@ -206,6 +212,9 @@ impl Metric {
                 "Kernel events lost because the ring buffer was full, per CPU."
             }
             Metric::Alerts => "Alerts emitted, by rule.",
+            Metric::AlertsRateLimited => {
+                "Distinct alerts held back by the per-rule, per-actor rate limit, by rule."
+            }
             Metric::AlertsSuppressed => {
                 "Alerts rolled up into an earlier identical alert (aggregation window)."
             }

@@ -96,6 +96,10 @@ pub struct Alert {
     pub rule: String,
     pub severity: String,
     pub secret_id: String,
+    /// Every secret the deciding event touched for this rule and actor
+    /// (`secret_id` is the first): one event is one alert.
+    #[serde(default)]
+    pub secret_ids: Vec<String>,
     pub summary: String,
     pub actor: Actor,
     pub evidence: Evidence,
@@ -131,6 +135,7 @@ impl Alert {
             rule: rule.name().into(),
             severity: rule.severity().as_str().into(),
             secret_id: secret_id.into(),
+            secret_ids: vec![secret_id.into()],
             summary,
             actor,
             evidence,
@@ -177,11 +182,42 @@ impl Alert {
         self
     }
 
+    /// Fold another alert of the same event, rule and actor into this one:
+    /// its secret joins `secret_ids` (the evidence stays the first's).
+    pub fn absorb(&mut self, other: &Alert) {
+        for id in &other.secret_ids {
+            if !self.secret_ids.contains(id) {
+                self.secret_ids.push(id.clone());
+            }
+        }
+        for a in &other.attack {
+            if !self.attack.contains(a) {
+                self.attack.push(a.clone());
+            }
+        }
+    }
+
+    /// After [`Alert::absorb`]: the summary names every secret (the first
+    /// few by id, then how many more).
+    pub fn name_all_secrets(&mut self) {
+        if self.secret_ids.len() < 2 {
+            return;
+        }
+        const SHOWN: usize = 3;
+        let n = self.secret_ids.len();
+        let mut list = self.secret_ids[..n.min(SHOWN)].join(", ");
+        if n > SHOWN {
+            list.push_str(&format!(" and {} more", n - SHOWN));
+        }
+        let list = format!("{n} secrets ({list})");
+        self.summary = self.summary.replacen(self.secret_id.as_str(), &list, 1);
+    }
+
     /// Identity of "the same alert again".
     fn key(&self) -> AggKey {
         AggKey {
             rule: self.rule.clone(),
-            secret_id: self.secret_id.clone(),
+            secret_ids: self.secret_ids.clone(),
             pid: self.actor.pid,
             path: self.evidence.path.clone(),
             dest: self.evidence.dest.clone(),
@@ -194,7 +230,7 @@ impl Alert {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct AggKey {
     rule: String,
-    secret_id: String,
+    secret_ids: Vec<String>,
     pid: u32,
     path: Option<String>,
     dest: Option<String>,
@@ -216,20 +252,103 @@ struct Window {
 /// Most event ids kept on one roll-up.
 const MAX_ROLLUP_IDS: usize = 100;
 
+/// At most `max` distinct alerts of one rule by one actor (pid) every
+/// `per`; the rest are counted and go out as one roll-up when the period
+/// ends. `max == 0` turns the limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u32,
+    pub per: Duration,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            max: 20,
+            per: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One (rule, actor)'s rate-limit period.
+struct Bucket {
+    opened: Instant,
+    sent: u32,
+    suppressed: u64,
+    last: Option<Alert>,
+    first_time: Option<String>,
+    event_ids: Vec<u64>,
+}
+
 pub struct Aggregator {
     window: Duration,
     open: HashMap<AggKey, Window>,
+    rate: RateLimit,
+    buckets: HashMap<(String, u32), Bucket>,
     /// Alerts suppressed into roll-ups so far.
     pub suppressed: u64,
+    /// Distinct alerts held back by the rate limit so far, by rule.
+    pub rate_limited: HashMap<String, u64>,
 }
 
 impl Aggregator {
     pub fn new(window: Duration) -> Self {
+        Self::with_rate_limit(window, RateLimit::default())
+    }
+
+    pub fn with_rate_limit(window: Duration, rate: RateLimit) -> Self {
         Self {
             window,
             open: HashMap::new(),
+            rate,
+            buckets: HashMap::new(),
             suppressed: 0,
+            rate_limited: HashMap::new(),
         }
+    }
+
+    pub fn set_rate_limit(&mut self, rate: RateLimit) {
+        self.rate = rate;
+    }
+
+    /// Does the rate limit let a new distinct alert through? Counts it
+    /// either way.
+    fn admit(&mut self, alert: &Alert) -> bool {
+        if self.rate.max == 0 {
+            return true;
+        }
+        let per = self.rate.per;
+        let b = self
+            .buckets
+            .entry((alert.rule.clone(), alert.actor.pid))
+            .or_insert_with(|| Bucket {
+                opened: Instant::now(),
+                sent: 0,
+                suppressed: 0,
+                last: None,
+                first_time: None,
+                event_ids: Vec::new(),
+            });
+        if b.opened.elapsed() >= per && b.suppressed == 0 {
+            b.opened = Instant::now();
+            b.sent = 0;
+        }
+        if b.sent < self.rate.max {
+            b.sent += 1;
+            return true;
+        }
+        b.suppressed += 1;
+        if b.first_time.is_none() {
+            b.first_time = Some(alert.time.clone());
+        }
+        for id in &alert.event_ids {
+            if b.event_ids.len() < MAX_ROLLUP_IDS {
+                b.event_ids.push(*id);
+            }
+        }
+        b.last = Some(alert.clone());
+        *self.rate_limited.entry(alert.rule.clone()).or_default() += 1;
+        false
     }
 
     /// `Some(alert)` to send now, `None` when it was folded into a window.
@@ -251,6 +370,9 @@ impl Aggregator {
                 None
             }
             _ => {
+                if !self.admit(&alert) {
+                    return None;
+                }
                 self.open.insert(
                     key,
                     Window {
@@ -283,6 +405,29 @@ impl Aggregator {
                 a.event_ids = std::mem::take(&mut w.event_ids);
                 a.rollup_of = Some(std::mem::take(&mut w.finding_uid));
                 a.summary = format!("{} ({} more times)", a.summary, w.repeats);
+                out.push(a);
+            }
+            false
+        });
+        let per = self.rate.per;
+        self.buckets.retain(|_, b| {
+            if !force && b.opened.elapsed() < per {
+                return true;
+            }
+            if let Some(mut a) = b.last.take() {
+                a.count = Some(b.suppressed);
+                a.first_time = b.first_time.take();
+                a.last_time = Some(a.time.clone());
+                a.event_ids = std::mem::take(&mut b.event_ids);
+                a.summary = format!(
+                    "{} ({} more {} alerts by pid {} held back by the rate limit of {} per {}s)",
+                    a.summary,
+                    b.suppressed,
+                    a.rule,
+                    a.actor.pid,
+                    self.rate.max,
+                    per.as_secs()
+                );
                 out.push(a);
             }
             false
@@ -376,6 +521,70 @@ mod tests {
         assert_eq!(agg.suppressed, 2);
         // After the window, the same alert goes out again at once.
         assert!(agg.offer(alert(1, "/tmp/x", "t6", 6)).is_some());
+    }
+
+    #[test]
+    fn absorbed_secrets_are_listed_and_named() {
+        let mut a = alert(1, "/proc/7/environ", "t", 9);
+        a.summary = "/proc/7/environ (holder of db) read by cat (pid 1)".into();
+        for i in 0..9 {
+            let mut b = alert(1, "/proc/7/environ", "t", 9);
+            b.secret_id = format!("s{i}");
+            b.secret_ids = vec![b.secret_id.clone()];
+            a.absorb(&b);
+        }
+        a.absorb(&alert(1, "/x", "t", 9)); // the same secret again: once
+        a.name_all_secrets();
+        assert_eq!(a.secret_id, "db");
+        assert_eq!(a.secret_ids.len(), 10);
+        assert_eq!(a.secret_ids[0], "db");
+        assert_eq!(
+            a.summary,
+            "/proc/7/environ (holder of 10 secrets (db, s0, s1 and 7 more)) read by cat (pid 1)"
+        );
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["secret_ids"].as_array().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn rate_limit_holds_back_distinct_alerts_of_one_rule_and_actor() {
+        let mut agg = Aggregator::with_rate_limit(
+            Duration::from_secs(3600),
+            RateLimit {
+                max: 3,
+                per: Duration::from_secs(3600),
+            },
+        );
+        // Distinct paths: not rolled up, but rate-limited after 3.
+        let sent = (0..10)
+            .filter(|i| {
+                agg.offer(alert(1, &format!("/tmp/{i}"), &format!("t{i}"), *i))
+                    .is_some()
+            })
+            .count();
+        assert_eq!(sent, 3);
+        assert_eq!(agg.rate_limited.get("secret.copy.file"), Some(&7));
+        // Another actor has its own budget.
+        assert!(agg.offer(alert(2, "/tmp/0", "t", 50)).is_some());
+        let out = agg.flush(true);
+        let held: Vec<&Alert> = out.iter().filter(|a| a.count == Some(7)).collect();
+        assert_eq!(held.len(), 1, "{out:?}");
+        assert_eq!(held[0].event_ids, vec![3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(held[0].first_time.as_deref(), Some("t3"));
+        assert!(
+            held[0].summary.contains("rate limit"),
+            "{}",
+            held[0].summary
+        );
+        // Zero turns it off.
+        let mut off = Aggregator::with_rate_limit(
+            Duration::from_secs(3600),
+            RateLimit {
+                max: 0,
+                per: Duration::from_secs(1),
+            },
+        );
+        assert!((0..50).all(|i| off.offer(alert(1, &format!("/{i}"), "t", i)).is_some()));
     }
 
     #[test]

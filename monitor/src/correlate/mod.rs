@@ -239,6 +239,16 @@ impl Correlator {
         self.secrets.len()
     }
 
+    /// Per-rule, per-actor cap on distinct alerts (beyond the roll-up).
+    pub fn set_rate_limit(&mut self, rate: alert::RateLimit) {
+        self.aggregator.set_rate_limit(rate);
+    }
+
+    /// Distinct alerts held back by the rate limit so far, by rule.
+    pub fn alerts_rate_limited(&self) -> &HashMap<String, u64> {
+        &self.aggregator.rate_limited
+    }
+
     /// Alerts rolled up into an earlier identical one so far.
     pub fn alerts_suppressed(&self) -> u64 {
         self.aggregator.suppressed
@@ -660,7 +670,33 @@ impl Correlator {
             | RawEvent::Dup(_)
             | RawEvent::Getenv(_) => {}
         }
+        self.one_alert_per_rule(&mut out);
         out
+    }
+
+    /// The rules raised their alerts into `out` one secret at a time: one
+    /// event makes one alert per rule (and actor: always the event's
+    /// process), listing every secret; each then passes the roll-up and the
+    /// rate limit.
+    fn one_alert_per_rule(&mut self, out: &mut Outcome) {
+        let raised = std::mem::take(&mut out.alerts);
+        let mut merged: Vec<Alert> = Vec::with_capacity(raised.len());
+        for a in raised {
+            match merged
+                .iter_mut()
+                .find(|m| m.rule == a.rule && m.actor.pid == a.actor.pid)
+            {
+                Some(m) => m.absorb(&a),
+                None => merged.push(a),
+            }
+        }
+        for mut a in merged {
+            a.name_all_secrets();
+            self.alerts_raised += 1;
+            if let Some(a) = self.aggregator.offer(a) {
+                out.alerts.push(a);
+            }
+        }
     }
 
     /// An exec entered the kernel: keep argv/envp for its result (the
@@ -963,10 +999,9 @@ impl Correlator {
             vec![ev.id],
         )
         .with_attack(extra_attack);
-        self.alerts_raised += 1;
-        if let Some(a) = self.aggregator.offer(alert) {
-            out.alerts.push(a);
-        }
+        // Merged per rule and offered to the aggregator at the end of the
+        // event (`one_alert_per_rule`).
+        out.alerts.push(alert);
     }
 
     /// A tracked process lost captured writes (`budget` to its capture

@@ -285,6 +285,7 @@ pub(crate) mod tests {
             rule: "secret.copy.file".into(),
             severity: "high".into(),
             secret_id: format!("db-{i:04}"),
+            secret_ids: vec![format!("db-{i:04}")],
             summary: format!("db-{i:04} copied into /tmp/x by cp (pid 5151)"),
             actor: Actor {
                 pid: 5151,

@@ -560,7 +560,12 @@ impl Store {
         let mut sql = String::from("SELECT a.id, a.json FROM alerts a WHERE 1=1");
         let mut args: Vec<SqlValue> = Vec::new();
         if let Some(s) = &f.secret {
-            sql.push_str(" AND a.secret_id = ?");
+            // Any of the secrets one alert lists (`secret_ids`).
+            sql.push_str(
+                " AND (a.secret_id = ? OR EXISTS (SELECT 1 FROM json_each(a.json, '$.secret_ids')
+                                                   WHERE value = ?))",
+            );
+            args.push(SqlValue::Text(s.clone()));
             args.push(SqlValue::Text(s.clone()));
         }
         if let Some(r) = &f.rule {
@@ -695,7 +700,10 @@ impl Store {
              FROM events e
              WHERE e.id IN (SELECT event_id FROM event_secrets WHERE secret_id = ?1)
                 OR e.id IN (SELECT ae.event_id FROM alert_events ae
-                            JOIN alerts a ON a.id = ae.alert_id WHERE a.secret_id = ?1)
+                            JOIN alerts a ON a.id = ae.alert_id
+                            WHERE a.secret_id = ?1
+                               OR EXISTS (SELECT 1 FROM json_each(a.json, '$.secret_ids')
+                                          WHERE value = ?1))
              ORDER BY e.time_ns, e.id LIMIT ?2",
         )?;
         let rows = st
