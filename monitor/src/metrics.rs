@@ -1055,6 +1055,7 @@ mod tests {
         assert_eq!(
             families,
             [
+                "monitor_alerts_rate_limited_total counter",
                 "monitor_alerts_suppressed_total counter",
                 "monitor_alerts_total counter",
                 "monitor_bad_records_total counter",
