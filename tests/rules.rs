@@ -136,9 +136,12 @@ fn copies_raw_and_base64_into_other_files() {
     let (sh, _) = run(Command::new("sh")
         .arg("-c")
         .arg(format!("base64 {} > {}", w.file, b64)));
+    // `base64 f > file`: stdout into a file is a copy (and a log leak).
     let enc = w.agent.wait_alert("secret.copy.file", |a| {
         a["evidence"]["path"] == b64.as_str()
     });
+    w.agent
+        .wait_alert("secret.leak.log", |a| a["evidence"]["path"] == b64.as_str());
     assert_eq!(enc["evidence"]["encoding"], "base64");
     assert_eq!(enc["actor"]["comm"], "base64");
     assert_eq!(enc["actor"]["ppid"], sh);
@@ -305,9 +308,14 @@ fn send_after_expiry_and_read_after_revocation() {
     ]);
     w.agent.cli(&["revoke", "--secret-id", "rotating"]);
     holder.run(&format!("open({:?}).read()", w.file));
-    let r = w
-        .agent
-        .wait_alert("secret.replay.expired", |a| a["secret_id"] == "rotating");
+    // One read of a file behind two dead secrets: one alert for both.
+    let r = w.agent.wait_alert("secret.replay.expired", |a| {
+        a["secret_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "rotating")
+    });
     assert!(r["evidence"]["revoked_at"].is_string(), "{r}");
     assert_eq!(r["evidence"]["path"], w.file.as_str());
 }
@@ -561,6 +569,8 @@ fn nothing_the_agent_writes_contains_the_plaintext() {
     // Every route the rules know, so the payloads pass through the agent.
     holder.run(&format!("secret = open({file:?}).read().strip()"));
     holder.run("sys.stdout.write(secret + '\\n'); sys.stdout.flush()");
+    // Split across writes: the carry-over tails hold parts of it.
+    holder.run("h = len(secret) // 2; os.write(1, secret[:h].encode()); time.sleep(0.05); os.write(1, secret[h:].encode() + b'\\n')");
     holder.run("subprocess.run(['/bin/echo', secret], stdout=subprocess.DEVNULL)");
     holder.run(
         "subprocess.run(['/bin/true'], env={'TOKEN': base64.b64encode(secret.encode()).decode()})",
@@ -586,6 +596,10 @@ fn nothing_the_agent_writes_contains_the_plaintext() {
     written.extend(std::fs::read(&alerts).unwrap());
     written.extend(agent.stderr().join("\n").into_bytes());
     written.extend(agent.stdout_text().into_bytes());
+    // The store too (WAL checkpointed on shutdown).
+    for ext in ["db", "db-wal"] {
+        written.extend(std::fs::read(agent.db.with_extension(ext)).unwrap_or_default());
+    }
     let text = String::from_utf8_lossy(&written);
     assert!(
         text.contains("secret.leak.argv") && text.contains("secret.copy.file"),
@@ -1263,4 +1277,214 @@ fn rate_limit_holds_back_a_flood_of_distinct_alerts_and_counts_it() {
         .collect();
     assert_eq!(held.len(), 1, "{:?}", agent.alerts());
     assert!(held[0]["summary"].as_str().unwrap().contains("rate limit"));
+}
+
+#[test]
+fn stdout_redirected_to_a_file_or_a_pipe_is_still_a_log() {
+    let w = world("stdout-redirect");
+    let mut holder = w.holder(json!({}));
+    // A shell-style redirection of stdout into a file (`app > out.txt`).
+    let out = w.sc.path("out.txt").display().to_string();
+    holder.run(&format!(
+        "fd = os.open({out:?}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n\
+         saved = os.dup(1); os.dup2(fd, 1); os.close(fd)\n\
+         os.write(1, ('db password: ' + secret + '\\n').encode())\n\
+         os.dup2(saved, 1); os.close(saved)"
+    ));
+    let a = w.agent.wait_alert("secret.leak.log", |a| {
+        a["actor"]["pid"] == holder.pid && a["evidence"]["fd_kind"] == "file"
+    });
+    assert_eq!(a["evidence"]["path"], out.as_str());
+    assert_eq!(a["evidence"]["encoding"], "raw");
+    assert!(
+        a["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("stdout ({out})")),
+        "{a}"
+    );
+    // ...and, being a regular file, a copy on disk as well.
+    let c = w
+        .agent
+        .wait_alert("secret.copy.file", |a| a["actor"]["pid"] == holder.pid);
+    assert_eq!(c["evidence"]["path"], out.as_str());
+    // stderr into a fresh pipe (`app 2>&1 | logger`).
+    let ino = holder.run(
+        "r, wr = os.pipe()\n\
+         saved = os.dup(2); os.dup2(wr, 2); os.close(wr)\n\
+         os.write(2, ('token=' + secret + '\\n').encode())\n\
+         os.dup2(saved, 2); os.close(saved)\n\
+         _r = os.fstat(r).st_ino\n\
+         os.read(r, 4096); os.close(r)",
+    );
+    let a = w.agent.wait_alert("secret.leak.log", |a| {
+        a["actor"]["pid"] == holder.pid && a["summary"].as_str().unwrap().contains("stderr")
+    });
+    assert_eq!(a["evidence"]["fd_kind"], "pipe");
+    assert_eq!(a["evidence"]["path"], format!("pipe:[{ino}]"), "{a}");
+}
+
+#[test]
+fn known_readers_are_stored_and_counted_but_raise_nothing() {
+    let sc = Scratch::new("allow");
+    std::fs::write(sc.path("issuances.jsonl"), "").unwrap();
+    // `cat` of environs is expected here (as root); `head` is not.
+    let cat = String::from_utf8(
+        run(Command::new("sh")
+            .arg("-c")
+            .arg("readlink -f $(command -v cat)"))
+        .1
+        .into_bytes(),
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let cfg = sc.file(
+        "monitor.toml",
+        format!("[[allow]]\nrule = \"secret.environ.scrape\"\nexe = \"{cat}\"\nuid = 0\n")
+            .as_bytes(),
+    );
+    let issuances = sc.path("issuances.jsonl").display().to_string();
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let metrics = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&[
+        "--issuances",
+        &issuances,
+        "--config",
+        &cfg,
+        "--metrics",
+        &metrics,
+    ]);
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let w = World { sc, file, agent };
+    let holder = Py::spawn(&[("API_TOKEN", VALUE)]);
+    w.issue(json!({"secret_id": "api-token", "holder": {"pid": holder.pid}, "delivery": [{"env": "API_TOKEN"}]}));
+    let environ = format!("/proc/{}/environ", holder.pid);
+    let (allowed, _) = run(Command::new("cat").arg(&environ));
+    let (other, _) = run(Command::new("head").arg("-c").arg("4096").arg(&environ));
+    w.agent
+        .wait_alert("secret.environ.scrape", |a| a["actor"]["pid"] == other);
+    let ev = w.agent.wait_for("the allowed read, marked", |e| {
+        e["kind"] == "proc_access" && e["process"]["pid"] == allowed
+    });
+    assert_eq!(ev["allowed"], json!(["secret.environ.scrape"]), "{ev}");
+    no_alert(&w.agent, "secret.environ.scrape", allowed);
+    let t0 = Instant::now();
+    loop {
+        let mut c = std::net::TcpStream::connect(&metrics).unwrap();
+        use std::io::Write;
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        if body.contains("monitor_alerts_allowed_total{rule=\"secret.environ.scrape\"} 1") {
+            break;
+        }
+        assert!(t0.elapsed() < EVENT_TIMEOUT, "{body}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    // The event is in the store.
+    let mut agent = w.agent;
+    assert!(agent.terminate().success());
+    let out = Command::new(MONITOR)
+        .args([
+            "query",
+            "--kind",
+            "events",
+            "--pid",
+            &allowed.to_string(),
+            "--format",
+            "json",
+        ])
+        .args(["--db", &agent.db.display().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"allowed\":[\"secret.environ.scrape\"]")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_allow_entry_is_a_clear_error() {
+    let sc = Scratch::new("allow-bad");
+    let cfg = sc.file(
+        "monitor.toml",
+        b"[[allow]]\nrule = \"secret.environ.scrap\"\nexe = \"/usr/bin/ps\"\n",
+    );
+    let out = Command::new(MONITOR)
+        .args(["run", "--config", &cfg])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("secret.environ.scrap"), "{err}");
+}
+
+#[test]
+fn a_secret_split_across_writes_is_found() {
+    let w = world("split");
+    let (allowed, ap) = listener();
+    let (other, op) = listener();
+    let (ta, to) = (drain(allowed), drain(other));
+    let mut holder = w.holder(json!({"allowed_destinations": [format!("127.0.0.1:{ap}")]}));
+    // Two halves 50 ms apart on one socket (a header written in pieces).
+    holder.run(&format!(
+        "c = socket.create_connection(('127.0.0.1', {op}))\n\
+         h = len(secret) // 2\n\
+         c.sendall(('Authorization: Bearer ' + secret[:h]).encode()); time.sleep(0.05)\n\
+         c.sendall((secret[h:] + '\\r\\n').encode()); c.close()"
+    ));
+    drop(ta);
+    assert!(to
+        .join()
+        .unwrap()
+        .windows(VALUE.len())
+        .any(|x| x == VALUE.as_bytes()));
+    let dest = format!("127.0.0.1:{op}");
+    let a = w
+        .agent
+        .wait_alert("secret.send.unexpected_destination", |a| {
+            a["evidence"]["dest"] == dest.as_str()
+        });
+    assert_eq!(a["actor"]["pid"], holder.pid);
+    assert_eq!(a["secret_id"], "db-prod");
+    // The second send is the one that completed the secret.
+    assert_eq!(
+        a["evidence"]["bytes"],
+        (VALUE.len() - VALUE.len() / 2 + 2) as u64
+    );
+    // One byte at a time into a file.
+    let out = w.sc.path("bytewise").display().to_string();
+    holder.run(&format!(
+        "fd = os.open({out:?}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n\
+         for ch in secret.encode(): os.write(fd, bytes([ch]))\n\
+         os.close(fd)"
+    ));
+    let a = w.agent.wait_alert("secret.copy.file", |a| {
+        a["evidence"]["path"] == out.as_str()
+    });
+    assert_eq!(a["actor"]["pid"], holder.pid);
+    assert_eq!(a["evidence"]["bytes"], 1);
+    // Reported once: the matches of the tail are not reported again.
+    thread::sleep(Duration::from_millis(300));
+    let n = w
+        .agent
+        .alerts()
+        .iter()
+        .filter(|a| a["evidence"]["path"] == out.as_str())
+        .count();
+    assert_eq!(n, 1, "{:?}", w.agent.alerts());
+    assert!(
+        !w.agent.stdout_text().contains(VALUE),
+        "plaintext on the agent's output"
+    );
 }

@@ -81,6 +81,8 @@ pub struct RunOptions {
     /// Distinct alerts of one rule by one actor beyond which the rest are
     /// held back into one roll-up.
     pub rate_limit: crate::correlate::alert::RateLimit,
+    /// Known readers (`[[allow]]`).
+    pub allow: Vec<crate::correlate::AllowRule>,
     /// Globs whose files become implicit issuances (discovered secrets).
     pub discover: Vec<String>,
     /// SOC feeds every alert also goes to.
@@ -264,6 +266,7 @@ impl Agent {
         }
         let mut correlator = Correlator::new(key, opts.aggregate_window);
         correlator.set_rate_limit(opts.rate_limit);
+        correlator.set_allow(opts.allow.clone());
         let mut agent = Self {
             feeds,
             store,
@@ -363,6 +366,9 @@ impl Agent {
         );
         for (rule, n) in self.correlator.alerts_rate_limited() {
             m.set(crate::metrics::Metric::AlertsRateLimited, rule, *n);
+        }
+        for (rule, n) in self.correlator.alerts_allowed() {
+            m.set(crate::metrics::Metric::AlertsAllowed, rule, *n);
         }
         m.set_sizes(
             self.sensors.tracked_pids().len() as u64,

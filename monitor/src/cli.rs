@@ -166,6 +166,12 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
         vault_audit,
         fingerprint_key: f.fingerprint_key.clone(),
         aggregate_window: Duration::from_secs(f.aggregate_window_seconds.unwrap_or(60)),
+        allow: {
+            for a in &f.allow {
+                a.validate().map_err(anyhow::Error::msg)?;
+            }
+            f.allow.clone()
+        },
         rate_limit: {
             let d = crate::correlate::alert::RateLimit::default();
             crate::correlate::alert::RateLimit {

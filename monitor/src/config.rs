@@ -36,6 +36,9 @@ pub struct FileConfig {
     /// (0: no limit); the rest go out as one roll-up.
     pub alert_rate_limit: Option<u32>,
     pub alert_rate_seconds: Option<u64>,
+    /// Known readers: `[[allow]] rule = "..." exe = "/abs" uid = N cgroup = "/..."`.
+    #[serde(default)]
+    pub allow: Vec<crate::correlate::AllowRule>,
     /// Globs of discovered secrets (default: Vault Agent output, service
     /// account tokens, kubelet pod volumes); `[]` turns discovery off.
     pub discover: Option<Vec<String>>,

@@ -93,6 +93,9 @@ pub struct Detail {
     /// found in the payload, argv or envp), with how they were found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<crate::correlate::SecretMatch>>,
+    /// Rules whose alert a known reader (`[[allow]]`) kept from being raised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<String>>,
     /// Lost-event report: how many, and per CPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,

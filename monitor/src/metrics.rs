@@ -95,6 +95,9 @@ pub enum Metric {
     /// `alerts_rate_limited_total{rule}`: distinct alerts held back by the
     /// per-rule, per-actor rate limit (they go out as one roll-up).
     AlertsRateLimited,
+    /// `alerts_allowed_total{rule}`: alerts a known reader (`[[allow]]`)
+    /// kept from being raised (their events are stored).
+    AlertsAllowed,
     /// `queue_depth{queue}`: items waiting in an internal queue.
     QueueDepth,
     /// `store_dropped_total`: events or alerts the database could not keep.
@@ -125,12 +128,13 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 17] = [
         Metric::Events,
         Metric::KernelLostEvents,
         Metric::Alerts,
         Metric::AlertsSuppressed,
         Metric::AlertsRateLimited,
+        Metric::AlertsAllowed,
         Metric::QueueDepth,
         Metric::StoreDropped,
         Metric::FeedFailures,
@@ -153,6 +157,7 @@ impl Metric {
             Metric::Alerts => "alerts_total",
             Metric::AlertsSuppressed => "alerts_suppressed_total",
             Metric::AlertsRateLimited => "alerts_rate_limited_total",
+            Metric::AlertsAllowed => "alerts_allowed_total",
             Metric::QueueDepth => "queue_depth",
             Metric::StoreDropped => "store_dropped_total",
             Metric::FeedFailures => "feed_failures_total",
@@ -175,6 +180,7 @@ impl Metric {
             | Metric::Alerts
             | Metric::AlertsSuppressed
             | Metric::AlertsRateLimited
+            | Metric::AlertsAllowed
             | Metric::StoreDropped
             | Metric::FeedFailures
             | Metric::BadRecords
@@ -195,7 +201,7 @@ impl Metric {
         match self {
             Metric::Events => Some("kind"),
             Metric::KernelLostEvents => Some("cpu"),
-            Metric::Alerts | Metric::AlertsRateLimited => Some("rule"),
+            Metric::Alerts | Metric::AlertsRateLimited | Metric::AlertsAllowed => Some("rule"),
             Metric::QueueDepth => Some("queue"),
             Metric::FeedFailures | Metric::FeedPending => Some("feed"),
             Metric::OutputFailures | Metric::OutputLost => Some("output"),
@@ -212,6 +218,9 @@ impl Metric {
                 "Kernel events lost because the ring buffer was full, per CPU."
             }
             Metric::Alerts => "Alerts emitted, by rule.",
+            Metric::AlertsAllowed => {
+                "Alerts not raised because a known reader ([[allow]]) matched, by rule."
+            }
             Metric::AlertsRateLimited => {
                 "Distinct alerts held back by the per-rule, per-actor rate limit, by rule."
             }
@@ -1055,6 +1064,7 @@ mod tests {
         assert_eq!(
             families,
             [
+                "monitor_alerts_allowed_total counter",
                 "monitor_alerts_rate_limited_total counter",
                 "monitor_alerts_suppressed_total counter",
                 "monitor_alerts_total counter",

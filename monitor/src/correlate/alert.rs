@@ -183,8 +183,21 @@ impl Alert {
     }
 
     /// Fold another alert of the same event, rule and actor into this one:
-    /// its secret joins `secret_ids` (the evidence stays the first's).
+    /// its secret joins `secret_ids`; the evidence stays the first's, with
+    /// what only the other has added (one secret expired, another revoked).
     pub fn absorb(&mut self, other: &Alert) {
+        let (e, o) = (&mut self.evidence, &other.evidence);
+        for (mine, theirs) in [
+            (&mut e.path, &o.path),
+            (&mut e.dest, &o.dest),
+            (&mut e.encoding, &o.encoding),
+            (&mut e.expired_at, &o.expired_at),
+            (&mut e.revoked_at, &o.revoked_at),
+        ] {
+            if mine.is_none() {
+                mine.clone_from(theirs);
+            }
+        }
         for id in &other.secret_ids {
             if !self.secret_ids.contains(id) {
                 self.secret_ids.push(id.clone());

@@ -625,6 +625,8 @@ pub struct FingerprintSet {
     /// Bitset over the low `bits_log2` bits of the anchors' prefilter hashes.
     bits: Vec<u64>,
     bits_log2: u32,
+    /// Longest fingerprinted form in bytes (never shrinks).
+    longest: usize,
 }
 
 impl fmt::Debug for FingerprintSet {
@@ -663,7 +665,15 @@ impl FingerprintSet {
             anchors: 0,
             bits: vec![0u64; 1 << (MIN_BITS_LOG2 - 6)],
             bits_log2: MIN_BITS_LOG2,
+            longest: 0,
         }
+    }
+
+    /// Length of the longest fingerprinted form (with base64 padding): a
+    /// secret split across two buffers is found if the last
+    /// `longest_form() - 1` bytes of the first are scanned with the second.
+    pub fn longest_form(&self) -> usize {
+        self.longest
     }
 
     /// Fingerprints `value` and all its encodings (see the module docs) and
@@ -713,6 +723,7 @@ impl FingerprintSet {
 
         for (tags, f) in forms {
             let pre = f.pre;
+            self.longest = self.longest.max(f.len as usize + f.pad as usize);
             let i = self.by_tag.fps.alloc(f);
             for d in 0..STRIDE {
                 self.by_tag.link(tags[d], i, d);
@@ -1694,6 +1705,7 @@ mod tests {
             anchors,
             bits,
             bits_log2,
+            longest,
         } = sa;
         let c = FingerprintKey::random().unwrap();
         let franken = FingerprintSet {
@@ -1705,6 +1717,7 @@ mod tests {
             anchors,
             bits,
             bits_log2,
+            longest,
         };
         assert!(franken.scan(&buf).is_empty());
         assert_eq!(franken.contains(v), None);

@@ -4,6 +4,7 @@
 //! delivery inodes), decides who is a holder, scans captured buffers for the
 //! secrets' bytes (raw or encoded), and evaluates the ten rules.
 pub mod alert;
+pub mod carry;
 pub mod enforce;
 pub mod fingerprint;
 pub mod holders;
@@ -163,6 +164,75 @@ fn classify(fd_kind: Option<&str>, path: Option<&str>, dest: Option<&str>) -> Si
     }
 }
 
+/// [`classify`], but fd 1 and 2 are logs whatever they point at (a file
+/// from a shell redirection, `nohup.out`, a service's log file, a pipe).
+fn classify_fd(
+    fd: Option<i32>,
+    fd_kind: Option<&str>,
+    path: Option<&str>,
+    dest: Option<&str>,
+) -> Sink {
+    match fd {
+        Some(1 | 2) => Sink::Log,
+        _ => classify(fd_kind, path, dest),
+    }
+}
+
+/// A known reader (`[[allow]]` in the config): the alerts of `rule` this
+/// executable raises (as this uid, in this cgroup or below, when given)
+/// are not raised; the events stay.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    pub rule: String,
+    pub exe: String,
+    pub uid: Option<u32>,
+    pub cgroup: Option<String>,
+}
+
+impl AllowRule {
+    /// A clear error naming what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if Rule::from_name(&self.rule).is_none() {
+            return Err(format!("[[allow]] rule {:?} is not a rule name", self.rule));
+        }
+        if !self.exe.starts_with('/') {
+            return Err(format!(
+                "[[allow]] exe {:?} must be an absolute path",
+                self.exe
+            ));
+        }
+        if let Some(c) = &self.cgroup {
+            if !c.starts_with('/') {
+                return Err(format!("[[allow]] cgroup {c:?} must start with /"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, rule: &str, p: &Process) -> bool {
+        if rule != self.rule || p.exe.as_deref() != Some(self.exe.as_str()) {
+            return false;
+        }
+        if self.uid.is_some_and(|u| u != p.uid) {
+            return false;
+        }
+        match (&self.cgroup, &p.cgroup) {
+            (None, _) => true,
+            (Some(c), Some(pc)) => {
+                let c = c.trim_end_matches('/');
+                c.is_empty() || pc == c || pc.starts_with(&format!("{c}/"))
+            }
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// fd 1 or 2 pointing at a regular file that is not itself a log file.
+fn stdio_into_file(fd: Option<i32>, fd_kind: Option<&str>, path: Option<&str>) -> bool {
+    matches!(fd, Some(1 | 2)) && classify(fd_kind, path, None) == Sink::File
+}
+
 /// `IP:PORT` / `[IPv6]:PORT` -> (ip, port).
 pub fn parse_dest(d: &str) -> Option<(IpAddr, u16)> {
     d.parse::<std::net::SocketAddr>()
@@ -195,6 +265,12 @@ pub struct Correlator {
     /// inherits it, an exit drops it.
     cmd_lines: HashMap<u32, Box<str>>,
     aggregator: Aggregator,
+    /// Tails of the last captures per descriptor (split writes).
+    carry: carry::CarryOver,
+    /// Known readers: alerts they would raise are not raised.
+    allow: Vec<AllowRule>,
+    /// Alerts not raised because of `allow`, by rule.
+    allowed: HashMap<String, u64>,
     /// Vault leases by id, for issuances that name them.
     leases: HashMap<String, crate::issuance::vault::VaultLease>,
     pub alerts_raised: u64,
@@ -225,6 +301,9 @@ impl Correlator {
             pending_exec: HashMap::new(),
             cmd_lines: HashMap::new(),
             aggregator: Aggregator::new(aggregate_window),
+            allow: Vec::new(),
+            allowed: HashMap::new(),
+            carry: carry::CarryOver::default(),
             leases: HashMap::new(),
             alerts_raised: 0,
         }
@@ -237,6 +316,16 @@ impl Correlator {
 
     pub fn secret_count(&self) -> usize {
         self.secrets.len()
+    }
+
+    /// Known readers (`[[allow]]` in the config).
+    pub fn set_allow(&mut self, allow: Vec<AllowRule>) {
+        self.allow = allow;
+    }
+
+    /// Alerts an `[[allow]]` entry kept from being raised, by rule.
+    pub fn alerts_allowed(&self) -> &HashMap<String, u64> {
+        &self.allowed
     }
 
     /// Per-rule, per-actor cap on distinct alerts (beyond the roll-up).
@@ -536,7 +625,8 @@ impl Correlator {
             }
             RawEvent::Transfer(t) => {
                 let ids = self.delivery_access(ev, &t.in_file, None, time, &mut out);
-                let sink = classify(
+                let sink = classify_fd(
+                    ev.detail.fd_out,
                     ev.detail.out_kind.as_deref(),
                     ev.detail.out_path.as_deref(),
                     ev.detail.dest.as_deref(),
@@ -546,14 +636,36 @@ impl Correlator {
                     if sink == Sink::File && self.is_delivery_path(&id, path.as_deref()) {
                         continue;
                     }
-                    self.bytes_moved(ev, &id, "raw", sink, path, time, &mut out);
+                    self.bytes_moved(ev, &id, "raw", sink, path.clone(), time, &mut out);
+                    if stdio_into_file(
+                        ev.detail.fd_out,
+                        ev.detail.out_kind.as_deref(),
+                        path.as_deref(),
+                    ) && !self.is_delivery_path(&id, path.as_deref())
+                    {
+                        self.bytes_moved(ev, &id, "raw", Sink::File, path, time, &mut out);
+                    }
                 }
             }
-            RawEvent::Write(_, data, _) => {
-                let matches = self.fp.scan(data.bytes());
+            RawEvent::Write(d, data, _) => {
+                // The previous capture's tail on this descriptor goes in
+                // front: a secret split across writes is found; matches
+                // wholly inside that tail were reported with it.
+                let keep = self.fp.longest_form().saturating_sub(1);
+                let whole = u64::from(d.data_len) >= d.count;
+                let (buf, head) = self.carry.join(
+                    (ev.process.pid, d.fd, d.file.ino),
+                    data.bytes(),
+                    keep,
+                    whole,
+                );
+                let mut matches = self.fp.scan(&buf);
+                drop(buf);
+                matches.retain(|m| m.offset + m.len > head);
                 let found = self.matches_to_secrets(&matches);
                 if !found.is_empty() {
-                    let sink = classify(
+                    let sink = classify_fd(
+                        ev.detail.fd,
                         ev.detail.fd_kind.as_deref(),
                         ev.detail.path.as_deref(),
                         ev.detail.dest.as_deref(),
@@ -567,6 +679,25 @@ impl Correlator {
                         }
                         let path = ev.detail.path.clone();
                         self.bytes_moved(ev, id, enc.as_str(), sink, path, time, &mut out);
+                        // stdout/stderr redirected into a regular file: a
+                        // log, and a copy on disk too.
+                        if stdio_into_file(
+                            ev.detail.fd,
+                            ev.detail.fd_kind.as_deref(),
+                            ev.detail.path.as_deref(),
+                        ) && !self.is_delivery_path(id, ev.detail.path.as_deref())
+                        {
+                            let path = ev.detail.path.clone();
+                            self.bytes_moved(
+                                ev,
+                                id,
+                                enc.as_str(),
+                                Sink::File,
+                                path,
+                                time,
+                                &mut out,
+                            );
+                        }
                     }
                     out.track.push(ev.process.pid);
                 }
@@ -660,6 +791,7 @@ impl Correlator {
                 }
             }
             RawEvent::Exit(_) => {
+                self.carry.forget_pid(ev.process.pid);
                 self.pid_holders.remove(&ev.process.pid);
                 self.pending_exec.remove(&ev.process.pid);
                 self.cmd_lines.remove(&ev.process.pid);
@@ -670,7 +802,7 @@ impl Correlator {
             | RawEvent::Dup(_)
             | RawEvent::Getenv(_) => {}
         }
-        self.one_alert_per_rule(&mut out);
+        self.one_alert_per_rule(ev, &mut out);
         out
     }
 
@@ -678,7 +810,7 @@ impl Correlator {
     /// event makes one alert per rule (and actor: always the event's
     /// process), listing every secret; each then passes the roll-up and the
     /// rate limit.
-    fn one_alert_per_rule(&mut self, out: &mut Outcome) {
+    fn one_alert_per_rule(&mut self, ev: &mut Event, out: &mut Outcome) {
         let raised = std::mem::take(&mut out.alerts);
         let mut merged: Vec<Alert> = Vec::with_capacity(raised.len());
         for a in raised {
@@ -692,6 +824,16 @@ impl Correlator {
         }
         for mut a in merged {
             a.name_all_secrets();
+            // A known reader ([[allow]]): the event stays (stored, marked),
+            // counted, no alert.
+            if self.allow.iter().any(|r| r.matches(&a.rule, &ev.process)) {
+                *self.allowed.entry(a.rule.clone()).or_default() += 1;
+                let list = ev.detail.allowed.get_or_insert_with(Vec::new);
+                if !list.contains(&a.rule) {
+                    list.push(a.rule.clone());
+                }
+                continue;
+            }
             self.alerts_raised += 1;
             if let Some(a) = self.aggregator.offer(a) {
                 out.alerts.push(a);
@@ -848,9 +990,25 @@ impl Correlator {
                 self.raise(Rule::CopyFile, ev, id, summary, evidence, &[], out);
             }
             Sink::Log => {
-                let target = match (ev.detail.fd, evidence.fd_kind.as_deref()) {
-                    (Some(1), _) => "stdout".to_string(),
-                    (Some(2), _) => "stderr".to_string(),
+                // fd 1/2 of a write, fd_out of a copy.
+                let fd = if ev.kind == "copy" {
+                    ev.detail.fd_out
+                } else {
+                    ev.detail.fd
+                };
+                // Where stdout/stderr really goes: the file, pipe, tty or
+                // socket behind it.
+                let real = match evidence.fd_kind.as_deref() {
+                    Some("socket") => ev.detail.dest.clone(),
+                    _ => path.clone(),
+                };
+                let std_target = |name: &str| match &real {
+                    Some(r) => format!("{name} ({r})"),
+                    None => name.to_string(),
+                };
+                let target = match (fd, evidence.fd_kind.as_deref()) {
+                    (Some(1), _) => std_target("stdout"),
+                    (Some(2), _) => std_target("stderr"),
                     (_, Some("socket")) => ev.detail.dest.clone().unwrap_or_default(),
                     (_, Some(k)) => path.clone().unwrap_or_else(|| k.to_string()),
                     _ => "a log".into(),
@@ -1053,6 +1211,7 @@ impl Correlator {
 
     /// Periodic: roll-ups of aggregated alerts; re-resolve host names.
     pub fn tick(&mut self, force: bool) -> Vec<Alert> {
+        self.carry.expire();
         self.aggregator.flush(force)
     }
 
@@ -1266,6 +1425,62 @@ mod tests {
             classify(Some("chardev"), Some("/dev/null"), None),
             Sink::Ignore
         );
+        // stdout and stderr are logs whatever they point at.
+        for fd in [1, 2] {
+            assert_eq!(
+                classify_fd(Some(fd), Some("file"), Some("/srv/out.txt"), None),
+                Sink::Log
+            );
+            assert_eq!(classify_fd(Some(fd), Some("pipe"), None, None), Sink::Log);
+        }
+        assert_eq!(
+            classify_fd(Some(3), Some("file"), Some("/srv/out.txt"), None),
+            Sink::File
+        );
+    }
+
+    #[test]
+    fn allow_rules_match_rule_exe_uid_and_cgroup_subtree() {
+        let r = AllowRule {
+            rule: "secret.environ.scrape".into(),
+            exe: "/usr/bin/ps".into(),
+            uid: Some(0),
+            cgroup: Some("/system.slice".into()),
+        };
+        assert!(r.validate().is_ok());
+        let p = |exe: &str, uid: u32, cg: &str| Process {
+            exe: Some(exe.into()),
+            uid,
+            cgroup: Some(cg.into()),
+            ..Default::default()
+        };
+        assert!(r.matches(
+            "secret.environ.scrape",
+            &p("/usr/bin/ps", 0, "/system.slice/a")
+        ));
+        assert!(!r.matches("secret.read.foreign", &p("/usr/bin/ps", 0, "/system.slice")));
+        assert!(!r.matches(
+            "secret.environ.scrape",
+            &p("/usr/bin/cat", 0, "/system.slice")
+        ));
+        assert!(!r.matches(
+            "secret.environ.scrape",
+            &p("/usr/bin/ps", 1000, "/system.slice")
+        ));
+        assert!(!r.matches(
+            "secret.environ.scrape",
+            &p("/usr/bin/ps", 0, "/system.slice2")
+        ));
+        let bad = AllowRule {
+            rule: "secret.nope".into(),
+            ..r.clone()
+        };
+        assert!(bad.validate().unwrap_err().contains("secret.nope"));
+        let rel = AllowRule {
+            exe: "ps".into(),
+            ..r
+        };
+        assert!(rel.validate().unwrap_err().contains("absolute"));
     }
 
     #[test]

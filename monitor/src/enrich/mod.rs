@@ -407,6 +407,11 @@ impl Enricher {
                 {
                     k = FdKind::AnonInode;
                 }
+                // A pipe is named by its inode, from the kernel: the fd may
+                // point elsewhere by the time /proc is read.
+                if k == FdKind::Pipe {
+                    d.path = Some(format!("pipe:[{}]", e.file.ino));
+                }
                 d.fd_kind = Some(k.as_str().into());
                 d.dest = format_addr(&e.peer)
                     .or_else(|| self.fds.get(&(pid, e.fd)).and_then(|f| f.dest.clone()));
