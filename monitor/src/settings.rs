@@ -69,6 +69,22 @@ pub const AGGREGATE_WINDOW: Bound = Bound {
     unit: "seconds",
     why_min: "",
 };
+pub const ALERT_RATE_LIMIT: Bound = Bound {
+    key: "alert_rate_limit",
+    flag: None,
+    min: 0,
+    max: 1_000_000,
+    unit: "",
+    why_min: "",
+};
+pub const ALERT_RATE_SECONDS: Bound = Bound {
+    key: "alert_rate_seconds",
+    flag: None,
+    min: 1,
+    max: 86_400,
+    unit: "seconds",
+    why_min: "",
+};
 pub const RETENTION_MAX_AGE: Bound = Bound {
     key: "retention_max_age",
     flag: None,
@@ -133,6 +149,8 @@ pub const ALL: &[Bound] = &[
     ENV_BYTES,
     RING_BYTES,
     AGGREGATE_WINDOW,
+    ALERT_RATE_LIMIT,
+    ALERT_RATE_SECONDS,
     RETENTION_MAX_AGE,
     RETENTION_MAX_BYTES,
     FILE_FEED_MAX_BYTES,
@@ -207,6 +225,8 @@ pub fn check_run_paths(o: &RunOptions) -> Result<()> {
 pub fn check_run(o: &RunOptions) -> Result<()> {
     check_sensors(&o.sensors)?;
     AGGREGATE_WINDOW.check(o.aggregate_window.as_secs())?;
+    ALERT_RATE_LIMIT.check(o.rate_limit.max.into())?;
+    ALERT_RATE_SECONDS.check(o.rate_limit.per.as_secs())?;
     if let Some(age) = o.retention.max_age {
         RETENTION_MAX_AGE.check(age.as_secs())?;
     }
