@@ -1488,3 +1488,42 @@ fn a_secret_split_across_writes_is_found() {
         "plaintext on the agent's output"
     );
 }
+
+#[test]
+fn evidence_paths_are_absolute_real_and_name_the_link_opened() {
+    let w = world("paths");
+    let mut holder = w.holder(json!({}));
+    // openat(dirfd, "relative") by a child of the holder that exits at once,
+    // with its cwd elsewhere: resolved against the dirfd, not the cwd.
+    let dir = w.sc.path("out").display().to_string();
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = holder.run(&format!(
+        "p = subprocess.Popen(['python3', '-c', \"import os, sys; d = os.open(sys.argv[1], os.O_RDONLY); os.open('rel.txt', os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=d)\", {dir:?}], cwd='/')\n\
+         p.wait(); _r = p.pid"
+    ));
+    let child = child.as_u64().unwrap() as u32;
+    let want = format!("{dir}/rel.txt");
+    let ev = w.agent.wait_for("the dirfd-relative open", |e| {
+        e["kind"] == "open"
+            && e["process"]["pid"] == child
+            && e["path"].as_str().is_some_and(|p| p.ends_with("rel.txt"))
+    });
+    assert_eq!(ev["path"], want.as_str(), "{ev}");
+
+    // A read through a hard link names the link and the delivery file.
+    let link = w.sc.path("innocent-looking").display().to_string();
+    std::fs::hard_link(&w.file, &link).unwrap();
+    let mut reader = Py::spawn(&[]);
+    reader.run(&format!("f = open({link:?}); f.read()"));
+    let a = w
+        .agent
+        .wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == reader.pid);
+    assert_eq!(a["evidence"]["path"], link.as_str(), "{a}");
+    assert_eq!(a["evidence"]["delivery_path"], w.file.as_str(), "{a}");
+    // Through the delivery path itself: no delivery_path.
+    reader.run(&format!("g = open({:?}); g.read()", w.file));
+    let b = w.agent.wait_alert("secret.read.foreign", |a| {
+        a["actor"]["pid"] == reader.pid && a["evidence"]["path"] == w.file.as_str()
+    });
+    assert!(b["evidence"].get("delivery_path").is_none(), "{b}");
+}

@@ -377,6 +377,9 @@ pub const TRACK_AGENT: u32 = 1; // set by the agent (holder, API, config)
 pub const TRACK_OPENED_WATCHED: u32 = 2; // opened a watched file
 pub const TRACK_FORKED: u32 = 4; // forked from a tracked process
 
+/// `dirfd` meaning "the working directory".
+pub const AT_FDCWD: i32 = -100;
+
 /// Value of `STASH`: arguments of a syscall in flight.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -435,7 +438,9 @@ pub struct OpenEvent {
     pub proc_pid: u32,
     /// `PROC_ENVIRON`, `PROC_MEM` or 0.
     pub proc_file: u32,
-    pub _pad: u32,
+    /// The directory fd a relative `path` is resolved against (openat,
+    /// openat2), [`AT_FDCWD`] for the working directory (and open).
+    pub dirfd: i32,
     pub name_len: u32,
     pub path_len: u32,
     /// Final path component from the dentry.

@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use monitor_common::{
     CloseEvent, Counter, DataEvent, DupEvent, EventKind, FileInfo, Hook, InodeKey, MmapEvent,
-    OpenEvent, ProcAccessEvent, Stash, TrackedFd, TransferEvent, DATA_TRACKED, DATA_TRACKED_FD,
-    DATA_TRUNCATED, NAME_LEN, PATH_LEN, PROC_ENVIRON, PROC_MEM, SCRATCH_LEN, TRACK_OPENED_WATCHED,
+    OpenEvent, ProcAccessEvent, Stash, TrackedFd, TransferEvent, AT_FDCWD, DATA_TRACKED,
+    DATA_TRACKED_FD, DATA_TRUNCATED, NAME_LEN, PATH_LEN, PROC_ENVIRON, PROC_MEM, SCRATCH_LEN,
+    TRACK_OPENED_WATCHED,
 };
 
 use crate::{
@@ -73,10 +74,16 @@ fn try_open_enter(ctx: &TracePointContext, path_arg: usize, hook: Hook) -> Res {
         Hook::Openat2 => unsafe { bpf_probe_read_user(arg(ctx, 2) as *const u64) }.unwrap_or(0),
         _ => arg(ctx, path_arg + 1),
     };
+    // openat/openat2 take the directory fd first; open has none.
+    let dirfd = if path_arg == 1 {
+        arg(ctx, 0) as i32
+    } else {
+        AT_FDCWD
+    };
     let s = Stash {
         ptr: arg(ctx, path_arg),
         count: 0,
-        fd: -1,
+        fd: dirfd,
         hook: hook as u32,
         arg: flags as u32,
         _pad: 0,
@@ -150,7 +157,7 @@ fn try_open_exit(ctx: &TracePointContext, hook: Hook) -> Res {
         (*e).watch_id = watch_id;
         (*e).proc_pid = proc_pid;
         (*e).proc_file = proc_file;
-        (*e)._pad = 0;
+        (*e).dirfd = stash.map(|s| s.fd).unwrap_or(AT_FDCWD);
         (*e).path_len = 0;
         (*e).name_len = match file_dentry(file) {
             Some(d) => dentry_name::<NAME_LEN>(d, addr_of_mut!((*e).name)),

@@ -58,6 +58,10 @@ pub struct Evidence {
     pub fd_kind: Option<String>,
     pub encoding: Option<String>,
     pub bytes: Option<u64>,
+    /// The delivery file, when the path opened (`path`) is another name
+    /// for it (a hard link, a bind mount, a symlinked directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_path: Option<String>,
     /// The holder whose environment or memory was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_pid: Option<u32>,

@@ -924,8 +924,10 @@ impl Correlator {
                 .unwrap_or_default();
             self.learn_file(id, &path, captured);
             let s = &self.secrets[id];
+            let opened = ev.detail.path.clone().unwrap_or_else(|| path.clone());
             let evidence = Evidence {
-                path: ev.detail.path.clone().or(Some(path.clone())),
+                delivery_path: (opened != path && !path.is_empty()).then(|| path.clone()),
+                path: Some(opened),
                 fd_kind: Some("file".into()),
                 bytes: ev.detail.bytes,
                 syscall: Some(ev.syscall.clone()),

@@ -306,8 +306,12 @@ impl Enricher {
                     _pad: 0,
                 };
                 let user_path = (e.path_len > 0).then(|| cstr(&e.path, e.path_len));
-                let path = user_path
-                    .map(|p| self.absolutize(pid, p))
+                // The real path of what was opened (symlinks, dirfd and a
+                // hard link's own name resolved) while the process lives;
+                // else the path it passed, resolved against its dirfd.
+                let path = self
+                    .opened_path(pid, e.fd, e.file.ino)
+                    .or_else(|| user_path.map(|p| self.resolve_at(pid, e.dirfd, p)))
                     .or_else(|| {
                         (e.watch_id != 0)
                             .then(|| watches.path_of(&watched))
@@ -582,6 +586,40 @@ impl Enricher {
             return Some(p);
         }
         self.procfs.fd_target(pid, fd as u32)
+    }
+
+    /// `/proc/<pid>/fd/<fd>` when it is still the file the kernel opened
+    /// (same inode) and a path (not a pipe, socket or deleted file).
+    fn opened_path(&self, pid: u32, fd: i32, ino: u64) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        if fd < 0 || ino == 0 {
+            return None;
+        }
+        let target = self.procfs.fd_target(pid, fd as u32)?;
+        if !target.starts_with('/') || target.ends_with(" (deleted)") {
+            return None;
+        }
+        let meta = std::fs::metadata(self.procfs.pid_path(pid, &format!("fd/{fd}"))).ok()?;
+        (meta.ino() == ino).then_some(target)
+    }
+
+    /// A path an `openat(dirfd, path)` passed, made absolute: against the
+    /// directory `dirfd` was opened on (known from its open, else from
+    /// /proc), or the working directory for `AT_FDCWD`.
+    fn resolve_at(&self, pid: u32, dirfd: i32, path: String) -> String {
+        if path.starts_with('/') || dirfd == monitor_common::AT_FDCWD {
+            return self.absolutize(pid, path);
+        }
+        let dir = self
+            .fds
+            .get(&(pid, dirfd))
+            .and_then(|f| f.path.clone())
+            .or_else(|| self.procfs.fd_target(pid, dirfd as u32))
+            .filter(|d| d.starts_with('/'));
+        match dir {
+            Some(d) => join_clean(Path::new(&d), &path),
+            None => path,
+        }
     }
 
     /// Relative paths are resolved against the process's cwd when known.
