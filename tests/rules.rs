@@ -1127,6 +1127,7 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(needle), "{format}: {text}");
     }
+}
 
 #[test]
 fn one_event_touching_ten_secrets_is_one_alert() {
@@ -1526,4 +1527,66 @@ fn evidence_paths_are_absolute_real_and_name_the_link_opened() {
         a["actor"]["pid"] == reader.pid && a["evidence"]["path"] == w.file.as_str()
     });
     assert!(b["evidence"].get("delivery_path").is_none(), "{b}");
+}
+
+#[test]
+fn tar_of_twenty_delivery_files_is_one_copy_alert_listing_all() {
+    let w = world("tar");
+    let dir = w.sc.path("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut holder = Py::spawn(&[]);
+    let ids: Vec<String> = (0..20).map(|i| format!("many-{i:02}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let f = w.sc.file(
+            &format!("many/s{i:02}"),
+            format!("tar-{i:02}-{VALUE}\n").as_bytes(),
+        );
+        w.issue(json!({"secret_id": id, "holder": {"pid": holder.pid}, "delivery": [{"file": f}]}));
+    }
+    let out = w.sc.path("backup.tar").display().to_string();
+    holder.run(&format!(
+        "subprocess.run(['tar', 'cf', {out:?}, '-C', {:?}, '.'], check=True)",
+        dir.display().to_string()
+    ));
+    // tar writes 10 KiB blocks: only their first 4 KiB are captured; the
+    // agent reads the archive itself once tar is done.
+    let a = w.agent.wait_alert("secret.copy.file", |a| {
+        a["evidence"]["path"] == out.as_str()
+            && a["summary"].as_str().unwrap().contains("scanning the file")
+    });
+    let mut got: Vec<String> = a["secret_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ids, "{a}");
+    assert_eq!(a["actor"]["comm"], "tar");
+    assert!(
+        !w.agent.stdout_text().contains(VALUE),
+        "plaintext on the agent's output"
+    );
+}
+
+#[test]
+fn a_holder_writing_100_mb_of_unrelated_data_raises_nothing() {
+    let w = world("bulk");
+    let mut holder = w.holder(json!({}));
+    let out = w.sc.path("bulk.bin").display().to_string();
+    // 10 MB in 1 KiB writes, then 90 MB in 1 MiB writes.
+    holder.run(&format!(
+        "f = os.open({out:?}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n\
+         small = os.urandom(1024)\n\
+         for i in range(10 * 1024): os.write(f, small)\n\
+         big = os.urandom(1 << 20)\n\
+         for i in range(90): os.write(f, big)\n\
+         os.close(f)"
+    ));
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 100 << 20);
+    // Past the quiet time and a scan tick.
+    thread::sleep(Duration::from_millis(2500));
+    let mut agent = w.agent;
+    assert!(agent.terminate().success());
+    assert!(agent.alerts().is_empty(), "{:?}", agent.alerts());
 }

@@ -6,6 +6,7 @@
 pub mod alert;
 pub mod carry;
 pub mod enforce;
+pub mod filescan;
 pub mod fingerprint;
 pub mod holders;
 pub mod rules;
@@ -267,6 +268,8 @@ pub struct Correlator {
     aggregator: Aggregator,
     /// Tails of the last captures per descriptor (split writes).
     carry: carry::CarryOver,
+    /// Files written beyond their captures, to scan once written.
+    file_scans: filescan::FileScans,
     /// Known readers: alerts they would raise are not raised.
     allow: Vec<AllowRule>,
     /// Alerts not raised because of `allow`, by rule.
@@ -304,6 +307,7 @@ impl Correlator {
             allow: Vec::new(),
             allowed: HashMap::new(),
             carry: carry::CarryOver::default(),
+            file_scans: filescan::FileScans::default(),
             leases: HashMap::new(),
             alerts_raised: 0,
         }
@@ -700,6 +704,14 @@ impl Correlator {
                         }
                     }
                     out.track.push(ev.process.pid);
+                }
+                // Written beyond the capture into a regular file: the agent
+                // reads the file itself once the writes stop.
+                if !whole && ev.detail.fd_kind.as_deref() == Some("file") {
+                    if let Some(p) = ev.detail.path.as_deref().filter(|p| p.starts_with('/')) {
+                        let p = p.to_string();
+                        self.file_scans.note(&p, d.file.ino, ev);
+                    }
                 }
             }
             RawEvent::ExecResult(r) => {
@@ -1214,7 +1226,40 @@ impl Correlator {
     /// Periodic: roll-ups of aggregated alerts; re-resolve host names.
     pub fn tick(&mut self, force: bool) -> Vec<Alert> {
         self.carry.expire();
-        self.aggregator.flush(force)
+        let mut alerts = self.scan_written_files(force);
+        alerts.extend(self.aggregator.flush(force));
+        alerts
+    }
+
+    /// Files written beyond their captures, read and scanned once their
+    /// writes stopped: every secret in them is a copy.
+    fn scan_written_files(&mut self, force: bool) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for (mut ev, matches) in self.file_scans.run(&self.fp, force) {
+            let mut out = Outcome::default();
+            let path = ev.detail.path.clone();
+            let sink = classify(Some("file"), path.as_deref(), None);
+            let time = parse_event_time(&ev.time);
+            let found = self.matches_to_secrets(&matches);
+            for (id, enc, _, _) in &found {
+                if self.is_delivery_path(id, path.as_deref()) {
+                    continue;
+                }
+                self.bytes_moved(&ev, id, enc.as_str(), sink, path.clone(), time, &mut out);
+            }
+            for a in &mut out.alerts {
+                a.summary
+                    .push_str(" (found scanning the file after its writes)");
+            }
+            self.one_alert_per_rule(&mut ev, &mut out);
+            alerts.extend(out.alerts);
+        }
+        alerts
+    }
+
+    /// Files scanned after their writes, and dropped unscanned, so far.
+    pub fn file_scan_counts(&self) -> (u64, u64) {
+        (self.file_scans.scanned, self.file_scans.dropped)
     }
 
     /// Live processes matching a cgroup/container/pod/exe holder (processes
