@@ -128,7 +128,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 17] = [
+    pub const ALL: [Metric; 18] = [
         Metric::Events,
         Metric::KernelLostEvents,
         Metric::Alerts,
