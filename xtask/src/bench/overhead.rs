@@ -435,7 +435,7 @@ fn holder_run(ctx: &Ctx, agent: Option<&Agent>, iters: u64, size: usize) -> Resu
     let line = p.wait_line("ready", false, Duration::from_secs(30))?;
     let pid = proc::field_f64(&line, "pid")? as u32;
     if let Some(a) = agent {
-        a.issue_file("heavy-holder", &file, pid)?;
+        a.issue_file(&format!("heavy-holder-{pid}"), &file, pid)?;
     }
     p.write_line("go")?;
     let out = p.finish(Duration::from_secs(300))?;

@@ -81,7 +81,7 @@ pub(super) fn tp_phase(ctx: &Ctx, agent: &Agent, rate: u64, secs: f64) -> Result
     let pid = proc::field_f64(&line, "pid")? as u32;
     // The generator holds the secret in the file it reads: its writes are
     // scanned against a non-empty fingerprint set, and raise nothing.
-    agent.issue_file("throughput", &file, pid)?;
+    agent.issue_file(&format!("throughput-{pid}"), &file, pid)?;
     let c0 = agent.cpu_secs(ctx.tck)?;
     let w0 = Instant::now();
     g.write_line("go")?;
