@@ -97,6 +97,8 @@ pub struct RunOptions {
     pub metrics_allow_non_loopback: bool,
     /// Deny foreign opens of delivery files (fanotify permission events).
     pub enforce_read_foreign: bool,
+    /// Scope and fleet (off by default).
+    pub fleet: crate::fleet::FleetOptions,
 }
 
 /// Items the store queue holds before it drops (and counts) new ones.
@@ -163,6 +165,8 @@ pub struct Agent {
     pub events_seen: u64,
     pub alerts_sent: u64,
     pub bad_records: u64,
+    /// Scope and the fleet link.
+    fleet: crate::fleet::Fleet,
 }
 
 impl Agent {
@@ -199,7 +203,9 @@ impl Agent {
         let mounts = crate::host::parse_mountinfo(
             &std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?,
         )?;
-        let cgroups = crate::host::cgroup2_mount(&mounts).map(CgroupResolver::new);
+        let cgroup2_root = crate::host::cgroup2_mount(&mounts);
+        let fleet = crate::fleet::Fleet::start(&opts.fleet, cgroup2_root.as_deref())?;
+        let cgroups = cgroup2_root.map(CgroupResolver::new);
         if cgroups.is_none() {
             log::warn!("no cgroup v2 mount: cgroup paths come from /proc/<pid>/cgroup");
         }
@@ -296,6 +302,7 @@ impl Agent {
             events_seen: 0,
             alerts_sent: 0,
             bad_records: 0,
+            fleet,
         };
         // `Sensors::load` fails unless every required probe attached.
         agent.metrics.set_probes(
@@ -379,6 +386,9 @@ impl Agent {
 
     /// One decoded record through enrichment, correlation and out.
     pub fn handle(&mut self, raw: RawEvent) -> Result<()> {
+        if !self.fleet.admits(raw.header(), &mut self.enricher) {
+            return Ok(());
+        }
         let pid = raw.header().pid;
         let tracked = raw.header().flags & HDR_TRACKED != 0;
         if self.fanotify.is_some() {
@@ -455,6 +465,9 @@ impl Agent {
     }
 
     fn handle_fanotify(&mut self, f: FanEvent) -> Result<()> {
+        if !self.fleet.admits_pid(f.pid, &mut self.enricher) {
+            return Ok(());
+        }
         let hdr = EventHeader {
             ts_ns: 0,
             cgroup_id: 0,

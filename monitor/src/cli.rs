@@ -95,6 +95,8 @@ pub struct RunArgs {
     /// `secret.read.foreign` can be enforced.
     #[arg(long = "enforce", value_name = "RULE")]
     pub enforce: Vec<String>,
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetArgs,
 }
 
 #[derive(Args, Debug, Default)]
@@ -215,6 +217,7 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
         },
         metrics_allow_non_loopback: f.metrics_allow_non_loopback.unwrap_or(false),
         enforce_read_foreign: enforce_read_foreign(f.enforce.iter().chain(&a.enforce))?,
+        fleet: crate::fleet::FleetOptions::merge(&a.fleet, f.fleet.as_ref())?,
     };
     crate::settings::check_run(&opts)?;
     Ok(opts)

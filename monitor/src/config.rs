@@ -73,6 +73,8 @@ pub struct FileConfig {
     /// by default.
     #[serde(default)]
     pub enforce: Vec<String>,
+    /// `[fleet]`: scope, NATS JetStream (see `fleet`).
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 impl FileConfig {

@@ -21,6 +21,7 @@ pub mod correlate;
 pub mod demo;
 pub mod enrich;
 pub mod event;
+pub mod fleet;
 pub mod host;
 pub mod issuance;
 pub mod metrics;

@@ -190,6 +190,16 @@ impl Enricher {
         }
     }
 
+    /// The cgroup path of a cgroup id (cached), if it resolves.
+    pub fn cgroup_path(&mut self, cgroup_id: u64) -> Option<String> {
+        self.cgroup_info(cgroup_id).map(|c| c.0)
+    }
+
+    /// A live process's cgroup v2 path from `/proc/<pid>/cgroup`.
+    pub fn proc_cgroup_path(&self, pid: u32) -> Option<String> {
+        self.procfs.cgroup_v2_path(pid)
+    }
+
     /// (path, container id, pod uid) of a cgroup id, cached.
     fn cgroup_info(&mut self, cgroup_id: u64) -> Option<(String, Option<String>, Option<String>)> {
         if cgroup_id == 0 {
