@@ -28,7 +28,7 @@ use crate::{
     correlate::{fingerprint::FingerprintKey, Correlator, Outcome},
     enrich::WatchNames,
     enrich::{cgroup::CgroupResolver, k8s::K8sResolver, procfs::ProcFs, Enricher},
-    event::{format_time, Detail, Event, Process},
+    event::{Detail, Event, EventKind, FdKind, Process, UtcTime},
     issuance::{
         parse_record,
         tail::{Position, Tailer},
@@ -145,7 +145,7 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     /// Events by kind since the last [`Agent::flush`], then added to
     /// `metrics` (one lock per batch, not per event).
-    kinds_pending: HashMap<String, u64>,
+    kinds_pending: [u64; EventKind::ALL.len()],
     /// While applying a batch of records: watched patterns are expanded
     /// once at its end, not once a record.
     batching: bool,
@@ -291,7 +291,7 @@ impl Agent {
             last_counters: KernelCounters::default(),
             last_store_dropped: 0,
             metrics: Arc::new(Metrics::new()),
-            kinds_pending: HashMap::new(),
+            kinds_pending: [0; EventKind::ALL.len()],
             batching: false,
             rescan_due: false,
             sources_backlog: false,
@@ -328,13 +328,8 @@ impl Agent {
         self.metrics.clone()
     }
 
-    fn count_event(&mut self, kind: &str) {
-        match self.kinds_pending.get_mut(kind) {
-            Some(n) => *n += 1,
-            None => {
-                self.kinds_pending.insert(kind.to_string(), 1);
-            }
-        }
+    fn count_event(&mut self, kind: EventKind) {
+        self.kinds_pending[kind as usize] += 1;
     }
 
     /// Gauges and cumulative counters, refreshed on each tick.
@@ -445,7 +440,7 @@ impl Agent {
             return self.act(out);
         }
         self.events_seen += 1;
-        self.count_event(&ev.kind);
+        self.count_event(ev.kind);
         if let Some(sink) = self.events.as_mut() {
             sink.write(&ev);
         }
@@ -488,14 +483,14 @@ impl Agent {
         };
         let mut ev = Event {
             id: self.enricher.alloc_id(),
-            time: format_time(f.unix_ns),
-            kind: f.kind.as_str().into(),
+            time: UtcTime::from_unix_nanos(f.unix_ns),
+            kind: f.kind.event_kind(),
             syscall: "fanotify".into(),
             process: self.enricher.process(&hdr),
             tracked: self.sensors.is_tracked(f.pid),
             detail: Detail {
                 path: self.watches.path_of(&key),
-                fd_kind: Some("file".into()),
+                fd_kind: Some(FdKind::File),
                 inode: Some(f.ino),
                 ret: (f.kind == FanKind::Denied).then_some(-(libc::EPERM as i64)),
                 ..Default::default()
@@ -527,14 +522,14 @@ impl Agent {
             out = self.correlator.on_event(&mut ev, &raw, &mut self.enricher);
             if f.kind == FanKind::Denied {
                 for a in &mut out.alerts {
-                    if a.rule == crate::correlate::rules::Rule::ReadForeign.name() {
+                    if a.rule == crate::correlate::rules::Rule::ReadForeign {
                         a.evidence.blocked = Some(true);
                     }
                 }
             }
         }
         self.events_seen += 1;
-        self.count_event(&ev.kind);
+        self.count_event(ev.kind);
         if let Some(sink) = self.events.as_mut() {
             sink.write(&ev);
         }
@@ -558,7 +553,7 @@ impl Agent {
         for a in out.alerts {
             self.alerts.write(&a);
             self.alerts_sent += 1;
-            self.metrics.inc_alert(&a.rule);
+            self.metrics.inc_alert(a.rule.as_str());
             self.store.send(StoreItem::Alert(a));
         }
         for pid in out.track {
@@ -1042,8 +1037,14 @@ impl Agent {
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        for (kind, n) in self.kinds_pending.drain() {
-            self.metrics.add(crate::metrics::Metric::Events, &kind, n);
+        for (kind, n) in EventKind::ALL.iter().zip(&mut self.kinds_pending) {
+            if *n > 0 {
+                self.metrics.add(
+                    crate::metrics::Metric::Events,
+                    kind.as_str(),
+                    std::mem::take(n),
+                );
+            }
         }
         if let Some(out) = self.events.as_mut() {
             out.flush();
@@ -1109,7 +1110,7 @@ impl Agent {
                 budget + ring
             );
             if let Some(p) = crate::correlate::ProcLookup::process_of(&mut self.enricher, tgid) {
-                let now = format_time(Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128);
+                let now = UtcTime::now();
                 alerts.extend(self.correlator.capture_degraded(&p, now, budget, ring));
             }
         }
@@ -1135,8 +1136,8 @@ impl Agent {
             log::warn!("lost {delta} kernel events (ring buffer full), per CPU {per_cpu:?}");
             let ev = Event {
                 id: self.enricher.alloc_id(),
-                time: format_time(Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128),
-                kind: "lost".into(),
+                time: UtcTime::now(),
+                kind: EventKind::Lost,
                 syscall: "ringbuf".into(),
                 process: Process::default(),
                 tracked: false,
@@ -1146,7 +1147,7 @@ impl Agent {
                     ..Default::default()
                 },
             };
-            self.count_event(&ev.kind);
+            self.count_event(ev.kind);
             if let Some(sink) = self.events.as_mut() {
                 sink.write(&ev);
             }
@@ -1159,8 +1160,8 @@ impl Agent {
             log::warn!("lost {delta} fanotify events (queue overflow or agent too slow)");
             let ev = Event {
                 id: self.enricher.alloc_id(),
-                time: format_time(Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128),
-                kind: "lost".into(),
+                time: UtcTime::now(),
+                kind: EventKind::Lost,
                 syscall: "fanotify".into(),
                 process: Process::default(),
                 tracked: false,
@@ -1169,7 +1170,7 @@ impl Agent {
                     ..Default::default()
                 },
             };
-            self.count_event(&ev.kind);
+            self.count_event(ev.kind);
             if let Some(sink) = self.events.as_mut() {
                 sink.write(&ev);
             }

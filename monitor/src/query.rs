@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     correlate::rules::ALL_RULES,
-    event::Event,
+    event::{Dest, Event, EventKind},
     output::ocsf::alert_to_ocsf,
     store::{
         timeline::{clean, Timeline},
@@ -327,7 +327,12 @@ pub fn relative(t: &str, now: DateTime<Utc>) -> String {
     let Ok(t) = DateTime::parse_from_rfc3339(t) else {
         return t.to_string();
     };
-    let d = now.signed_duration_since(t.with_timezone(&Utc));
+    relative_to(t.with_timezone(&Utc), now)
+}
+
+/// [`relative`] of a time already known.
+pub fn relative_to(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let d = now.signed_duration_since(t);
     let (secs, future) = match d.num_seconds() {
         s if s < 0 => (-s, true),
         s => (s, false),
@@ -395,12 +400,12 @@ fn write_alert_table(out: &mut dyn Write, rows: &[StoredAlert], now: DateTime<Ut
                 .unwrap_or_default();
             let rule = match a.count {
                 Some(n) => format!("{} (x{})", a.rule, n + 1),
-                None => a.rule.clone(),
+                None => a.rule.to_string(),
             };
             vec![
-                relative(&a.time, now),
+                relative_to(a.time.to_datetime(), now),
                 rule,
-                a.severity.clone(),
+                a.severity.to_string(),
                 a.secret_id.clone(),
                 a.actor.pid.to_string(),
                 a.actor.comm.clone(),
@@ -421,15 +426,16 @@ fn write_alert_table(out: &mut dyn Write, rows: &[StoredAlert], now: DateTime<Ut
 /// What an event acted on: its path, destination, copy target or program.
 fn event_target(e: &Event) -> String {
     let d = &e.detail;
-    if e.kind == "copy" {
+    if e.kind == EventKind::Copy {
         let to = d
             .dest
-            .clone()
+            .as_ref()
+            .map(Dest::to_string)
             .or_else(|| d.out_path.clone())
             .unwrap_or_default();
         return format!("{} -> {to}", d.path.as_deref().unwrap_or("?"));
     }
-    if e.kind == "proc_access" {
+    if e.kind == EventKind::ProcAccess {
         return format!(
             "pid {} {}",
             d.target_pid.map(|p| p.to_string()).unwrap_or_default(),
@@ -437,7 +443,8 @@ fn event_target(e: &Event) -> String {
         );
     }
     d.dest
-        .clone()
+        .as_ref()
+        .map(Dest::to_string)
         .or_else(|| d.path.clone())
         .or_else(|| d.filename.clone())
         .unwrap_or_default()
@@ -459,9 +466,9 @@ fn write_event_table(out: &mut dyn Write, rows: &[Event], now: DateTime<Utc>) ->
                 })
                 .unwrap_or_default();
             vec![
-                relative(&e.time, now),
-                e.kind.clone(),
-                e.syscall.clone(),
+                relative_to(e.time.to_datetime(), now),
+                e.kind.to_string(),
+                e.syscall.to_string(),
                 e.process.pid.to_string(),
                 e.process.comm.clone(),
                 event_target(e),
@@ -527,7 +534,7 @@ mod tests {
                 .query_alerts(&f)
                 .unwrap()
                 .into_iter()
-                .map(|a| a.rule)
+                .map(|a| a.rule.to_string())
                 .collect()
         }
 

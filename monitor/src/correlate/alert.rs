@@ -9,8 +9,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::rules::Rule;
-use crate::event::Process;
+use super::rules::{Named, Rule, Severity};
+use crate::event::{FdKind, Process, UtcTime};
 
 /// Who did it (the contract's `actor`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl From<&Process> for Actor {
 pub struct Evidence {
     pub path: Option<String>,
     pub dest: Option<String>,
-    pub fd_kind: Option<String>,
+    pub fd_kind: Option<FdKind>,
     pub encoding: Option<String>,
     pub bytes: Option<u64>,
     /// The delivery file, when the path opened (`path`) is another name
@@ -96,9 +96,9 @@ pub struct Evidence {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Alert {
-    pub time: String,
-    pub rule: String,
-    pub severity: String,
+    pub time: UtcTime,
+    pub rule: Named<Rule>,
+    pub severity: Named<Severity>,
     pub secret_id: String,
     /// Every secret the deciding event touched for this rule and actor
     /// (`secret_id` is the first): one event is one alert.
@@ -114,9 +114,9 @@ pub struct Alert {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_time: Option<String>,
+    pub first_time: Option<UtcTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_time: Option<String>,
+    pub last_time: Option<UtcTime>,
     /// Roll-ups only: the [`Alert::finding_uid`] of the alert sent alone
     /// for the first occurrence (so both name the same finding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,7 +126,7 @@ pub struct Alert {
 impl Alert {
     pub fn new(
         rule: Rule,
-        time: String,
+        time: UtcTime,
         secret_id: &str,
         summary: String,
         actor: Actor,
@@ -136,8 +136,8 @@ impl Alert {
         let attack: Vec<String> = rule.attack().iter().map(|s| s.to_string()).collect();
         Alert {
             time,
-            rule: rule.name().into(),
-            severity: rule.severity().as_str().into(),
+            rule: rule.into(),
+            severity: rule.severity().into(),
             secret_id: secret_id.into(),
             secret_ids: vec![secret_id.into()],
             summary,
@@ -157,11 +157,8 @@ impl Alert {
     /// ids (first 16 bytes, hex). The same alert always gets the same id.
     pub fn finding_uid(&self) -> String {
         let mut h = blake3::Hasher::new();
-        for part in [
-            self.rule.as_str(),
-            self.secret_id.as_str(),
-            self.time.as_str(),
-        ] {
+        let time = self.time.to_string();
+        for part in [self.rule.as_str(), self.secret_id.as_str(), time.as_str()] {
             h.update(&(part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
@@ -246,13 +243,13 @@ impl Alert {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct AggKey {
-    rule: String,
+    rule: Named<Rule>,
     secret_ids: Vec<String>,
     pid: u32,
     path: Option<String>,
     dest: Option<String>,
     encoding: Option<String>,
-    fd_kind: Option<String>,
+    fd_kind: Option<FdKind>,
 }
 
 struct Window {
@@ -260,7 +257,7 @@ struct Window {
     /// Repeats after the first, not yet reported.
     repeats: u64,
     last: Option<Alert>,
-    first_repeat_time: Option<String>,
+    first_repeat_time: Option<UtcTime>,
     event_ids: Vec<u64>,
     /// The finding uid of the alert that opened the window.
     finding_uid: String,
@@ -293,7 +290,7 @@ struct Bucket {
     sent: u32,
     suppressed: u64,
     last: Option<Alert>,
-    first_time: Option<String>,
+    first_time: Option<UtcTime>,
     event_ids: Vec<u64>,
 }
 
@@ -301,7 +298,7 @@ pub struct Aggregator {
     window: Duration,
     open: HashMap<AggKey, Window>,
     rate: RateLimit,
-    buckets: HashMap<(String, u32), Bucket>,
+    buckets: HashMap<(Named<Rule>, u32), Bucket>,
     /// Alerts suppressed into roll-ups so far.
     pub suppressed: u64,
     /// Distinct alerts held back by the rate limit so far, by rule.
@@ -356,7 +353,7 @@ impl Aggregator {
         }
         b.suppressed += 1;
         if b.first_time.is_none() {
-            b.first_time = Some(alert.time.clone());
+            b.first_time = Some(alert.time);
         }
         for id in &alert.event_ids {
             if b.event_ids.len() < MAX_ROLLUP_IDS {
@@ -364,7 +361,7 @@ impl Aggregator {
             }
         }
         b.last = Some(alert.clone());
-        *self.rate_limited.entry(alert.rule.clone()).or_default() += 1;
+        *self.rate_limited.entry(alert.rule.to_string()).or_default() += 1;
         false
     }
 
@@ -376,7 +373,7 @@ impl Aggregator {
                 w.repeats += 1;
                 self.suppressed += 1;
                 if w.first_repeat_time.is_none() {
-                    w.first_repeat_time = Some(alert.time.clone());
+                    w.first_repeat_time = Some(alert.time);
                 }
                 for id in &alert.event_ids {
                     if w.event_ids.len() < MAX_ROLLUP_IDS {
@@ -418,7 +415,7 @@ impl Aggregator {
             if let Some(mut a) = w.last.take() {
                 a.count = Some(w.repeats);
                 a.first_time = w.first_repeat_time.take();
-                a.last_time = Some(a.time.clone());
+                a.last_time = Some(a.time);
                 a.event_ids = std::mem::take(&mut w.event_ids);
                 a.rollup_of = Some(std::mem::take(&mut w.finding_uid));
                 a.summary = format!("{} ({} more times)", a.summary, w.repeats);
@@ -434,7 +431,7 @@ impl Aggregator {
             if let Some(mut a) = b.last.take() {
                 a.count = Some(b.suppressed);
                 a.first_time = b.first_time.take();
-                a.last_time = Some(a.time.clone());
+                a.last_time = Some(a.time);
                 a.event_ids = std::mem::take(&mut b.event_ids);
                 a.summary = format!(
                     "{} ({} more {} alerts by pid {} held back by the rate limit of {} per {}s)",
@@ -457,10 +454,16 @@ impl Aggregator {
 mod tests {
     use super::*;
 
-    fn alert(pid: u32, path: &str, t: &str, id: u64) -> Alert {
+    /// "t3": the third microsecond of 1970 ("t": the first); times are
+    /// only compared here.
+    fn t(name: &str) -> UtcTime {
+        UtcTime::from_unix_micros(name[1..].parse().unwrap_or(0))
+    }
+
+    fn alert(pid: u32, path: &str, time: &str, id: u64) -> Alert {
         Alert::new(
             Rule::CopyFile,
-            t.into(),
+            t(time),
             "db",
             "db copied".into(),
             Actor {
@@ -527,8 +530,8 @@ mod tests {
         assert_eq!(rolled.len(), 1);
         let r = &rolled[0];
         assert_eq!(r.count, Some(2));
-        assert_eq!(r.first_time.as_deref(), Some("t2"));
-        assert_eq!(r.last_time.as_deref(), Some("t3"));
+        assert_eq!(r.first_time, Some(t("t2")));
+        assert_eq!(r.last_time, Some(t("t3")));
         assert_eq!(r.event_ids, vec![2, 3]);
         assert_eq!(
             r.rollup_of.as_deref(),
@@ -587,7 +590,7 @@ mod tests {
         let held: Vec<&Alert> = out.iter().filter(|a| a.count == Some(7)).collect();
         assert_eq!(held.len(), 1, "{out:?}");
         assert_eq!(held[0].event_ids, vec![3, 4, 5, 6, 7, 8, 9]);
-        assert_eq!(held[0].first_time.as_deref(), Some("t3"));
+        assert_eq!(held[0].first_time, Some(t("t3")));
         assert!(
             held[0].summary.contains("rate limit"),
             "{}",

@@ -29,7 +29,7 @@ use self::{
     rules::{Rule, ATTACK_CONTAINER_API},
 };
 use crate::{
-    event::{Event, Process},
+    event::{Dest, Event, EventKind, FdKind, Process, UtcTime},
     issuance::{jwt, Delivery, Issuance, Record},
     observer::decode::{split_nul, Captured, RawEvent},
     timefmt::rfc3339_micros,
@@ -140,23 +140,24 @@ enum Sink {
     Ignore,
 }
 
+/// Unix sockets that are logs (syslog, the journal).
 const LOG_SOCKETS: [&str; 4] = [
-    "unix:/dev/log",
-    "unix:/run/systemd/journal/socket",
-    "unix:/run/systemd/journal/stdout",
-    "unix:/run/systemd/journal/syslog",
+    "/dev/log",
+    "/run/systemd/journal/socket",
+    "/run/systemd/journal/stdout",
+    "/run/systemd/journal/syslog",
 ];
 
-fn classify(fd_kind: Option<&str>, path: Option<&str>, dest: Option<&str>) -> Sink {
+fn classify(fd_kind: Option<FdKind>, path: Option<&str>, dest: Option<&Dest>) -> Sink {
     match fd_kind {
-        Some("socket") => match dest {
-            Some(d) if LOG_SOCKETS.contains(&d) => Sink::Log,
-            Some(d) if d.starts_with("unix:") => Sink::Ignore,
-            Some(_) => Sink::Network,
+        Some(FdKind::Socket) => match dest {
+            Some(Dest::Unix(p)) if LOG_SOCKETS.contains(&p.as_str()) => Sink::Log,
+            Some(Dest::Unix(_)) => Sink::Ignore,
+            Some(Dest::Inet(_)) => Sink::Network,
             None => Sink::Ignore,
         },
-        Some("tty") | Some("pipe") => Sink::Log,
-        Some("file") => match path {
+        Some(FdKind::Tty) | Some(FdKind::Pipe) => Sink::Log,
+        Some(FdKind::File) => match path {
             Some(p) if p.starts_with("/var/log/") || p.ends_with(".log") => Sink::Log,
             Some(p) if p.starts_with("anon_inode:") => Sink::Ignore,
             _ => Sink::File,
@@ -169,9 +170,9 @@ fn classify(fd_kind: Option<&str>, path: Option<&str>, dest: Option<&str>) -> Si
 /// from a shell redirection, `nohup.out`, a service's log file, a pipe).
 fn classify_fd(
     fd: Option<i32>,
-    fd_kind: Option<&str>,
+    fd_kind: Option<FdKind>,
     path: Option<&str>,
-    dest: Option<&str>,
+    dest: Option<&Dest>,
 ) -> Sink {
     match fd {
         Some(1 | 2) => Sink::Log,
@@ -230,15 +231,8 @@ impl AllowRule {
 }
 
 /// fd 1 or 2 pointing at a regular file that is not itself a log file.
-fn stdio_into_file(fd: Option<i32>, fd_kind: Option<&str>, path: Option<&str>) -> bool {
+fn stdio_into_file(fd: Option<i32>, fd_kind: Option<FdKind>, path: Option<&str>) -> bool {
     matches!(fd, Some(1 | 2)) && classify(fd_kind, path, None) == Sink::File
-}
-
-/// `IP:PORT` / `[IPv6]:PORT` -> (ip, port).
-pub fn parse_dest(d: &str) -> Option<(IpAddr, u16)> {
-    d.parse::<std::net::SocketAddr>()
-        .ok()
-        .map(|s| (s.ip(), s.port()))
 }
 
 pub struct Correlator {
@@ -619,7 +613,7 @@ impl Correlator {
         procs: &mut dyn ProcLookup,
     ) -> Outcome {
         let mut out = Outcome::default();
-        let time = parse_event_time(&ev.time);
+        let time = ev.time.to_datetime();
         match raw {
             RawEvent::Read(d, data) => {
                 self.delivery_access(ev, &d.file, Some(data), time, &mut out);
@@ -631,9 +625,9 @@ impl Correlator {
                 let ids = self.delivery_access(ev, &t.in_file, None, time, &mut out);
                 let sink = classify_fd(
                     ev.detail.fd_out,
-                    ev.detail.out_kind.as_deref(),
+                    ev.detail.out_kind,
                     ev.detail.out_path.as_deref(),
-                    ev.detail.dest.as_deref(),
+                    ev.detail.dest.as_ref(),
                 );
                 for id in ids {
                     let path = ev.detail.out_path.clone();
@@ -641,11 +635,8 @@ impl Correlator {
                         continue;
                     }
                     self.bytes_moved(ev, &id, "raw", sink, path.clone(), time, &mut out);
-                    if stdio_into_file(
-                        ev.detail.fd_out,
-                        ev.detail.out_kind.as_deref(),
-                        path.as_deref(),
-                    ) && !self.is_delivery_path(&id, path.as_deref())
+                    if stdio_into_file(ev.detail.fd_out, ev.detail.out_kind, path.as_deref())
+                        && !self.is_delivery_path(&id, path.as_deref())
                     {
                         self.bytes_moved(ev, &id, "raw", Sink::File, path, time, &mut out);
                     }
@@ -670,9 +661,9 @@ impl Correlator {
                 if !found.is_empty() {
                     let sink = classify_fd(
                         ev.detail.fd,
-                        ev.detail.fd_kind.as_deref(),
+                        ev.detail.fd_kind,
                         ev.detail.path.as_deref(),
-                        ev.detail.dest.as_deref(),
+                        ev.detail.dest.as_ref(),
                     );
                     for (id, enc, _, _) in &found {
                         annotate(ev, id, enc.as_str());
@@ -687,7 +678,7 @@ impl Correlator {
                         // log, and a copy on disk too.
                         if stdio_into_file(
                             ev.detail.fd,
-                            ev.detail.fd_kind.as_deref(),
+                            ev.detail.fd_kind,
                             ev.detail.path.as_deref(),
                         ) && !self.is_delivery_path(id, ev.detail.path.as_deref())
                         {
@@ -707,7 +698,7 @@ impl Correlator {
                 }
                 // Written beyond the capture into a regular file: the agent
                 // reads the file itself once the writes stop.
-                if !whole && ev.detail.fd_kind.as_deref() == Some("file") {
+                if !whole && ev.detail.fd_kind == Some(FdKind::File) {
                     if let Some(p) = ev.detail.path.as_deref().filter(|p| p.starts_with('/')) {
                         let p = p.to_string();
                         self.file_scans.note(&p, d.file.ino, ev);
@@ -722,7 +713,8 @@ impl Correlator {
                 }
             }
             RawEvent::Connect(_) => {
-                if let Some((ip, port)) = ev.detail.dest.as_deref().and_then(parse_dest) {
+                if let Some(sa) = ev.detail.dest.as_ref().and_then(Dest::inet) {
+                    let (ip, port) = (sa.ip(), sa.port());
                     let held: Vec<String> = self.held_by(&ev.process);
                     for id in held {
                         let s = &self.secrets[&id];
@@ -731,15 +723,13 @@ impl Correlator {
                         }
                         if s.allows(ip, port) == Some(false) {
                             let summary = format!(
-                                "holder of {id} connected to {} by {} (pid {})",
-                                ev.detail.dest.as_deref().unwrap_or("?"),
-                                ev.process.comm,
-                                ev.process.pid
+                                "holder of {id} connected to {sa} by {} (pid {})",
+                                ev.process.comm, ev.process.pid
                             );
                             let evidence = Evidence {
-                                dest: ev.detail.dest.clone(),
-                                fd_kind: Some("socket".into()),
-                                syscall: Some(ev.syscall.clone()),
+                                dest: ev.detail.dest.as_ref().map(Dest::to_string),
+                                fd_kind: Some(FdKind::Socket),
+                                syscall: Some(ev.syscall.to_string()),
                                 ..Default::default()
                             };
                             self.raise(
@@ -778,7 +768,7 @@ impl Correlator {
                             target_pid: Some(p.target_pid),
                             holder_k8s: target.k8s.clone(),
                             access: Some(access),
-                            syscall: Some(ev.syscall.clone()),
+                            syscall: Some(ev.syscall.to_string()),
                             ..Default::default()
                         };
                         annotate(ev, &id, "holder");
@@ -838,11 +828,15 @@ impl Correlator {
             a.name_all_secrets();
             // A known reader ([[allow]]): the event stays (stored, marked),
             // counted, no alert.
-            if self.allow.iter().any(|r| r.matches(&a.rule, &ev.process)) {
-                *self.allowed.entry(a.rule.clone()).or_default() += 1;
+            if self
+                .allow
+                .iter()
+                .any(|r| r.matches(a.rule.as_str(), &ev.process))
+            {
+                *self.allowed.entry(a.rule.to_string()).or_default() += 1;
                 let list = ev.detail.allowed.get_or_insert_with(Vec::new);
-                if !list.contains(&a.rule) {
-                    list.push(a.rule.clone());
+                if !list.iter().any(|r| a.rule == r.as_str()) {
+                    list.push(a.rule.to_string());
                 }
                 continue;
             }
@@ -940,9 +934,9 @@ impl Correlator {
             let evidence = Evidence {
                 delivery_path: (opened != path && !path.is_empty()).then(|| path.clone()),
                 path: Some(opened),
-                fd_kind: Some("file".into()),
+                fd_kind: Some(FdKind::File),
                 bytes: ev.detail.bytes,
-                syscall: Some(ev.syscall.clone()),
+                syscall: Some(ev.syscall.to_string()),
                 ..Default::default()
             };
             let extra: &[&str] = if is_service_account_token(&path) {
@@ -987,11 +981,11 @@ impl Correlator {
         let who = format!("{} (pid {})", ev.process.comm, ev.process.pid);
         let evidence = Evidence {
             path: path.clone(),
-            dest: ev.detail.dest.clone(),
-            fd_kind: ev.detail.out_kind.clone().or(ev.detail.fd_kind.clone()),
+            dest: ev.detail.dest.as_ref().map(Dest::to_string),
+            fd_kind: ev.detail.out_kind.or(ev.detail.fd_kind),
             encoding: Some(encoding.to_string()),
             bytes: ev.detail.bytes,
-            syscall: Some(ev.syscall.clone()),
+            syscall: Some(ev.syscall.to_string()),
             ..Default::default()
         };
         match sink {
@@ -1005,25 +999,25 @@ impl Correlator {
             }
             Sink::Log => {
                 // fd 1/2 of a write, fd_out of a copy.
-                let fd = if ev.kind == "copy" {
+                let fd = if ev.kind == EventKind::Copy {
                     ev.detail.fd_out
                 } else {
                     ev.detail.fd
                 };
                 // Where stdout/stderr really goes: the file, pipe, tty or
                 // socket behind it.
-                let real = match evidence.fd_kind.as_deref() {
-                    Some("socket") => ev.detail.dest.clone(),
+                let real = match evidence.fd_kind {
+                    Some(FdKind::Socket) => evidence.dest.clone(),
                     _ => path.clone(),
                 };
                 let std_target = |name: &str| match &real {
                     Some(r) => format!("{name} ({r})"),
                     None => name.to_string(),
                 };
-                let target = match (fd, evidence.fd_kind.as_deref()) {
+                let target = match (fd, evidence.fd_kind) {
                     (Some(1), _) => std_target("stdout"),
                     (Some(2), _) => std_target("stderr"),
-                    (_, Some("socket")) => ev.detail.dest.clone().unwrap_or_default(),
+                    (_, Some(FdKind::Socket)) => evidence.dest.clone().unwrap_or_default(),
                     (_, Some(k)) => path.clone().unwrap_or_else(|| k.to_string()),
                     _ => "a log".into(),
                 };
@@ -1031,12 +1025,17 @@ impl Correlator {
                 self.raise(Rule::LeakLog, ev, id, summary, evidence, &[], out);
             }
             Sink::Network => {
-                let dest = ev.detail.dest.clone().unwrap_or_default();
+                let dest = evidence.dest.clone().unwrap_or_default();
                 let Some(s) = self.secrets.get(id) else {
                     return;
                 };
                 let dead = s.dead_at(time);
-                let allowed = parse_dest(&dest).and_then(|(ip, port)| s.allows(ip, port));
+                let allowed = ev
+                    .detail
+                    .dest
+                    .as_ref()
+                    .and_then(Dest::inet)
+                    .and_then(|sa| s.allows(sa.ip(), sa.port()));
                 let holder = self.is_holder(id, &ev.process);
                 if let Some((revoked, when)) = dead {
                     let mut e = evidence.clone();
@@ -1161,16 +1160,8 @@ impl Correlator {
     ) {
         let mut actor = Actor::from(&ev.process);
         actor.cmd_line = self.cmd_lines.get(&ev.process.pid).map(|c| c.to_string());
-        let alert = Alert::new(
-            rule,
-            ev.time.clone(),
-            id,
-            summary,
-            actor,
-            evidence,
-            vec![ev.id],
-        )
-        .with_attack(extra_attack);
+        let alert = Alert::new(rule, ev.time, id, summary, actor, evidence, vec![ev.id])
+            .with_attack(extra_attack);
         // Merged per rule and offered to the aggregator at the end of the
         // event (`one_alert_per_rule`).
         out.alerts.push(alert);
@@ -1184,7 +1175,7 @@ impl Correlator {
     pub fn capture_degraded(
         &mut self,
         p: &Process,
-        time: String,
+        time: UtcTime,
         budget: u64,
         ring: u64,
     ) -> Vec<Alert> {
@@ -1238,8 +1229,8 @@ impl Correlator {
         for (mut ev, matches) in self.file_scans.run(&self.fp, force) {
             let mut out = Outcome::default();
             let path = ev.detail.path.clone();
-            let sink = classify(Some("file"), path.as_deref(), None);
-            let time = parse_event_time(&ev.time);
+            let sink = classify(Some(FdKind::File), path.as_deref(), None);
+            let time = ev.time.to_datetime();
             let found = self.matches_to_secrets(&matches);
             for (id, enc, _, _) in &found {
                 if self.is_delivery_path(id, path.as_deref()) {
@@ -1390,7 +1381,7 @@ fn exec_evidence(ev: &Event, enc: Encoding) -> Evidence {
     Evidence {
         path: ev.detail.filename.clone(),
         encoding: Some(enc.as_str().into()),
-        syscall: Some(ev.syscall.clone()),
+        syscall: Some(ev.syscall.to_string()),
         ..Default::default()
     }
 }
@@ -1433,15 +1424,25 @@ fn redact(arg: &[u8], found: &[(String, Encoding, usize, usize)]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn parse_event_time(t: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(t)
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or_else(|_| Utc::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The classifiers, given what the events file shows.
+    fn typed(k: Option<&str>, d: Option<&str>) -> (Option<FdKind>, Option<Dest>) {
+        let k = k.map(|k| serde_json::from_value(json!(k)).unwrap());
+        (k, d.map(|d| Dest::parse(d).unwrap()))
+    }
+
+    fn classify(k: Option<&str>, p: Option<&str>, d: Option<&str>) -> Sink {
+        let (k, d) = typed(k, d);
+        super::classify(k, p, d.as_ref())
+    }
+
+    fn classify_fd(fd: Option<i32>, k: Option<&str>, p: Option<&str>, d: Option<&str>) -> Sink {
+        let (k, d) = typed(k, d);
+        super::classify_fd(fd, k, p, d.as_ref())
+    }
 
     #[test]
     fn write_targets_are_classified() {

@@ -12,6 +12,17 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "low",
@@ -19,6 +30,107 @@ impl Severity {
             Severity::High => "high",
             Severity::Critical => "critical",
         }
+    }
+}
+
+/// A closed set of names (rules, severities) as alerts carry them.
+pub trait Name: Copy {
+    fn name(self) -> &'static str;
+    fn parse(s: &str) -> Option<Self>;
+}
+
+impl Name for Severity {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Severity::from_name(s)
+    }
+}
+
+impl Name for Rule {
+    fn name(self) -> &'static str {
+        Rule::name(self)
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Rule::from_name(s)
+    }
+}
+
+/// A rule or severity as an alert names it: one this agent knows, or a
+/// name it does not (an alert written by another version, read back from
+/// a store or built by hand) kept as written. Written out as the name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Named<T> {
+    Known(T),
+    Unknown(String),
+}
+
+impl<T: Name> Named<T> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Named::Known(t) => t.name(),
+            Named::Unknown(s) => s,
+        }
+    }
+
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Named::Known(t) => Some(*t),
+            Named::Unknown(_) => None,
+        }
+    }
+}
+
+impl<T: Name> From<T> for Named<T> {
+    fn from(t: T) -> Self {
+        Named::Known(t)
+    }
+}
+
+impl<T: Name> From<&str> for Named<T> {
+    fn from(s: &str) -> Self {
+        match T::parse(s) {
+            Some(t) => Named::Known(t),
+            None => Named::Unknown(s.to_string()),
+        }
+    }
+}
+
+impl<T: Name + PartialEq> PartialEq<T> for Named<T> {
+    fn eq(&self, other: &T) -> bool {
+        matches!(self, Named::Known(t) if t == other)
+    }
+}
+
+impl<T: Name> PartialEq<&str> for Named<T> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl<T: Name> PartialEq<str> for Named<T> {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl<T: Name> std::fmt::Display for Named<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<T: Name> Serialize for Named<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de, T: Name> serde::Deserialize<'de> for Named<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(Named::from(s.as_ref()))
     }
 }
 

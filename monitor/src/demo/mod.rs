@@ -1317,7 +1317,7 @@ mod tests {
     fn alert(rule: Rule, pid: u32, count: Option<u64>) -> Alert {
         let mut a = Alert::new(
             rule,
-            "2026-11-22T10:00:00.000000Z".into(),
+            crate::event::UtcTime::parse("2026-11-22T10:00:00.000000Z").unwrap(),
             SECRET_ID,
             format!("{SECRET_ID} did something\u{1b}[31m"),
             Actor {

@@ -11,7 +11,7 @@ pub mod procfs;
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -22,7 +22,7 @@ use monitor_common::{
 };
 
 use crate::{
-    event::{format_time, Detail, Event, Process},
+    event::{Dest, Detail, Event, EventKind, Process, UtcTime},
     observer::decode::{cstr, split_nul, RawEvent},
 };
 
@@ -54,7 +54,7 @@ pub struct FdEntry {
     pub dev: u32,
     pub watch_id: u32,
     /// For sockets: where it was connected.
-    pub dest: Option<String>,
+    pub dest: Option<Dest>,
 }
 
 /// Exec records wait for their result (the new image or a failure).
@@ -308,7 +308,7 @@ impl Enricher {
         let h = *raw.header();
         let pid = h.pid;
         let mut d = Detail::default();
-        let kind: &str = match raw {
+        let kind = match raw {
             RawEvent::Open(e) => {
                 let watched = InodeKey {
                     ino: e.file.ino,
@@ -331,7 +331,7 @@ impl Enricher {
                     .or_else(|| Some(cstr(&e.name, e.name_len)));
                 d.fd = Some(e.fd);
                 d.path = path.clone();
-                d.fd_kind = Some(kind_of(&e.file).as_str().into());
+                d.fd_kind = Some(kind_of(&e.file));
                 d.inode = Some(e.file.ino);
                 d.flags = Some(e.flags);
                 if e.watch_id != 0 {
@@ -351,17 +351,17 @@ impl Enricher {
                         dest: None,
                     },
                 );
-                "open"
+                EventKind::Open
             }
             RawEvent::Read(e, _) => {
                 d.fd = Some(e.fd);
                 d.path = self.fd_path(pid, e.fd, &e.file, watches);
-                d.fd_kind = Some(kind_of(&e.file).as_str().into());
+                d.fd_kind = Some(kind_of(&e.file));
                 d.bytes = Some(e.count);
                 d.captured = Some(e.data_len);
                 d.truncated = Some(e.flags & DATA_TRUNCATED != 0);
                 d.watch = watches.watch_name(e.watch_id);
-                "read"
+                EventKind::Read
             }
             RawEvent::Mmap(e) => {
                 d.fd = Some(e.fd);
@@ -370,13 +370,13 @@ impl Enricher {
                 d.prot = Some(e.prot);
                 d.flags = Some(e.flags);
                 d.watch = watches.watch_name(e.watch_id);
-                "mmap"
+                EventKind::Mmap
             }
             RawEvent::Close(e) => {
                 d.fd = Some(e.fd);
                 d.path = self.fds.remove(&(pid, e.fd)).and_then(|f| f.path);
                 d.watch = watches.watch_name(e.watch_id);
-                "close"
+                EventKind::Close
             }
             RawEvent::Dup(e) => {
                 d.oldfd = Some(e.oldfd);
@@ -386,7 +386,7 @@ impl Enricher {
                     self.fds.insert((pid, e.newfd), f);
                 }
                 d.watch = watches.watch_name(e.watch_id);
-                "dup"
+                EventKind::Dup
             }
             RawEvent::Transfer(e) => {
                 d.fd = Some(e.fd_in);
@@ -397,11 +397,11 @@ impl Enricher {
                 } else {
                     self.fd_path(pid, e.fd_out, &e.out_file, watches)
                 };
-                d.out_kind = Some(kind_of(&e.out_file).as_str().into());
-                d.dest = format_addr(&e.out_peer);
+                d.out_kind = Some(kind_of(&e.out_file));
+                d.dest = sock_dest(&e.out_peer);
                 d.bytes = Some(e.count);
                 d.watch = watches.watch_name(e.watch_id);
-                "copy"
+                EventKind::Copy
             }
             RawEvent::Write(e, _, kpath) => {
                 let mut k = kind_of(&e.file);
@@ -426,8 +426,8 @@ impl Enricher {
                 if k == FdKind::Pipe {
                     d.path = Some(format!("pipe:[{}]", e.file.ino));
                 }
-                d.fd_kind = Some(k.as_str().into());
-                d.dest = format_addr(&e.peer)
+                d.fd_kind = Some(k);
+                d.dest = sock_dest(&e.peer)
                     .or_else(|| self.fds.get(&(pid, e.fd)).and_then(|f| f.dest.clone()));
                 d.bytes = Some(e.count);
                 d.captured = Some(e.data_len);
@@ -435,7 +435,7 @@ impl Enricher {
                 if e.flags & DATA_FIRST_BYTES != 0 {
                     d.first_bytes = Some(true);
                 }
-                "write"
+                EventKind::Write
             }
             RawEvent::Exec(e, argv, envp) => {
                 let argv = split_nul(argv.bytes())
@@ -487,7 +487,7 @@ impl Enricher {
                     d.env = Some(p.env);
                 }
                 d.ret = Some(e.ret);
-                "exec"
+                EventKind::Exec
             }
             RawEvent::Fork(e) => {
                 let parent = self
@@ -512,7 +512,7 @@ impl Enricher {
                     .collect();
                 self.fds.extend(inherited);
                 d.child_pid = Some(e.child_pid);
-                "fork"
+                EventKind::Fork
             }
             RawEvent::Exit(_) => {
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -526,13 +526,13 @@ impl Enricher {
                         },
                     );
                 }
-                "exit"
+                EventKind::Exit
             }
             RawEvent::Connect(e) => {
                 let dest = if e.unix_path_len > 0 {
-                    Some(format_unix(&e.unix_path))
+                    Some(unix_dest(&e.unix_path))
                 } else {
-                    format_addr(&e.addr)
+                    sock_dest(&e.addr)
                 };
                 d.fd = Some(e.fd);
                 d.dest = dest.clone();
@@ -543,7 +543,7 @@ impl Enricher {
                         ..Default::default()
                     },
                 );
-                "connect"
+                EventKind::Connect
             }
             RawEvent::ProcAccess(e) => {
                 d.target_pid = Some(e.target_pid);
@@ -552,11 +552,11 @@ impl Enricher {
                 if e.fd >= 0 {
                     d.fd = Some(e.fd);
                 }
-                "proc_access"
+                EventKind::ProcAccess
             }
             RawEvent::Getenv(e) => {
                 d.name = Some(cstr(&e.name, e.name_len));
-                "getenv"
+                EventKind::Getenv
             }
         };
         let process = self.process(&h);
@@ -564,8 +564,8 @@ impl Enricher {
         self.next_id += 1;
         Some(Event {
             id,
-            time: format_time(self.unix_ns(h.ts_ns)),
-            kind: kind.into(),
+            time: UtcTime::from_unix_nanos(self.unix_ns(h.ts_ns)),
+            kind,
             syscall: Hook::from_u32(h.hook).name().into(),
             process,
             tracked,
@@ -672,26 +672,29 @@ fn access_name(a: u32) -> &'static str {
     }
 }
 
-/// `IP:PORT` / `[IPv6]:PORT`, or `None` for no inet address.
-pub fn format_addr(a: &SockAddr) -> Option<String> {
-    match a.family {
-        2 => {
-            let ip = Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3]);
-            Some(format!("{ip}:{}", a.port))
-        }
+/// The inet address (IPv4-mapped IPv6 as IPv4), or `None` for none.
+pub fn sock_dest(a: &SockAddr) -> Option<Dest> {
+    let ip = match a.family {
+        2 => Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3]).into(),
         10 => {
             let ip = Ipv6Addr::from(a.addr);
             match ip.to_ipv4_mapped() {
-                Some(v4) => Some(format!("{v4}:{}", a.port)),
-                None => Some(format!("[{ip}]:{}", a.port)),
+                Some(v4) => v4.into(),
+                None => ip.into(),
             }
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(Dest::Inet(SocketAddr::new(ip, a.port as u16)))
 }
 
-/// `unix:PATH`, `unix:@NAME` for abstract sockets.
-pub fn format_unix(sun_path: &[u8]) -> String {
+/// `IP:PORT` / `[IPv6]:PORT`, or `None` for no inet address.
+pub fn format_addr(a: &SockAddr) -> Option<String> {
+    sock_dest(a).map(|d| d.to_string())
+}
+
+/// A unix socket's path, `@NAME` for abstract sockets.
+pub fn unix_dest(sun_path: &[u8]) -> Dest {
     let raw = &sun_path[..sun_path.len().min(108)];
     if raw.first() == Some(&0) {
         let end = raw[1..]
@@ -699,11 +702,16 @@ pub fn format_unix(sun_path: &[u8]) -> String {
             .position(|&b| b == 0)
             .map(|i| i + 1)
             .unwrap_or(raw.len());
-        format!("unix:@{}", String::from_utf8_lossy(&raw[1..end]))
+        Dest::Unix(format!("@{}", String::from_utf8_lossy(&raw[1..end])))
     } else {
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        format!("unix:{}", String::from_utf8_lossy(&raw[..end]))
+        Dest::Unix(String::from_utf8_lossy(&raw[..end]).into_owned())
     }
+}
+
+/// `unix:PATH`, `unix:@NAME` for abstract sockets.
+pub fn format_unix(sun_path: &[u8]) -> String {
+    unix_dest(sun_path).to_string()
 }
 
 /// Kind of what a `/proc/<pid>/fd/<n>` link points to.

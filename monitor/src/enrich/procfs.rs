@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use thiserror::Error;
 
 /// Errors reading or parsing a procfs file.
@@ -410,55 +410,7 @@ fn parse_status(text: &str) -> Result<ProcStatus, FieldError> {
     Ok(st)
 }
 
-/// What an open file descriptor refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FdKind {
-    /// Regular file.
-    File,
-    /// Socket.
-    Socket,
-    /// Pipe or FIFO.
-    Pipe,
-    /// Terminal (pts, virtual console, `/dev/tty`, `/dev/console`).
-    Tty,
-    /// Other character device (`/dev/null`, `/dev/urandom`, ...).
-    CharDevice,
-    /// Directory.
-    Directory,
-    /// Anonymous inode (eventfd, epoll, timerfd, signalfd, bpf maps, ...).
-    AnonInode,
-    /// Anything else (block devices, symlinks via `O_PATH`, unknown).
-    Other,
-}
-
-impl FdKind {
-    /// Stable lowercase name: "file", "socket", "pipe", "tty", "chardev",
-    /// "dir", "anon", "other".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FdKind::File => "file",
-            FdKind::Socket => "socket",
-            FdKind::Pipe => "pipe",
-            FdKind::Tty => "tty",
-            FdKind::CharDevice => "chardev",
-            FdKind::Directory => "dir",
-            FdKind::AnonInode => "anon",
-            FdKind::Other => "other",
-        }
-    }
-}
-
-impl fmt::Display for FdKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for FdKind {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
+pub use crate::event::FdKind;
 
 const S_IFMT: u32 = 0o170000;
 const S_IFSOCK: u32 = 0o140000;

@@ -281,7 +281,7 @@ pub(crate) mod tests {
 
     pub(crate) fn alert(i: usize) -> Alert {
         Alert {
-            time: "2026-11-22T10:01:02.123456Z".into(),
+            time: crate::event::UtcTime::parse("2026-11-22T10:01:02.123456Z").unwrap(),
             rule: "secret.copy.file".into(),
             severity: "high".into(),
             secret_id: format!("db-{i:04}"),
@@ -297,7 +297,7 @@ pub(crate) mod tests {
             },
             evidence: Evidence {
                 path: Some("/tmp/x".into()),
-                fd_kind: Some("file".into()),
+                fd_kind: Some(crate::event::FdKind::File),
                 encoding: Some("raw".into()),
                 bytes: Some(37),
                 ..Default::default()

@@ -13,7 +13,13 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
-use crate::correlate::{alert::Alert, rules::Rule};
+use crate::{
+    correlate::{
+        alert::Alert,
+        rules::{Named, Severity},
+    },
+    event::UtcTime,
+};
 
 /// The OCSF schema version emitted: `metadata.version` of every line.
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -30,6 +36,17 @@ pub const LOG_NAME: &str = "alerts";
 const ATTACK_VERSION: &str = "14.1";
 
 /// OCSF `severity_id` and its caption.
+pub fn severity_id_of(severity: &Named<Severity>) -> (u8, &'static str) {
+    match severity.known() {
+        Some(Severity::Low) => (2, "Low"),
+        Some(Severity::Medium) => (3, "Medium"),
+        Some(Severity::High) => (4, "High"),
+        Some(Severity::Critical) => (5, "Critical"),
+        None => severity_id(severity.as_str()),
+    }
+}
+
+/// OCSF `severity_id` and its caption of a severity's name.
 pub fn severity_id(severity: &str) -> (u8, &'static str) {
     match severity {
         "informational" => (1, "Informational"),
@@ -87,11 +104,9 @@ fn attack(id: &str) -> Value {
     Value::Object(a)
 }
 
-/// Epoch milliseconds of an RFC 3339 time.
-fn epoch_ms(t: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|t| t.timestamp_millis())
+/// Epoch milliseconds.
+fn epoch_ms(t: UtcTime) -> i64 {
+    t.unix_micros().div_euclid(1_000)
 }
 
 /// `IP:PORT` or `[IPv6]:PORT` as (ip, port).
@@ -177,19 +192,25 @@ fn to_ocsf(a: &Alert, native: Value, product_version: &str) -> Value {
     let Value::Object(mut native) = native else {
         unreachable!("an alert serializes to a JSON object");
     };
-    let rule = take_str(&mut native, "rule").unwrap_or_default();
-    let (sev_id, sev) = severity_id(&take_str(&mut native, "severity").unwrap_or_default());
-    let time_text = take_str(&mut native, "time").unwrap_or_default();
-    let time = epoch_ms(&time_text).unwrap_or(0);
+    // Taken from the alert itself; removed here so that only what this
+    // mapping does not know is left unmapped.
+    for k in ["rule", "severity", "time", "first_time", "last_time"] {
+        native.remove(k);
+    }
+    let rule = a.rule.as_str().to_string();
+    let (sev_id, sev) = severity_id_of(&a.severity);
+    let time_text = a.time.to_string();
+    let time = epoch_ms(a.time);
     let summary = take_str(&mut native, "summary").unwrap_or_default();
     let attacks: Vec<Value> = a.attack.iter().map(|t| attack(t)).collect();
     native.remove("attack");
     let count = take_u64(&mut native, "count");
-    let first_time = take_str(&mut native, "first_time");
-    let last_time = take_str(&mut native, "last_time");
+    let (first_time, last_time) = (a.first_time, a.last_time);
     native.remove("rollup_of");
     native.remove("event_ids");
-    let title = Rule::from_name(&rule)
+    let title = a
+        .rule
+        .known()
         .map(|r| r.title().to_string())
         .unwrap_or_else(|| rule.clone());
     let rollup = a.rollup_of.is_some();
@@ -369,10 +390,10 @@ fn to_ocsf(a: &Alert, native: Value, product_version: &str) -> Value {
         ),
     );
     finding.insert("related_events_count".into(), json!(a.event_ids.len()));
-    if let Some(t) = first_time.as_deref().and_then(epoch_ms) {
+    if let Some(t) = first_time.map(epoch_ms) {
         finding.insert("first_seen_time".into(), json!(t));
     }
-    if let Some(t) = last_time.as_deref().and_then(epoch_ms) {
+    if let Some(t) = last_time.map(epoch_ms) {
         finding.insert("last_seen_time".into(), json!(t));
     }
 
@@ -444,6 +465,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::correlate::{
         alert::{Actor, Aggregator, Evidence},
+        rules::Rule,
         rules::ALL_RULES,
     };
 
@@ -483,7 +505,7 @@ pub(crate) mod tests {
     fn alert(rule: Rule) -> Alert {
         Alert::new(
             rule,
-            "2026-11-22T10:01:02.123456Z".into(),
+            UtcTime::parse("2026-11-22T10:01:02.123456Z").unwrap(),
             "db-prod",
             "db-prod did something".into(),
             Actor {
@@ -506,7 +528,7 @@ pub(crate) mod tests {
             Evidence {
                 path: Some("/tmp/x".into()),
                 dest: Some("[2001:db8::1]:443".into()),
-                fd_kind: Some("file".into()),
+                fd_kind: Some(crate::event::FdKind::File),
                 encoding: Some("raw".into()),
                 bytes: Some(37),
                 ..Default::default()
@@ -573,7 +595,7 @@ pub(crate) mod tests {
             let mut agg = Aggregator::new(std::time::Duration::from_secs(3600));
             agg.offer(a.clone());
             let mut again = a.clone();
-            again.time = "2026-11-22T10:01:03Z".into();
+            again.time = UtcTime::parse("2026-11-22T10:01:03Z").unwrap();
             again.event_ids = vec![900];
             assert!(agg.offer(again).is_none());
             let rolled = agg.flush(true);
@@ -708,7 +730,7 @@ pub(crate) mod tests {
         let mut agg = Aggregator::new(std::time::Duration::from_secs(3600));
         assert!(agg.offer(a.clone()).is_some());
         let mut b = a.clone();
-        b.time = "2026-11-22T10:01:05Z".into();
+        b.time = UtcTime::parse("2026-11-22T10:01:05Z").unwrap();
         b.event_ids = vec![901];
         assert!(agg.offer(b).is_none());
         let r = agg.flush(true).remove(0);

@@ -67,10 +67,16 @@ pub enum FanKind {
 
 impl FanKind {
     pub fn as_str(self) -> &'static str {
+        self.event_kind().as_str()
+    }
+
+    /// The event it is reported as.
+    pub fn event_kind(self) -> crate::event::EventKind {
+        use crate::event::EventKind;
         match self {
-            FanKind::Open | FanKind::Denied => "open",
-            FanKind::Read => "read",
-            FanKind::Close => "close",
+            FanKind::Open | FanKind::Denied => EventKind::Open,
+            FanKind::Read => EventKind::Read,
+            FanKind::Close => EventKind::Close,
         }
     }
 }

@@ -50,7 +50,11 @@ use rusqlite::{
     params, types::Value as SqlValue, Connection, OpenFlags, OptionalExtension, TransactionBehavior,
 };
 
-use crate::{correlate::alert::Alert, event::Event, issuance::Issuance};
+use crate::{
+    correlate::alert::Alert,
+    event::{Event, UtcTime},
+    issuance::Issuance,
+};
 
 pub use writer::{RetentionPolicy, StoreItem, StoreSender, StoreWriter};
 
@@ -146,11 +150,28 @@ impl std::fmt::Debug for Store {
 /// Nanoseconds since the epoch of an RFC 3339 time; the current time if it
 /// does not parse (the agent always writes RFC 3339, so this is a row
 /// written now).
-fn time_ns(s: &str) -> i64 {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .unwrap_or_else(|| Utc::now().timestamp_nanos_opt().unwrap_or(0))
+fn time_ns(t: &UtcTime) -> i64 {
+    t.unix_micros().saturating_mul(1_000)
+}
+
+// Columns hold what the JSON holds: the written time, kind, rule and
+// severity.
+impl rusqlite::ToSql for UtcTime {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.to_string()))
+    }
+}
+
+impl rusqlite::ToSql for crate::event::EventKind {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl<T: crate::correlate::rules::Name> rusqlite::ToSql for crate::correlate::rules::Named<T> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+    }
 }
 
 fn ns_of(t: DateTime<Utc>) -> i64 {
@@ -970,12 +991,13 @@ pub fn worth_storing(e: &Event) -> bool {
     if e.detail.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
         return true;
     }
-    match e.kind.as_str() {
-        "proc_access" | "lost" => true,
-        "open" | "read" | "mmap" | "copy" => {
-            e.detail.watch.is_some() || (e.kind == "open" && e.detail.target_pid.is_some())
+    use crate::event::EventKind as K;
+    match e.kind {
+        K::ProcAccess | K::Lost => true,
+        K::Open | K::Read | K::Mmap | K::Copy => {
+            e.detail.watch.is_some() || (e.kind == K::Open && e.detail.target_pid.is_some())
         }
-        "exec" | "connect" => e.tracked,
+        K::Exec | K::Connect => e.tracked,
         _ => false,
     }
 }

@@ -11,7 +11,7 @@ use std::{
 use rusqlite::Connection;
 
 use super::{testutil::*, writer::BATCH_WINDOW, *};
-use crate::event::{Detail, Event};
+use crate::event::{Detail, Event, EventKind};
 
 fn all() -> Filter {
     Filter {
@@ -309,8 +309,8 @@ fn bulk(first_id: u64, n: u64, end: chrono::DateTime<chrono::Utc>, step_ms: i64)
             let t = end - chrono::Duration::milliseconds(step_ms * (n - 1 - i) as i64);
             Event {
                 id: first_id + i,
-                time: crate::timefmt::rfc3339_micros(t),
-                kind: "exec".into(),
+                time: t.into(),
+                kind: EventKind::Exec,
                 syscall: "execve".into(),
                 process: proc_(1000 + (i % 50) as u32, "sh", "/bin/sh"),
                 tracked: true,
@@ -665,11 +665,11 @@ fn worth_storing_keeps_what_responders_ask_about() {
     plain.detail.secrets = None;
     plain.detail.watch = None;
     assert!(!worth_storing(&plain));
-    plain.kind = "connect".into();
+    plain.kind = EventKind::Connect;
     assert!(worth_storing(&plain));
     plain.tracked = false;
     assert!(!worth_storing(&plain));
-    plain.kind = "lost".into();
+    plain.kind = EventKind::Lost;
     assert!(worth_storing(&plain));
 }
 

@@ -13,9 +13,8 @@ use crate::{
         rules::Rule,
         SecretMatch,
     },
-    event::{Detail, Event, Process},
+    event::{Dest, Detail, Event, EventKind, FdKind, Process, UtcTime},
     issuance::{parse_record, Issuance, Record},
-    timefmt::rfc3339_micros,
 };
 
 /// A directory removed on drop.
@@ -55,8 +54,8 @@ pub fn t0() -> DateTime<Utc> {
 }
 
 /// `t0 + ms`, formatted as the agent does.
-pub fn at(ms: i64) -> String {
-    rfc3339_micros(t0() + chrono::Duration::milliseconds(ms))
+pub fn at_t(ms: i64) -> UtcTime {
+    (t0() + chrono::Duration::milliseconds(ms)).into()
 }
 
 pub fn proc_(pid: u32, comm: &str, exe: &str) -> Process {
@@ -78,9 +77,9 @@ pub fn proc_(pid: u32, comm: &str, exe: &str) -> Process {
 pub fn event(id: u64, ms: i64, kind: &str, syscall: &str, p: Process, detail: Detail) -> Event {
     Event {
         id,
-        time: at(ms),
-        kind: kind.into(),
-        syscall: syscall.into(),
+        time: at_t(ms),
+        kind: EventKind::from_name(kind).unwrap(),
+        syscall: syscall.to_string().into(),
         process: p,
         tracked: true,
         detail,
@@ -154,7 +153,7 @@ pub fn scenario() -> Scenario {
     let file_read = |bytes| Detail {
         fd: Some(3),
         path: Some(DELIVERY.into()),
-        fd_kind: Some("file".into()),
+        fd_kind: Some(FdKind::File),
         bytes: Some(bytes),
         watch: Some("/vault/secrets/*".into()),
         secrets: matched("db-prod", "delivery"),
@@ -186,7 +185,7 @@ pub fn scenario() -> Scenario {
         Detail {
             fd: Some(4),
             path: Some("/tmp/x".into()),
-            fd_kind: Some("file".into()),
+            fd_kind: Some(FdKind::File),
             bytes: Some(37),
             captured: Some(37),
             secrets: matched("db-prod", "raw"),
@@ -201,8 +200,8 @@ pub fn scenario() -> Scenario {
         curl,
         Detail {
             fd: Some(5),
-            fd_kind: Some("socket".into()),
-            dest: Some("203.0.113.9:443".into()),
+            fd_kind: Some(FdKind::Socket),
+            dest: Some(Dest::parse("203.0.113.9:443").unwrap()),
             bytes: Some(120),
             captured: Some(120),
             secrets: matched("db-prod", "base64"),
@@ -231,7 +230,7 @@ pub fn scenario() -> Scenario {
         app,
         Detail {
             path: Some("/vault/secrets/other".into()),
-            fd_kind: Some("file".into()),
+            fd_kind: Some(FdKind::File),
             bytes: Some(12),
             secrets: matched("other", "delivery"),
             ..Default::default()
@@ -245,7 +244,7 @@ pub fn scenario() -> Scenario {
             "db-prod (/vault/secrets/db) read by cp (pid 5151), not its holder",
             Evidence {
                 path: Some(DELIVERY.into()),
-                fd_kind: Some("file".into()),
+                fd_kind: Some(FdKind::File),
                 bytes: Some(37),
                 syscall: Some("read".into()),
                 ..Default::default()
@@ -258,7 +257,7 @@ pub fn scenario() -> Scenario {
             "db-prod copied into /tmp/x by cp (pid 5151)",
             Evidence {
                 path: Some("/tmp/x".into()),
-                fd_kind: Some("file".into()),
+                fd_kind: Some(FdKind::File),
                 encoding: Some("raw".into()),
                 bytes: Some(37),
                 syscall: Some("write".into()),
@@ -272,7 +271,7 @@ pub fn scenario() -> Scenario {
             "db-prod sent to 203.0.113.9:443 by curl (pid 6000), not its holder",
             Evidence {
                 dest: Some("203.0.113.9:443".into()),
-                fd_kind: Some("socket".into()),
+                fd_kind: Some(FdKind::Socket),
                 encoding: Some("base64".into()),
                 bytes: Some(120),
                 syscall: Some("sendto".into()),

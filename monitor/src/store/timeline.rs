@@ -19,7 +19,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Store;
-use crate::{event::Event, timefmt::rfc3339_micros};
+use crate::{
+    event::{Dest, Event, EventKind, FdKind},
+    timefmt::rfc3339_micros,
+};
 
 /// Most events a timeline loads (the oldest first); beyond it the
 /// timeline says it is truncated.
@@ -367,21 +370,17 @@ pub(crate) fn clean(s: &str) -> String {
 }
 
 /// Is `dest` an inet address (not `unix:`)?
-fn is_inet(dest: &str) -> bool {
-    !dest.starts_with("unix:")
-}
-
 /// Where a write of the secret's bytes went.
 fn sink_of(
     fd: Option<i32>,
-    kind: Option<&str>,
+    kind: Option<FdKind>,
     path: Option<&str>,
-    dest: Option<&str>,
+    dest: Option<&Dest>,
 ) -> (Action, Option<String>) {
     match (kind, dest) {
-        (_, Some(d)) if is_inet(d) => (Action::Send, Some(d.to_string())),
-        (Some("socket"), Some(d)) => (Action::Log, Some(d.to_string())),
-        (Some("file"), _) if path.is_some() => (Action::Copy, None),
+        (_, Some(d @ Dest::Inet(_))) => (Action::Send, Some(d.to_string())),
+        (Some(FdKind::Socket), Some(d)) => (Action::Log, Some(d.to_string())),
+        (Some(FdKind::File), _) if path.is_some() => (Action::Copy, None),
         _ => {
             let sink = match (fd, kind, path) {
                 (Some(1), _, _) => "stdout".to_string(),
@@ -457,7 +456,7 @@ impl Timeline {
         }
         for a in alerts {
             let al = &a.alert;
-            let mut e = Entry::new(al.time.clone(), Action::Alert);
+            let mut e = Entry::new(al.time.to_string(), Action::Alert);
             e.process = Some(ProcessRef::of_actor(&al.actor));
             e.path = al.evidence.path.clone();
             e.dest = al.evidence.dest.clone();
@@ -468,8 +467,8 @@ impl Timeline {
             e.summary = format!("{} [{}]: {}", al.rule, al.severity, al.summary);
             e.alert = Some(AlertInfo {
                 id: a.id,
-                rule: al.rule.clone(),
-                severity: al.severity.clone(),
+                rule: al.rule.to_string(),
+                severity: al.severity.to_string(),
                 summary: al.summary.clone(),
                 event_ids: al.event_ids.clone(),
                 count: al.count,
@@ -817,11 +816,11 @@ fn event_entry(
     foreign_reads: &HashSet<u64>,
 ) -> Entry {
     let d = &ev.detail;
-    let mut e = Entry::new(ev.time.clone(), Action::Event);
+    let mut e = Entry::new(ev.time.to_string(), Action::Event);
     e.process = Some(ProcessRef::of_event(ev));
     e.event_id = Some(ev.id);
     e.bytes = d.bytes;
-    e.syscall = Some(ev.syscall.clone());
+    e.syscall = Some(ev.syscall.to_string());
     e.encoding = encs
         .iter()
         .find(|x| !matches!(x.as_str(), "delivery" | "holder"))
@@ -842,16 +841,12 @@ fn event_entry(
         }
     };
     let read_bytes = d.bytes.map(|b| format!(" ({b} bytes)")).unwrap_or_default();
-    match ev.kind.as_str() {
-        "copy" => {
+    match ev.kind {
+        EventKind::Copy => {
             // copy_file_range / sendfile / splice: in from `path`, out to
             // `out_path` or `dest`.
-            let (action, sink) = sink_of(
-                d.fd_out,
-                d.out_kind.as_deref(),
-                d.out_path.as_deref(),
-                d.dest.as_deref(),
-            );
+            let (action, sink) =
+                sink_of(d.fd_out, d.out_kind, d.out_path.as_deref(), d.dest.as_ref());
             e.action = action;
             e.path = if action == Action::Copy {
                 d.out_path.clone()
@@ -866,7 +861,7 @@ fn event_entry(
                 sink.or(d.out_path.clone()).unwrap_or_else(|| "?".into())
             );
         }
-        "read" | "mmap" | "open" if delivery => {
+        EventKind::Read | EventKind::Mmap | EventKind::Open if delivery => {
             e.action = if !*delivered && !foreign_reads.contains(&ev.id) {
                 *delivered = true;
                 Action::Delivery
@@ -874,10 +869,14 @@ fn event_entry(
                 Action::Read
             };
             e.path = d.path.clone();
-            let verb = if ev.kind == "mmap" { "mapped" } else { "read" };
+            let verb = if ev.kind == EventKind::Mmap {
+                "mapped"
+            } else {
+                "read"
+            };
             e.summary = format!("{verb} {}{read_bytes}", d.path.as_deref().unwrap_or("?"));
         }
-        "proc_access" => {
+        EventKind::ProcAccess => {
             e.action = Action::Scrape;
             e.target_pid = d.target_pid;
             e.access = d.access.clone();
@@ -889,7 +888,7 @@ fn event_entry(
                     .unwrap_or_else(|| "?".into())
             );
         }
-        "exec" => {
+        EventKind::Exec => {
             let marker = format!("[REDACTED:{secret_id}]");
             let on_argv = d
                 .argv
@@ -910,13 +909,8 @@ fn event_entry(
                 );
             }
         }
-        "write" => {
-            let (action, sink) = sink_of(
-                d.fd,
-                d.fd_kind.as_deref(),
-                d.path.as_deref(),
-                d.dest.as_deref(),
-            );
+        EventKind::Write => {
+            let (action, sink) = sink_of(d.fd, d.fd_kind, d.path.as_deref(), d.dest.as_ref());
             e.action = action;
             match action {
                 Action::Copy => {
@@ -933,23 +927,23 @@ fn event_entry(
                 }
             }
         }
-        "connect" => {
+        EventKind::Connect => {
             e.action = Action::Connect;
-            e.dest = d.dest.clone();
-            e.summary = format!("connected to {}", d.dest.as_deref().unwrap_or("?"));
+            e.dest = d.dest.as_ref().map(Dest::to_string);
+            e.summary = format!("connected to {}", e.dest.as_deref().unwrap_or("?"));
         }
-        "read" | "mmap" => {
+        EventKind::Read | EventKind::Mmap => {
             e.action = Action::Read;
             e.path = d.path.clone();
             e.summary = format!("read {}{read_bytes}", d.path.as_deref().unwrap_or("?"));
         }
         other => {
             e.path = d.path.clone();
-            e.dest = d.dest.clone();
+            e.dest = d.dest.as_ref().map(Dest::to_string);
             e.summary = format!(
                 "{other} ({}) {}",
                 ev.syscall,
-                d.path.as_deref().or(d.dest.as_deref()).unwrap_or("")
+                d.path.as_deref().or(e.dest.as_deref()).unwrap_or("")
             )
             .trim_end()
             .to_string();
@@ -1270,7 +1264,7 @@ mod tests {
         let (mut store, sc) = scenario_store(&dir.db());
         let mut ev = sc.events[3].clone();
         ev.id = 99;
-        ev.time = at(61_000);
+        ev.time = at_t(61_000);
         ev.detail.path = Some("/tmp/a \"b\" {c}; d\\\ne -> f".into());
         store.insert_events(&[ev]).unwrap();
         let t = Timeline::build_at(&store, "db-prod", t0()).unwrap();
