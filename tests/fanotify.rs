@@ -111,7 +111,7 @@ fn no_alert(agent: &Agent, rule: &str, pid: u32) {
 }
 
 #[test]
-fn io_uring_read_of_a_delivery_file_alerts_through_fanotify() {
+fn io_uring_read_of_a_delivery_file_alerts_once() {
     let w = world("uring", &[]);
     let holder = w.holder();
     let (pid, n) = read_with_io_uring(&w.file);
@@ -121,8 +121,9 @@ fn io_uring_read_of_a_delivery_file_alerts_through_fanotify() {
         .wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == pid);
     assert_eq!(a["secret_id"], "db-prod");
     assert_eq!(a["evidence"]["path"], w.file.as_str());
-    // No read(2) happened: fanotify saw it.
-    assert_eq!(a["evidence"]["syscall"], "fanotify");
+    // No read(2) happened: the io_uring tracepoints saw it (the process
+    // became tracked by its open(2)), and fanotify's twin was dropped.
+    assert_eq!(a["evidence"]["syscall"], "io_uring:read");
     let reads: Vec<Value> = w
         .agent
         .events_of(pid)
@@ -130,7 +131,7 @@ fn io_uring_read_of_a_delivery_file_alerts_through_fanotify() {
         .filter(|e| e["kind"] == "read")
         .collect();
     assert_eq!(reads.len(), 1, "{reads:?}");
-    assert_eq!(reads[0]["syscall"], "fanotify");
+    assert_eq!(reads[0]["syscall"], "io_uring:read");
     assert_eq!(reads[0]["path"], w.file.as_str());
     // One alert for the one read.
     thread::sleep(Duration::from_millis(500));
@@ -233,15 +234,15 @@ fn marks_follow_the_atomic_data_swap_of_a_secret_volume() {
     };
     w.agent
         .wait_log(&format!("watching {file} (inode {new_ino})"));
-    // A foreign read of the new content, by io_uring (only fanotify sees
-    // it): the new inode is marked.
+    // A foreign read of the new content, by io_uring: the new inode is
+    // watched (the io_uring read is reported once, fanotify's twin dropped).
     let (pid, n) = read_with_io_uring(&file);
     assert_eq!(n, (NEW_VALUE.len() + 1) as i64);
     let a = w
         .agent
         .wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == pid);
     assert_eq!(a["secret_id"], "db-prod");
-    assert_eq!(a["evidence"]["syscall"], "fanotify");
+    assert_eq!(a["evidence"]["syscall"], "io_uring:read");
     let read = w.agent.wait_for("read of the new inode", |e| {
         e["kind"] == "read" && e["process"]["pid"] == pid
     });

@@ -112,6 +112,8 @@ pub enum EventKind {
     Connect = 12,
     ProcAccess = 13,
     Getenv = 14,
+    /// An io_uring instance created by a tracked process.
+    UringCreate = 15,
 }
 
 impl EventKind {
@@ -131,6 +133,7 @@ impl EventKind {
             12 => Self::Connect,
             13 => Self::ProcAccess,
             14 => Self::Getenv,
+            15 => Self::UringCreate,
             _ => return None,
         })
     }
@@ -172,6 +175,22 @@ pub enum Hook {
     ProcessVmReadv = 29,
     Getenv = 30,
     SecureGetenv = 31,
+    /// io_uring requests (`io_uring:io_uring_submit_req` and
+    /// `io_uring_complete`), the twins of the syscalls above.
+    UringOpenat = 32,
+    UringOpenat2 = 33,
+    UringRead = 34,
+    UringReadv = 35,
+    UringWrite = 36,
+    UringWritev = 37,
+    UringSend = 38,
+    UringSendmsg = 39,
+    UringConnect = 40,
+    UringSplice = 41,
+    UringTee = 42,
+    UringClose = 43,
+    /// `io_uring_setup` (the `io_uring:io_uring_create` tracepoint).
+    UringSetup = 44,
 }
 
 impl Hook {
@@ -208,6 +227,19 @@ impl Hook {
             29 => Self::ProcessVmReadv,
             30 => Self::Getenv,
             31 => Self::SecureGetenv,
+            32 => Self::UringOpenat,
+            33 => Self::UringOpenat2,
+            34 => Self::UringRead,
+            35 => Self::UringReadv,
+            36 => Self::UringWrite,
+            37 => Self::UringWritev,
+            38 => Self::UringSend,
+            39 => Self::UringSendmsg,
+            40 => Self::UringConnect,
+            41 => Self::UringSplice,
+            42 => Self::UringTee,
+            43 => Self::UringClose,
+            44 => Self::UringSetup,
             _ => Self::Unknown,
         }
     }
@@ -247,7 +279,25 @@ impl Hook {
             Self::ProcessVmReadv => "process_vm_readv",
             Self::Getenv => "getenv",
             Self::SecureGetenv => "secure_getenv",
+            Self::UringOpenat => "io_uring:openat",
+            Self::UringOpenat2 => "io_uring:openat2",
+            Self::UringRead => "io_uring:read",
+            Self::UringReadv => "io_uring:readv",
+            Self::UringWrite => "io_uring:write",
+            Self::UringWritev => "io_uring:writev",
+            Self::UringSend => "io_uring:send",
+            Self::UringSendmsg => "io_uring:sendmsg",
+            Self::UringConnect => "io_uring:connect",
+            Self::UringSplice => "io_uring:splice",
+            Self::UringTee => "io_uring:tee",
+            Self::UringClose => "io_uring:close",
+            Self::UringSetup => "io_uring_setup",
         }
+    }
+
+    /// Submitted through io_uring rather than a syscall of its own.
+    pub const fn is_uring(self) -> bool {
+        (self as u32) >= Self::UringOpenat as u32 && (self as u32) <= Self::UringSetup as u32
     }
 }
 
@@ -605,6 +655,89 @@ pub struct GetenvEvent {
     pub name: [u8; NAME_LEN],
 }
 
+/// An io_uring instance created by a tracked process (`io_uring_setup`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UringCreateEvent {
+    pub hdr: EventHeader,
+    /// The ring's descriptor.
+    pub fd: i32,
+    /// `IORING_SETUP_*` flags (SQPOLL, ...).
+    pub flags: u32,
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+}
+
+/// io_uring opcodes (`enum io_uring_op`, UAPI: stable numbers) the programs
+/// capture.
+pub mod uring_op {
+    pub const READV: u8 = 1;
+    pub const WRITEV: u8 = 2;
+    pub const READ_FIXED: u8 = 4;
+    pub const WRITE_FIXED: u8 = 5;
+    pub const SENDMSG: u8 = 9;
+    pub const CONNECT: u8 = 16;
+    pub const OPENAT: u8 = 18;
+    pub const CLOSE: u8 = 19;
+    pub const READ: u8 = 22;
+    pub const WRITE: u8 = 23;
+    pub const SEND: u8 = 26;
+    pub const OPENAT2: u8 = 28;
+    pub const SPLICE: u8 = 30;
+    pub const TEE: u8 = 33;
+    pub const SEND_ZC: u8 = 47;
+    pub const SENDMSG_ZC: u8 = 48;
+    /// `io_kiocb.flags` bit: the request's fd is a registered-file index
+    /// (`IOSQE_FIXED_FILE`), not a descriptor.
+    pub const REQ_F_FIXED_FILE: u64 = 1;
+    /// `io_sr_msg.flags` bit: the send's buffer is an iovec array.
+    pub const IORING_SEND_VECTORIZED: u16 = 1 << 5;
+    /// `io_splice.flags` bit: `splice_fd_in` is a registered-file index.
+    pub const SPLICE_F_FD_IN_FIXED: u32 = 1 << 31;
+}
+
+/// Where the io_uring programs find what they read: fields of the
+/// `io_uring` tracepoints (from their tracefs formats) and of the kernel's
+/// request structs (from BTF). `valid == 0`: io_uring is not covered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UringOffsets {
+    pub valid: u32,
+    /// `io_uring_submit_req`: `req`, `opcode` (u8), `flags` (u64).
+    pub tp_submit_req: u32,
+    pub tp_submit_opcode: u32,
+    pub tp_submit_flags: u32,
+    /// `io_uring_complete`: `req`, `res` (s32).
+    pub tp_complete_req: u32,
+    pub tp_complete_res: u32,
+    /// `io_uring_create`: `fd`, `sq_entries`, `cq_entries`, `flags`.
+    pub tp_create_fd: u32,
+    pub tp_create_sq_entries: u32,
+    pub tp_create_cq_entries: u32,
+    pub tp_create_flags: u32,
+    /// `io_kiocb.cqe.fd`: the request's descriptor (ops that need a file).
+    pub req_cqe_fd: u32,
+    /// `io_rw.addr`, `io_rw.len` (read/write: buffer or iovec array, length
+    /// or count).
+    pub rw_addr: u32,
+    pub rw_len: u32,
+    /// `io_sr_msg.buf` (or `umsg`), `.len`, `.flags` (u16).
+    pub sr_buf: u32,
+    pub sr_len: u32,
+    pub sr_flags: u32,
+    /// `io_connect.addr` (user `sockaddr *`).
+    pub connect_addr: u32,
+    /// `io_open.dfd`, `io_open.how.flags` (u64).
+    pub open_dfd: u32,
+    pub open_flags: u32,
+    /// `io_splice.splice_fd_in`, `io_splice.flags`.
+    pub splice_fd_in: u32,
+    pub splice_flags: u32,
+    /// `io_close.fd`.
+    pub close_fd: u32,
+    pub _pad: [u32; 2],
+}
+
 /// Struct-member byte offsets read from the running kernel's BTF.
 ///
 /// The eBPF programs walk `task_struct -> files -> fdtable -> file -> inode`
@@ -681,6 +814,7 @@ pub struct Config {
     pub capture_burst: u32,
     pub offsets: KernelOffsets,
     pub tp: TracepointOffsets,
+    pub uring: UringOffsets,
 }
 
 impl Config {
@@ -732,6 +866,31 @@ impl Config {
                 exit_group_dead: 0,
                 _pad: 0,
             },
+            uring: UringOffsets {
+                valid: 0,
+                tp_submit_req: 0,
+                tp_submit_opcode: 0,
+                tp_submit_flags: 0,
+                tp_complete_req: 0,
+                tp_complete_res: 0,
+                tp_create_fd: 0,
+                tp_create_sq_entries: 0,
+                tp_create_cq_entries: 0,
+                tp_create_flags: 0,
+                req_cqe_fd: 0,
+                rw_addr: 0,
+                rw_len: 0,
+                sr_buf: 0,
+                sr_len: 0,
+                sr_flags: 0,
+                connect_addr: 0,
+                open_dfd: 0,
+                open_flags: 0,
+                splice_fd_in: 0,
+                splice_flags: 0,
+                close_fd: 0,
+                _pad: [0; 2],
+            },
         }
     }
 }
@@ -752,6 +911,7 @@ mod pod {
     unsafe impl aya::Pod for TracepointOffsets {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for CaptureBudget {}
+    unsafe impl aya::Pod for UringOffsets {}
 }
 
 /// Compile-time layout checks: no implicit padding anywhere.
@@ -778,7 +938,9 @@ const _: () = {
     assert!(size_of::<ProcAccessEvent>() == 64 + 8 + 8 + 8);
     assert!(size_of::<GetenvEvent>() == 64 + 8 + NAME_LEN);
     assert!(size_of::<KernelOffsets>() == 30 * 4);
-    assert!(size_of::<Config>() == 32 + 120 + 16);
+    assert!(size_of::<UringOffsets>() == 24 * 4);
+    assert!(size_of::<UringCreateEvent>() == 64 + 16);
+    assert!(size_of::<Config>() == 32 + 120 + 16 + 96);
     assert!(size_of::<CaptureBudget>() == 32);
     assert!(SCRATCH_LEN.is_power_of_two());
     assert!(MAX_CAPTURE.is_power_of_two());

@@ -105,7 +105,29 @@ fn try_open_exit(ctx: &TracePointContext, hook: Hook) -> Res {
     if stash.is_some() {
         let _ = STASH.remove(&pt);
     }
-    let r = ret(ctx);
+    let (flags, dirfd, path) = match stash {
+        Some(s) => (s.arg, s.fd, s.ptr),
+        None => (0, AT_FDCWD, 0),
+    };
+    open_result(tgid, hook, ret(ctx), flags, dirfd, PathFrom::User(path))
+}
+
+/// Where an open's path comes from.
+#[derive(Clone, Copy)]
+pub enum PathFrom {
+    /// The string the process passed (0: none kept).
+    User(u64),
+    /// The opened file's dentries, walked in the kernel (io_uring opens:
+    /// the string was the kernel's own copy, freed by the completion).
+    Kernel,
+}
+
+/// After an open returned `r` (a descriptor or an error): a watched inode
+/// makes the process tracked and its descriptor a tracked one; the open is
+/// reported when it touched a watched file, `/proc/<pid>/environ|mem`, or
+/// the opener is tracked. Shared by the syscalls and io_uring.
+#[inline(always)]
+pub fn open_result(tgid: u32, hook: Hook, r: i64, flags: u32, dirfd: i32, path: PathFrom) -> Res {
     if r < 0 {
         return Ok(());
     }
@@ -150,27 +172,56 @@ fn try_open_exit(ctx: &TracePointContext, hook: Hook) -> Res {
         return Ok(());
     }
 
+    // A path from the kernel is built in scratch before reserving.
+    // (Plain integers: an `Option` here leaves a register the verifier
+    // sees as uninitialized.)
+    let (mut kstart, mut klen): (usize, usize) = (0, 0);
+    let mut user_path = 0u64;
+    match path {
+        PathFrom::User(p) => user_path = p,
+        PathFrom::Kernel => {
+            let buf = scratch().ok_or(0i64)?;
+            if let Some((s, l)) = file_path(file, buf) {
+                kstart = s;
+                klen = l;
+            }
+        }
+    }
+
     emit::<OpenEvent>(EventKind::Open, hook, |e| unsafe {
         (*e).file = info;
         (*e).fd = fd as i32;
-        (*e).flags = stash.map(|s| s.arg).unwrap_or(0);
+        (*e).flags = flags;
         (*e).watch_id = watch_id;
         (*e).proc_pid = proc_pid;
         (*e).proc_file = proc_file;
-        (*e).dirfd = stash.map(|s| s.fd).unwrap_or(AT_FDCWD);
+        (*e).dirfd = dirfd;
         (*e).path_len = 0;
         (*e).name_len = match file_dentry(file) {
             Some(d) => dentry_name::<NAME_LEN>(d, addr_of_mut!((*e).name)),
             None => 0,
         };
-        if let Some(s) = stash {
+        if user_path != 0 {
             let n = bpf_probe_read_user_str(
                 addr_of_mut!((*e).path) as *mut _,
                 PATH_LEN as u32,
-                s.ptr as *const _,
+                user_path as *const _,
             );
             if n > 0 {
                 (*e).path_len = (n - 1) as u32;
+            }
+        } else if klen > 0 {
+            // A path longer than the field keeps its tail.
+            let mut n = klen;
+            if n > PATH_LEN {
+                n = PATH_LEN;
+            }
+            if let Some(buf) = scratch() {
+                let src = buf.add((kstart + klen - n) & (SCRATCH_LEN - 1)) as u64;
+                let dst = addr_of_mut!((*e).path) as *mut u8;
+                if bpf_probe_read_kernel_buf_raw(dst, n as u32, src) == 0 {
+                    (*e).path_len = n as u32;
+                }
             }
         }
     });
@@ -304,8 +355,13 @@ fn try_read_exit(ctx: &TracePointContext) -> Res {
         return Ok(());
     };
     let _ = STASH.remove(&pt);
-    let tgid = tgid_of(pt);
-    let r = ret(ctx);
+    read_result(tgid_of(pt), s, ret(ctx))
+}
+
+/// After a read of a tracked descriptor returned `r`: the bytes read, from
+/// the buffer kept in `s`. Shared by the syscalls and io_uring.
+#[inline(always)]
+pub fn read_result(tgid: u32, s: Stash, r: i64) -> Res {
     if r <= 0 {
         return Ok(());
     }
@@ -325,7 +381,9 @@ fn try_read_exit(ctx: &TracePointContext) -> Res {
     };
     let n = unsafe {
         match hook {
-            Hook::Readv | Hook::Preadv => capture_iov(data, s.ptr, s.count, want as u32),
+            Hook::Readv | Hook::Preadv | Hook::UringReadv => {
+                capture_iov(data, s.ptr, s.count, want as u32)
+            }
             _ => capture_user(data, s.ptr, want),
         }
     };
@@ -600,11 +658,16 @@ fn try_transfer_exit(ctx: &TracePointContext) -> Res {
         return Ok(());
     };
     let _ = STASH.remove(&pt);
-    let r = ret(ctx);
+    transfer_result(tgid_of(pt), s, ret(ctx))
+}
+
+/// After an in-kernel copy (descriptors kept in `s`) moved `r` bytes.
+/// Shared by the syscalls and io_uring.
+#[inline(always)]
+pub fn transfer_result(tgid: u32, s: Stash, r: i64) -> Res {
     if r <= 0 {
         return Ok(());
     }
-    let tgid = tgid_of(pt);
     let (fd_in, fd_out) = (s.fd as u32, s.arg);
     let tracked_in = unsafe { TRACKED_FDS.get(&fd_key(tgid, fd_in)) }.copied();
     if tracked_in.is_some() {

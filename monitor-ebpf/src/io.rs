@@ -53,6 +53,18 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// What a write or send takes its bytes from.
+#[derive(Clone, Copy)]
+pub enum Src {
+    /// A buffer and its length, and an explicit destination (`sockaddr *`,
+    /// or 0).
+    Buf(u64, u64, u64),
+    /// An iovec array and its count.
+    Iov(u64, u64),
+    /// A user `struct msghdr *` (sendmsg).
+    Msg(u64),
+}
+
 /// Capture at syscall entry: the buffer is what the process asks to write.
 #[inline(always)]
 fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
@@ -80,7 +92,34 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
         let _ = NEW_CONNS.remove(&key);
         flags |= DATA_FIRST_BYTES;
     }
+    let src = match hook {
+        Hook::Writev | Hook::Pwritev => Src::Iov(arg(ctx, 1), arg(ctx, 2)),
+        Hook::Sendmsg => Src::Msg(arg(ctx, 1)),
+        Hook::Sendto => Src::Buf(arg(ctx, 1), arg(ctx, 2), arg(ctx, 4)),
+        _ => Src::Buf(arg(ctx, 1), arg(ctx, 2), 0),
+    };
+    emit_write(ctx, tgid, hook, fd, flags, src)
+}
 
+/// A write or send by a tracked process submitted through io_uring: the
+/// same record as its syscall twin (budget, capture, path, peer).
+#[inline(always)]
+pub fn uring_write(ctx: &TracePointContext, tgid: u32, hook: Hook, fd: u32, src: Src) -> Res {
+    if !crate::budget::take(tgid) {
+        return Ok(());
+    }
+    emit_write(ctx, tgid, hook, fd, DATA_TRACKED, src)
+}
+
+#[inline(always)]
+fn emit_write(
+    ctx: &TracePointContext,
+    tgid: u32,
+    hook: Hook,
+    fd: u32,
+    mut flags: u32,
+    src: Src,
+) -> Res {
     let buf = scratch().ok_or(0i64)?;
     let e = buf as *mut DataEvent;
     let data = unsafe { buf.add(size_of::<DataEvent>()) };
@@ -90,17 +129,15 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
         write_bytes(addr_of_mut!((*e).file), 0, 1);
     }
 
-    // (buffer or iovec, length or count, explicit destination)
+    // (bytes captured, bytes asked)
     let (n, asked) = unsafe {
-        match hook {
-            Hook::Writev | Hook::Pwritev => {
-                let (iov, cnt) = (arg(ctx, 1), arg(ctx, 2));
+        match src {
+            Src::Iov(iov, cnt) => {
                 let total = iov_total(iov, cnt);
                 (capture_iov(data, iov, cnt, cap), total)
             }
-            Hook::Sendmsg => {
+            Src::Msg(msg) => {
                 // struct msghdr { name, namelen, iov, iovlen, ... }
-                let msg = arg(ctx, 1);
                 let name: u64 = bpf_probe_read_user(msg as *const u64).unwrap_or(0);
                 let iov: u64 = bpf_probe_read_user((msg + 16) as *const u64).unwrap_or(0);
                 let cnt: u64 = bpf_probe_read_user((msg + 24) as *const u64).unwrap_or(0);
@@ -112,19 +149,15 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
                 }
                 (capture_iov(data, iov, cnt, cap), iov_total(iov, cnt))
             }
-            _ => {
-                let len = arg(ctx, 2);
-                if hook == Hook::Sendto {
-                    let dest = arg(ctx, 4);
-                    if dest != 0 {
-                        let (fam, _) = read_sockaddr(dest, addr_of_mut!((*e).peer), None);
-                        if fam != 0 {
-                            flags |= DATA_EXPLICIT_DEST;
-                        }
+            Src::Buf(ptr, len, dest) => {
+                if dest != 0 {
+                    let (fam, _) = read_sockaddr(dest, addr_of_mut!((*e).peer), None);
+                    if fam != 0 {
+                        flags |= DATA_EXPLICIT_DEST;
                     }
                 }
                 let want = if len < cap as u64 { len } else { cap as u64 };
-                (capture_user(data, arg(ctx, 1), want), len)
+                (capture_user(data, ptr, want), len)
             }
         }
     };

@@ -13,6 +13,7 @@ mod files;
 mod io;
 mod maps;
 mod net;
+mod uring;
 mod util;
 
 #[cfg(not(test))]

@@ -39,7 +39,15 @@ fn try_connect(ctx: &TracePointContext) -> Res {
     if !tracked {
         return Ok(());
     }
-    emit::<ConnectEvent>(EventKind::Connect, Hook::Connect, |e| unsafe {
+    emit_connect(Hook::Connect, fd, uaddr);
+    Ok(())
+}
+
+/// The connect record of a tracked process: descriptor and destination
+/// (`uaddr`: a user `struct sockaddr *`). Shared by the syscall and io_uring.
+#[inline(always)]
+pub fn emit_connect(hook: Hook, fd: u32, uaddr: u64) {
+    emit::<ConnectEvent>(EventKind::Connect, hook, |e| unsafe {
         write_bytes(addr_of_mut!((*e).addr), 0, 1);
         (*e).fd = fd as i32;
         let (_, plen) = read_sockaddr(
@@ -49,5 +57,4 @@ fn try_connect(ctx: &TracePointContext) -> Res {
         );
         (*e).unix_path_len = plen;
     });
-    Ok(())
 }

@@ -70,6 +70,25 @@ pub fn kernel() -> Item {
     }
 }
 
+/// Whether io_uring requests are seen on this kernel (the agent runs either
+/// way: without it, io_uring is a blind spot).
+pub fn uring_item(p: &crate::sensors::Preflight) -> Item {
+    Item {
+        what: "io_uring",
+        ok: true,
+        detail: match (&p.uring, &p.offsets) {
+            (Ok(_), Ok(_)) => "covered: requests of tracked processes through the io_uring \
+                 tracepoints (open, read, write, send, sendmsg, connect, splice, tee, close; \
+                 not registered files)"
+                .into(),
+            (Err(e), _) => format!("NOT COVERED ({e}): io_uring requests are not seen"),
+            (Ok(_), Err(_)) => {
+                "NOT COVERED (no kernel struct offsets): io_uring requests are not seen".into()
+            }
+        },
+    }
+}
+
 /// Run every check; print the report; `Ok(true)` when the agent can run.
 pub fn run(opts: &SensorOptions) -> Result<bool> {
     let mut items = vec![privileges(), kernel()];
@@ -93,6 +112,7 @@ pub fn run(opts: &SensorOptions) -> Result<bool> {
                     ),
                 },
             });
+            items.push(uring_item(p));
         }
         Err(e) => items.push(Item {
             what: "tracefs",

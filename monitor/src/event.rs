@@ -152,11 +152,13 @@ pub enum EventKind {
     Connect,
     ProcAccess,
     Getenv,
+    /// A tracked process set up an io_uring instance.
+    IoUring,
     Lost,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Open,
         EventKind::Read,
         EventKind::Mmap,
@@ -171,6 +173,7 @@ impl EventKind {
         EventKind::Connect,
         EventKind::ProcAccess,
         EventKind::Getenv,
+        EventKind::IoUring,
         EventKind::Lost,
     ];
 
@@ -191,6 +194,7 @@ impl EventKind {
             EventKind::Connect => "connect",
             EventKind::ProcAccess => "proc_access",
             EventKind::Getenv => "getenv",
+            EventKind::IoUring => "io_uring",
             EventKind::Lost => "lost",
         }
     }
@@ -403,6 +407,9 @@ pub struct Detail {
     /// getenv name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// io_uring instance: submission queue entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u32>,
     /// Secrets this event touched (delivery file access, or their bytes
     /// found in the payload, argv or envp), with how they were found.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -34,6 +34,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // test makes its certificates with the openssl CLI.
     "rsyslog",
     "openssl",
+    // The io_uring tests build a small C program against liburing.
+    "liburing-dev",
 ];
 
 /// Debian packages only `cargo xtask bench` needs, installed by it (not by

@@ -803,6 +803,22 @@ impl Correlator {
             | RawEvent::Close(_)
             | RawEvent::Dup(_)
             | RawEvent::Getenv(_) => {}
+            RawEvent::UringCreate(_) => {
+                // A holder set up an io_uring instance: recorded in each
+                // held secret's timeline (what it submits is captured
+                // like its syscalls).
+                let held = self.held_by(&ev.process);
+                if !held.is_empty() {
+                    ev.detail.secrets = Some(
+                        held.into_iter()
+                            .map(|secret_id| SecretMatch {
+                                secret_id,
+                                encoding: "holder".into(),
+                            })
+                            .collect(),
+                    );
+                }
+            }
         }
         self.one_alert_per_rule(ev, &mut out);
         out

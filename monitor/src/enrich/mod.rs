@@ -357,6 +357,7 @@ impl Enricher {
                 d.fd = Some(e.fd);
                 d.path = self.fd_path(pid, e.fd, &e.file, watches);
                 d.fd_kind = Some(kind_of(&e.file));
+                d.inode = Some(e.file.ino);
                 d.bytes = Some(e.count);
                 d.captured = Some(e.data_len);
                 d.truncated = Some(e.flags & DATA_TRUNCATED != 0);
@@ -557,6 +558,12 @@ impl Enricher {
             RawEvent::Getenv(e) => {
                 d.name = Some(cstr(&e.name, e.name_len));
                 EventKind::Getenv
+            }
+            RawEvent::UringCreate(e) => {
+                d.fd = Some(e.fd);
+                d.flags = Some(e.flags);
+                d.entries = Some(e.sq_entries);
+                EventKind::IoUring
             }
         };
         let process = self.process(&h);

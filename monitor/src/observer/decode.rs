@@ -7,7 +7,7 @@ use std::mem::size_of;
 use monitor_common::{
     CloseEvent, ConnectEvent, DataEvent, DupEvent, EventHeader, EventKind, ExecEvent,
     ExecResultEvent, ExitEvent, ForkEvent, GetenvEvent, MmapEvent, OpenEvent, ProcAccessEvent,
-    TransferEvent,
+    TransferEvent, UringCreateEvent,
 };
 use zeroize::Zeroize;
 
@@ -62,6 +62,8 @@ pub enum RawEvent {
     Connect(ConnectEvent),
     ProcAccess(ProcAccessEvent),
     Getenv(GetenvEvent),
+    /// An io_uring instance created by a tracked process.
+    UringCreate(UringCreateEvent),
 }
 
 impl RawEvent {
@@ -80,6 +82,7 @@ impl RawEvent {
             RawEvent::Connect(e) => &e.hdr,
             RawEvent::ProcAccess(e) => &e.hdr,
             RawEvent::Getenv(e) => &e.hdr,
+            RawEvent::UringCreate(e) => &e.hdr,
         }
     }
 }
@@ -167,6 +170,7 @@ pub fn decode(buf: &[u8]) -> Result<RawEvent, DecodeError> {
         EventKind::Connect => RawEvent::Connect(read(buf, kind)?),
         EventKind::ProcAccess => RawEvent::ProcAccess(read(buf, kind)?),
         EventKind::Getenv => RawEvent::Getenv(read(buf, kind)?),
+        EventKind::UringCreate => RawEvent::UringCreate(read(buf, kind)?),
     })
 }
 

@@ -596,6 +596,54 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     })
 }
 
+/// The request-struct members of [`UringOffsets`] (`io_kiocb` and the
+/// per-op structs at its start), from the kernel's BTF. The tracepoint
+/// fields are filled by `tp_format::uring_tracepoint_offsets`; `valid` is
+/// left to the caller, once both are known.
+pub fn uring_offsets(btf: &Btf) -> Result<monitor_common::UringOffsets, BtfError> {
+    // Every op struct is the request's `cmd`, which starts the request.
+    let cmd = btf.member_offset("io_kiocb", "cmd")?;
+    if cmd != 0 {
+        return Err(BtfError::Layout(format!(
+            "io_kiocb.cmd is at offset {cmd}, expected 0"
+        )));
+    }
+    let o = |s: &str, m: &str| btf.member_offset(s, m);
+    let req_cqe_fd = btf.member_path("io_kiocb", "cqe.fd")?;
+    let open_flags = btf.member_path("io_open", "how.flags")?;
+    let u = monitor_common::UringOffsets {
+        req_cqe_fd,
+        rw_addr: o("io_rw", "addr")?,
+        rw_len: o("io_rw", "len")?,
+        sr_buf: o("io_sr_msg", "buf")?,
+        sr_len: o("io_sr_msg", "len")?,
+        sr_flags: o("io_sr_msg", "flags")?,
+        connect_addr: o("io_connect", "addr")?,
+        open_dfd: o("io_open", "dfd")?,
+        open_flags,
+        splice_fd_in: o("io_splice", "splice_fd_in")?,
+        splice_flags: o("io_splice", "flags")?,
+        close_fd: o("io_close", "fd")?,
+        ..Default::default()
+    };
+    // The op structs live in the request's 64-byte `cmd`.
+    for (name, v) in [
+        ("io_rw.len", u.rw_len),
+        ("io_sr_msg.flags", u.sr_flags),
+        ("io_connect.addr", u.connect_addr),
+        ("io_open.how.flags", u.open_flags),
+        ("io_splice.flags", u.splice_flags),
+        ("io_close.fd", u.close_fd),
+    ] {
+        if v >= 64 {
+            return Err(BtfError::Layout(format!(
+                "{name} is at offset {v}, past the request's 64-byte command area"
+            )));
+        }
+    }
+    Ok(u)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1052,5 +1100,19 @@ mod tests {
             btf.member_path("sock", "__sk_common.skc_dport").unwrap(),
             o.sk_dport
         );
+        // io_uring's request structs (this kernel has io_uring).
+        if Path::new("/sys/kernel/tracing/events/io_uring").exists() {
+            let u = uring_offsets(&btf).expect("io_uring offsets");
+            println!("{u:#?}");
+            if ptr == 8 {
+                // struct io_sr_msg { file; union { umsg, buf }; int len; ... }
+                assert_eq!(u.sr_buf, 8);
+                assert_eq!(u.sr_len, 16);
+                assert_eq!(u.connect_addr, 8);
+                assert_eq!(u.close_fd, 8);
+                assert_eq!(u.open_dfd, 8);
+            }
+            assert!(u.rw_addr > 0 && u.rw_len == u.rw_addr + 8, "{u:?}");
+        }
     }
 }

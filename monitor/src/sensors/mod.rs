@@ -16,7 +16,7 @@ use aya::{
 };
 use monitor_common::{
     maps, CaptureBudget, Config, Counter, FdKey, InodeKey, KernelOffsets, TrackedFd, TrackedProc,
-    WatchValue, CONFIG_GLOBAL, COUNTER_SLOTS, DEFAULT_ARGV_BYTES, DEFAULT_CAPTURE,
+    UringOffsets, WatchValue, CONFIG_GLOBAL, COUNTER_SLOTS, DEFAULT_ARGV_BYTES, DEFAULT_CAPTURE,
     DEFAULT_ENV_BYTES, LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA, TAIL_WRITE_PATH,
     WRITE_PATH_PROGRAM,
 };
@@ -79,6 +79,9 @@ pub struct Preflight {
     pub tracefs: PathBuf,
     pub offsets: Result<KernelOffsets, String>,
     pub tp: monitor_common::TracepointOffsets,
+    /// Where the io_uring programs read requests; an error says why
+    /// io_uring is not covered on this kernel.
+    pub uring: Result<UringOffsets, String>,
 }
 
 /// Mount tracefs if needed, read BTF offsets and tracepoint layouts.
@@ -88,11 +91,26 @@ pub fn preflight(opts: &SensorOptions) -> Result<Preflight> {
         .map_err(|e| e.to_string())
         .and_then(|b| btf::kernel_offsets(&b).map_err(|e| e.to_string()));
     let tp = tp_format::tracepoint_offsets(&tracefs).context("tracepoint formats")?;
+    let uring = uring_offsets(&tracefs, &opts.btf_path);
     Ok(Preflight {
         tracefs,
         offsets,
         tp,
+        uring,
     })
+}
+
+/// io_uring coverage: the tracepoints' formats and the request structs'
+/// layout (BTF). Any part missing: the io_uring programs stay idle.
+fn uring_offsets(tracefs: &Path, btf_path: &Path) -> Result<UringOffsets, String> {
+    if !tracefs.join("events/io_uring").exists() {
+        return Err("no io_uring tracepoints in this kernel".into());
+    }
+    let btf = btf::Btf::from_file(btf_path).map_err(|e| format!("BTF: {e}"))?;
+    let mut u = btf::uring_offsets(&btf).map_err(|e| format!("BTF: {e}"))?;
+    tp_format::uring_tracepoint_offsets(tracefs, &mut u).map_err(|e| e.to_string())?;
+    u.valid = 1;
+    Ok(u)
 }
 
 /// Per-CPU counters summed, plus the per-CPU ring-buffer losses.
@@ -144,6 +162,15 @@ impl Sensors {
             capture_burst: opts.capture_burst.max(1),
             offsets,
             tp: pre.tp,
+            // Without the file walk (offsets) the requests' files are unknown.
+            uring: match (&pre.uring, pre.offsets.is_ok()) {
+                (Ok(u), true) => *u,
+                (Err(e), _) => {
+                    log::warn!("io_uring not covered: {e}");
+                    UringOffsets::default()
+                }
+                (Ok(_), false) => UringOffsets::default(),
+            },
         };
         let ring = opts.ring_bytes.next_power_of_two().max(1 << 16);
         let mut ebpf = EbpfLoader::new()

@@ -21,6 +21,7 @@ pub enum Concern {
     Exec,
     Net,
     Env,
+    Uring,
 }
 
 impl Concern {
@@ -31,6 +32,7 @@ impl Concern {
             Concern::Exec => "exec",
             Concern::Net => "net",
             Concern::Env => "env",
+            Concern::Uring => "uring",
         }
     }
 }
@@ -85,6 +87,20 @@ const fn tp(
         concern,
         required: true,
         needs_btf: false,
+        purpose,
+    }
+}
+
+const fn uring(program: &'static str, purpose: &'static str) -> Probe {
+    Probe {
+        program,
+        attach: Attach::Tracepoint {
+            category: "io_uring",
+            name: program,
+        },
+        concern: Concern::Uring,
+        required: false,
+        needs_btf: true,
         purpose,
     }
 }
@@ -394,6 +410,18 @@ pub const PROBES: &[Probe] = &[
         false,
         false,
         "process_vm_readv of other processes",
+    ),
+    uring(
+        "io_uring_submit_req",
+        "io_uring writes, sends, connects, reads, opens of tracked processes",
+    ),
+    uring(
+        "io_uring_complete",
+        "io_uring read, open and splice results (watched-file opens by anyone)",
+    ),
+    uring(
+        "io_uring_create",
+        "io_uring instances created by tracked processes",
     ),
     uprobe("getenv", "getenv() calls of tracked processes (libc)"),
     uprobe(

@@ -264,6 +264,45 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointOffsets, FormatErr
     })
 }
 
+/// Offsets of the `io_uring` tracepoints' fields the programs read (the
+/// `tp_*` members of [`UringOffsets`]; the rest come from BTF).
+pub fn uring_tracepoint_offsets(
+    tracefs: &Path,
+    into: &mut monitor_common::UringOffsets,
+) -> Result<(), FormatError> {
+    let submit = FormatFile::read(tracefs, "io_uring/io_uring_submit_req")?;
+    let f = submit.require("req")?;
+    submit.expect_size(f, 8)?;
+    into.tp_submit_req = f.offset;
+    let f = submit.require("opcode")?;
+    submit.expect_size(f, 1)?;
+    into.tp_submit_opcode = f.offset;
+    let f = submit.require("flags")?;
+    submit.expect_size(f, 8)?;
+    into.tp_submit_flags = f.offset;
+
+    let complete = FormatFile::read(tracefs, "io_uring/io_uring_complete")?;
+    let f = complete.require("req")?;
+    complete.expect_size(f, 8)?;
+    into.tp_complete_req = f.offset;
+    let f = complete.require("res")?;
+    complete.expect_size(f, 4)?;
+    into.tp_complete_res = f.offset;
+
+    let create = FormatFile::read(tracefs, "io_uring/io_uring_create")?;
+    for (name, slot) in [
+        ("fd", &mut into.tp_create_fd),
+        ("sq_entries", &mut into.tp_create_sq_entries),
+        ("cq_entries", &mut into.tp_create_cq_entries),
+        ("flags", &mut into.tp_create_flags),
+    ] {
+        let f = create.require(name)?;
+        create.expect_size(f, 4)?;
+        *slot = f.offset;
+    }
+    Ok(())
+}
+
 /// Checks that `syscalls/<name>/format` under `tracefs` has the standard
 /// syscall tracepoint layout the programs assume:
 ///

@@ -927,6 +927,15 @@ fn event_entry(
                 }
             }
         }
+        EventKind::IoUring => {
+            e.summary = format!(
+                "set up an io_uring instance (fd {}, {} entries)",
+                d.fd.map(|f| f.to_string()).unwrap_or_else(|| "?".into()),
+                d.entries
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "?".into())
+            );
+        }
         EventKind::Connect => {
             e.action = Action::Connect;
             e.dest = d.dest.as_ref().map(Dest::to_string);
