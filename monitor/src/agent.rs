@@ -826,6 +826,14 @@ impl Agent {
         read
     }
 
+    /// The store's read-only endpoints, for the serving thread.
+    pub fn queries(&self) -> StoreQueries {
+        StoreQueries {
+            db: self.db.clone(),
+            store: self.store.sender(),
+        }
+    }
+
     /// One API request (routing lives here; transport in `api::server`).
     pub fn api(&mut self, req: ApiRequest) {
         let resp = match (req.method.as_str(), req.path.as_str()) {
@@ -851,12 +859,7 @@ impl Agent {
                     },
                 }
             }
-            ("GET", "/alerts") => self.api_query(QueryKind::Alerts, &req),
-            ("GET", "/events") => self.api_query(QueryKind::Events, &req),
-            ("GET", p) if p.starts_with("/timeline/") => {
-                let id = p["/timeline/".len()..].to_string();
-                self.api_timeline(&id, &req)
-            }
+            _ if StoreQueries::wants(&req) => self.queries().answer(&req),
             (_, "/issuances" | "/secrets" | "/watches" | "/alerts" | "/events") => {
                 ApiResponse::error(405, "method not allowed")
             }
@@ -865,111 +868,6 @@ impl Agent {
         let _ = req.reply.send(resp);
     }
 
-    /// `GET /alerts` and `GET /events`: the query flags as parameters
-    /// (`secret`, `rule`, `pid`, `namespace`, `pod`, `since`, `until`,
-    /// `limit`), paginated with
-    /// `after` (the `next` of the previous page).
-    fn api_query(&mut self, kind: QueryKind, req: &ApiRequest) -> ApiResponse {
-        self.store.flush();
-        let q = |k: &str| req.query_param(k).map(str::to_string);
-        let args = QueryArgs {
-            db: Some(self.db.clone()),
-            kind,
-            secret: q("secret"),
-            rule: q("rule"),
-            pid: match q("pid").map(|p| p.parse::<u32>()) {
-                Some(Ok(p)) => Some(p),
-                Some(Err(_)) => return ApiResponse::error(400, "pid must be a number"),
-                None => None,
-            },
-            namespace: q("namespace"),
-            pod: q("pod"),
-            since: q("since"),
-            until: q("until"),
-            limit: match q("limit").map(|l| l.parse::<usize>()) {
-                Some(Ok(l)) => l.min(10_000),
-                Some(Err(_)) => return ApiResponse::error(400, "limit must be a number"),
-                None => 100,
-            },
-            format: QueryFormat::Json,
-        };
-        let mut f = match filter_of(&args, Utc::now()) {
-            Ok(f) => f,
-            Err(e) => return ApiResponse::error(400, format!("{e:#}")),
-        };
-        // Pages run oldest first from the cursor; `next` is set only when
-        // more remain (the filter asks for one row beyond the limit).
-        f.after_id = match q("after").map(|a| a.parse::<u64>()) {
-            Some(Ok(a)) => Some(a),
-            Some(Err(_)) => return ApiResponse::error(400, "after must be a number"),
-            None => Some(0),
-        };
-        let limit = args.limit;
-        let store = match Store::open_readonly(&self.db) {
-            Ok(s) => s,
-            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
-        };
-        let page = match kind {
-            QueryKind::Alerts => store.query_alert_rows(&f).map(|rows| {
-                rows.into_iter()
-                    .map(|r| (r.id, json!(r.alert)))
-                    .collect::<Vec<_>>()
-            }),
-            QueryKind::Events => store.query_events(&f).map(|evs| {
-                evs.into_iter()
-                    .map(|e| (e.id, json!(e)))
-                    .collect::<Vec<_>>()
-            }),
-        }
-        .map(|mut rows| {
-            let more = limit > 0 && rows.len() > limit;
-            if more {
-                rows.truncate(limit);
-            }
-            let next = if more {
-                rows.last().map(|(id, _)| *id)
-            } else {
-                None
-            };
-            (rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), next)
-        });
-        match page {
-            Ok((items, next)) => ApiResponse::ok(json!({"items": items, "next": next})),
-            Err(e) => ApiResponse::error(500, format!("{e:#}")),
-        }
-    }
-
-    /// `GET /timeline/<secret_id>[?format=json|text|dot]`.
-    fn api_timeline(&mut self, secret_id: &str, req: &ApiRequest) -> ApiResponse {
-        self.store.flush();
-        let store = match Store::open_readonly(&self.db) {
-            Ok(s) => s,
-            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
-        };
-        let t = match Timeline::build(&store, secret_id) {
-            Ok(t) if !t.is_empty() => t,
-            Ok(_) => {
-                return ApiResponse::error(404, format!("nothing known about secret {secret_id:?}"))
-            }
-            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
-        };
-        match req.query_param("format").unwrap_or("json") {
-            "json" => match serde_json::from_str(&t.render_json()) {
-                Ok(v) => ApiResponse::ok(v),
-                Err(e) => ApiResponse::error(500, e.to_string()),
-            },
-            "text" => ApiResponse::ok(
-                json!({"secret_id": secret_id, "format": "text", "text": t.render_text()}),
-            ),
-            "dot" => ApiResponse::ok(
-                json!({"secret_id": secret_id, "format": "dot", "text": t.render_dot()}),
-            ),
-            other => ApiResponse::error(
-                400,
-                format!("format must be json, text or dot, not {other:?}"),
-            ),
-        }
-    }
 
     /// One record, or several (one JSON object a line). All or nothing:
     /// a bad line rejects the request and names the line and field.
@@ -1236,6 +1134,178 @@ impl Stop {
     }
 }
 
+/// The store's read-only endpoints (`GET /alerts`, `GET /events`,
+/// `GET /timeline/<id>`), answered from the database itself on the serving
+/// thread, never on the event loop: a saturated loop does not hold up a
+/// responder's query (and a long query does not hold up the events).
+#[derive(Clone)]
+pub struct StoreQueries {
+    db: PathBuf,
+    /// To wait for what was queued before the request (read your writes).
+    store: crate::store::writer::StoreSender,
+}
+
+impl StoreQueries {
+    /// Is this request one of the store's?
+    pub fn wants(req: &ApiRequest) -> bool {
+        req.method == "GET"
+            && (matches!(req.path.as_str(), "/alerts" | "/events")
+                || req.path.starts_with("/timeline/"))
+    }
+
+    /// The answer to a request [`StoreQueries::wants`] (blocks: SQLite).
+    pub fn answer(&self, req: &ApiRequest) -> ApiResponse {
+        match req.path.as_str() {
+            "/alerts" => self.query(QueryKind::Alerts, req),
+            "/events" => self.query(QueryKind::Events, req),
+            p => match p.strip_prefix("/timeline/") {
+                Some(id) => self.timeline(id, req),
+                None => ApiResponse::error(404, format!("no such endpoint: {}", req.path)),
+            },
+        }
+    }
+
+    /// `GET /alerts` and `GET /events`: the query flags as parameters
+    /// (`secret`, `rule`, `pid`, `namespace`, `pod`, `since`, `until`,
+    /// `limit`), paginated with
+    /// `after` (the `next` of the previous page).
+    pub fn query(&self, kind: QueryKind, req: &ApiRequest) -> ApiResponse {
+        self.store.flush();
+        let q = |k: &str| req.query_param(k).map(str::to_string);
+        let args = QueryArgs {
+            db: Some(self.db.clone()),
+            kind,
+            secret: q("secret"),
+            rule: q("rule"),
+            pid: match q("pid").map(|p| p.parse::<u32>()) {
+                Some(Ok(p)) => Some(p),
+                Some(Err(_)) => return ApiResponse::error(400, "pid must be a number"),
+                None => None,
+            },
+            namespace: q("namespace"),
+            pod: q("pod"),
+            since: q("since"),
+            until: q("until"),
+            limit: match q("limit").map(|l| l.parse::<usize>()) {
+                Some(Ok(l)) => l.min(10_000),
+                Some(Err(_)) => return ApiResponse::error(400, "limit must be a number"),
+                None => 100,
+            },
+            format: QueryFormat::Json,
+        };
+        let mut f = match filter_of(&args, Utc::now()) {
+            Ok(f) => f,
+            Err(e) => return ApiResponse::error(400, format!("{e:#}")),
+        };
+        // Pages run oldest first from the cursor; `next` is set only when
+        // more remain (the filter asks for one row beyond the limit).
+        f.after_id = match q("after").map(|a| a.parse::<u64>()) {
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => return ApiResponse::error(400, "after must be a number"),
+            None => Some(0),
+        };
+        let limit = args.limit;
+        let store = match Store::open_readonly(&self.db) {
+            Ok(s) => s,
+            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
+        };
+        let page = match kind {
+            QueryKind::Alerts => store.query_alert_rows(&f).map(|rows| {
+                rows.into_iter()
+                    .map(|r| (r.id, json!(r.alert)))
+                    .collect::<Vec<_>>()
+            }),
+            QueryKind::Events => store.query_events(&f).map(|evs| {
+                evs.into_iter()
+                    .map(|e| (e.id, json!(e)))
+                    .collect::<Vec<_>>()
+            }),
+        }
+        .map(|mut rows| {
+            let more = limit > 0 && rows.len() > limit;
+            if more {
+                rows.truncate(limit);
+            }
+            let next = if more {
+                rows.last().map(|(id, _)| *id)
+            } else {
+                None
+            };
+            (rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), next)
+        });
+        match page {
+            Ok((items, next)) => ApiResponse::ok(json!({"items": items, "next": next})),
+            Err(e) => ApiResponse::error(500, format!("{e:#}")),
+        }
+    }
+
+    /// `GET /timeline/<secret_id>[?format=json|text|dot]`.
+    pub fn timeline(&self, secret_id: &str, req: &ApiRequest) -> ApiResponse {
+        self.store.flush();
+        let store = match Store::open_readonly(&self.db) {
+            Ok(s) => s,
+            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
+        };
+        let t = match Timeline::build(&store, secret_id) {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) => {
+                return ApiResponse::error(404, format!("nothing known about secret {secret_id:?}"))
+            }
+            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
+        };
+        match req.query_param("format").unwrap_or("json") {
+            "json" => match serde_json::from_str(&t.render_json()) {
+                Ok(v) => ApiResponse::ok(v),
+                Err(e) => ApiResponse::error(500, e.to_string()),
+            },
+            "text" => ApiResponse::ok(
+                json!({"secret_id": secret_id, "format": "text", "text": t.render_text()}),
+            ),
+            "dot" => ApiResponse::ok(
+                json!({"secret_id": secret_id, "format": "dot", "text": t.render_dot()}),
+            ),
+            other => ApiResponse::error(
+                400,
+                format!("format must be json, text or dot, not {other:?}"),
+            ),
+        }
+    }
+}
+
+/// Requests from the API server: the store's queries answered here (on a
+/// blocking thread of the serving runtime), the rest handed to the event
+/// loop. Ends when the event loop is gone (the server then stops too).
+async fn route_api(
+    mut front: mpsc::Receiver<ApiRequest>,
+    to_loop: mpsc::Sender<ApiRequest>,
+    queries: StoreQueries,
+) {
+    loop {
+        let req = tokio::select! {
+            _ = to_loop.closed() => return,
+            r = front.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        if StoreQueries::wants(&req) {
+            let q = queries.clone();
+            tokio::task::spawn_blocking(move || {
+                let resp = q.answer(&req);
+                let _ = req.reply.send(resp);
+            });
+        } else {
+            // Waits for room in the loop's backlog without holding up the
+            // queries behind it.
+            let tx = to_loop.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(req).await;
+            });
+        }
+    }
+}
+
+
 /// Liveness independent of load: `/healthz`, `/metrics`, the API's accept
 /// loop and the signal handlers run on a thread (and runtime) of their
 /// own, so a saturated event loop neither hides the agent from the kubelet
@@ -1243,6 +1313,7 @@ impl Stop {
 fn serve_thread(
     opts: &RunOptions,
     api_tx: mpsc::Sender<ApiRequest>,
+    queries: StoreQueries,
     metrics: Arc<Metrics>,
     stop: Arc<Stop>,
 ) -> Result<()> {
@@ -1269,7 +1340,9 @@ fn serve_thread(
                     let sigterm = signal(SignalKind::terminate())?;
                     if let Some(path) = &api {
                         let listener = crate::api::server::bind(path).await?;
-                        tokio::spawn(crate::api::server::serve(listener, api_tx));
+                        let (front_tx, front_rx) = mpsc::channel::<ApiRequest>(API_BACKLOG);
+                        tokio::spawn(crate::api::server::serve(listener, front_tx));
+                        tokio::spawn(route_api(front_rx, api_tx, queries));
                         log::info!("API on {}", path.display());
                     }
                     if let Some(addr) = metrics_addr {
@@ -1328,7 +1401,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(API_BACKLOG);
     let metrics = agent.metrics();
     let stop = Arc::new(Stop::default());
-    serve_thread(&opts, api_tx, metrics.clone(), stop.clone())?;
+    serve_thread(&opts, api_tx, agent.queries(), metrics.clone(), stop.clone())?;
     metrics.mark_drained();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sources = tokio::time::interval(Duration::from_millis(250));
