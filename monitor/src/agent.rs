@@ -868,7 +868,6 @@ impl Agent {
         let _ = req.reply.send(resp);
     }
 
-
     /// One record, or several (one JSON object a line). All or nothing:
     /// a bad line rejects the request and names the line and field.
     fn api_records(&mut self, body: &[u8]) -> ApiResponse {
@@ -1305,7 +1304,6 @@ async fn route_api(
     }
 }
 
-
 /// Liveness independent of load: `/healthz`, `/metrics`, the API's accept
 /// loop and the signal handlers run on a thread (and runtime) of their
 /// own, so a saturated event loop neither hides the agent from the kubelet
@@ -1401,7 +1399,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(API_BACKLOG);
     let metrics = agent.metrics();
     let stop = Arc::new(Stop::default());
-    serve_thread(&opts, api_tx, agent.queries(), metrics.clone(), stop.clone())?;
+    serve_thread(
+        &opts,
+        api_tx,
+        agent.queries(),
+        metrics.clone(),
+        stop.clone(),
+    )?;
     metrics.mark_drained();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sources = tokio::time::interval(Duration::from_millis(250));

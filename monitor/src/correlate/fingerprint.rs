@@ -781,10 +781,48 @@ impl FingerprintSet {
     /// of distinct fingerprint lengths. Allocates only the result, and only
     /// if something matched.
     pub fn scan(&self, buf: &[u8]) -> Vec<Match> {
+        self.scan_with(buf, bmi2())
+    }
+
+    /// [`FingerprintSet::scan`], the fast loop compiled for BMI2 or not
+    /// (the tests run both).
+    fn scan_with(&self, buf: &[u8], bmi2: bool) -> Vec<Match> {
         let mut out = Vec::new();
         if self.anchors == 0 || buf.len() < MIN_SECRET_LEN {
             return out;
         }
+        let mut i = self.probe(buf, &mut out, bmi2);
+        let n = buf.len();
+        while i + WIN <= n {
+            self.check_at(buf, i, &mut out);
+            i += STRIDE;
+        }
+        if out.len() > 1 {
+            keep_longest(&mut out);
+        }
+        out
+    }
+
+    /// The fast loop of [`FingerprintSet::scan`]: the even positions four
+    /// at a time; a group whose four windows all miss the bitset costs no
+    /// branch, the others are checked one by one. Returns where the tail
+    /// starts. With `bmi2` (only when the CPU has it) the same loop
+    /// compiled with BMI2's shifts (`shlx`, `shrx`: no count register, no
+    /// copies), some 16 % fewer instructions.
+    #[inline]
+    fn probe(&self, buf: &[u8], out: &mut Vec<Match>, bmi2: bool) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if bmi2 {
+            // SAFETY: `bmi2` is true only when the CPU has BMI2 (see
+            // [`bmi2`]); the function is otherwise the portable loop.
+            return unsafe { self.probe_bmi2(buf, out) };
+        }
+        let _ = bmi2;
+        self.probe_portable(buf, out)
+    }
+
+    #[inline(always)]
+    fn probe_portable(&self, buf: &[u8], out: &mut Vec<Match>) -> usize {
         let keys = &self.keys;
         let bits = &self.bits[..];
         let words = bits.len() - 1; // a power of two minus one
@@ -804,19 +842,19 @@ impl FingerprintSet {
                 | probe(load_u64(&c[6..]));
             if any != 0 {
                 for j in [i, i + 2, i + 4, i + 6] {
-                    self.check_at(buf, j, &mut out);
+                    self.check_at(buf, j, out);
                 }
             }
             i += 8;
         }
-        while i + WIN <= n {
-            self.check_at(buf, i, &mut out);
-            i += STRIDE;
-        }
-        if out.len() > 1 {
-            keep_longest(&mut out);
-        }
-        out
+        i
+    }
+
+    /// [`FingerprintSet::probe_portable`] compiled for BMI2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "bmi2")]
+    unsafe fn probe_bmi2(&self, buf: &[u8], out: &mut Vec<Match>) -> usize {
+        self.probe_portable(buf, out)
     }
 
     /// Slow path: probes the window starting at `i` and confirms its
@@ -967,6 +1005,19 @@ impl FingerprintSet {
                 set_bit(&mut self.bits, self.bits_log2, pre);
             }
         }
+    }
+}
+
+/// Does this CPU have BMI2 (checked once)?
+fn bmi2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("bmi2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -1458,6 +1509,98 @@ mod tests {
                         len: form.len()
                     }],
                     "{enc:?} form of len {} at offset {offset}",
+                    form.len()
+                );
+            }
+        }
+    }
+
+    /// Bytes absent from every form of `forms` (they cannot take part in a
+    /// match).
+    fn noise_for(forms: &[(Vec<u8>, Encoding)]) -> Vec<u8> {
+        let noise: Vec<u8> = (0..=255u8)
+            .filter(|b| !forms.iter().any(|f| f.0.contains(b)))
+            .collect();
+        assert!(noise.len() > 100);
+        noise
+    }
+
+    /// The prefilter's two loops (BMI2 when the CPU has it, and the
+    /// portable one) find the same: every form at every offset and every
+    /// alignment (mod 2, mod 8: four positions per step), with every tail
+    /// length (the group loop and the tail loop both).
+    #[test]
+    fn both_prefilter_loops_find_every_form_at_every_offset() {
+        let mut rng = Rng(21);
+        let mut s = set();
+        let v = TRICKY.as_bytes();
+        let r = s.add(v).unwrap();
+        let forms = reference_forms(v);
+        let noise = noise_for(&forms);
+        for (form, enc) in &forms {
+            for offset in 0..24 {
+                for tail in 0..16 {
+                    let mut buf = rng.from(&noise, offset);
+                    buf.extend_from_slice(form);
+                    buf.extend(rng.from(&noise, tail));
+                    let want = vec![Match {
+                        secret: r,
+                        encoding: *enc,
+                        offset,
+                        len: form.len(),
+                    }];
+                    let what = format!("{enc:?} len {} at {offset}, tail {tail}", form.len());
+                    assert_eq!(s.scan_with(&buf, false), want, "portable: {what}");
+                    if bmi2() {
+                        assert_eq!(s.scan_with(&buf, true), want, "bmi2: {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A form split across two writes, at every split point, is found once:
+    /// in the write that completes it, with the first write's tail carried
+    /// in front (as correlation joins them).
+    #[test]
+    fn a_form_split_across_writes_is_found_once_at_every_split() {
+        use crate::correlate::carry::CarryOver;
+        let mut rng = Rng(22);
+        let mut s = set();
+        let v = TRICKY.as_bytes();
+        s.add(v).unwrap();
+        let forms = reference_forms(v);
+        let noise = noise_for(&forms);
+        let keep = s.longest_form() - 1;
+        for (form, enc) in &forms {
+            // Not inside base64 padding (the unpadded form is complete
+            // before it, and reported as such), nor past base64's last two
+            // characters (the "inside a stream" form, one character
+            // shorter, is complete in the first write).
+            let body = form.len() - form.iter().rev().take_while(|&&b| b == b'=').count();
+            let last = match enc {
+                Encoding::Base64 | Encoding::Base64url => body - 2,
+                _ => body,
+            };
+            for split in 1..last {
+                let mut carry = CarryOver::default();
+                let mut first = rng.from(&noise, 1 + split % 13);
+                first.extend_from_slice(&form[..split]);
+                let mut second = form[split..].to_vec();
+                second.extend(rng.from(&noise, split % 7));
+                let mut found = Vec::new();
+                for (n, data) in [first, second].iter().enumerate() {
+                    let (buf, head) = carry.join((1, 3, 9), data, keep, true);
+                    for m in s.scan(&buf) {
+                        if m.offset + m.len > head {
+                            found.push((n, m.encoding, m.len));
+                        }
+                    }
+                }
+                assert_eq!(
+                    found,
+                    vec![(1, *enc, form.len())],
+                    "{enc:?} form of len {} split at {split}",
                     form.len()
                 );
             }
