@@ -62,3 +62,227 @@ fn scoped_agents_see_only_their_own_cgroups() {
         }
     }
 }
+
+#[path = "harness/nats.rs"]
+mod nats;
+
+use monitor::fleet::{link::NatsConfig, read::read_all_blocking};
+use nats::NatsCluster;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+
+const VALUE: &str = "fleet-9f3b2c7d4e5a6b1c8d0e";
+
+/// One node: an agent scoped to its own cgroup, publishing to the fleet.
+struct Node {
+    name: String,
+    cg: Cgroup,
+    agent: Agent,
+    issuances: std::path::PathBuf,
+}
+
+fn node(name: &str, url: &str, sc: &Scratch, extra: &[&str]) -> Node {
+    let cg = Cgroup::new(&format!("monitor-it-fleet-{name}-{}", std::process::id()));
+    let issuances = sc.path(&format!("issuances-{name}.jsonl"));
+    std::fs::write(&issuances, "").unwrap();
+    let iss = issuances.display().to_string();
+    let mut args = vec![
+        "--fleet", url, "--node", name, "--scope-cgroup", &cg.rel, "--issuances", &iss,
+    ];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(&args);
+    Node {
+        name: name.into(),
+        cg,
+        agent,
+        issuances,
+    }
+}
+
+impl Node {
+    fn issue(&self, record: Value) {
+        use std::io::Write;
+        let id = record["secret_id"].as_str().unwrap().to_string();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.issuances)
+            .unwrap();
+        writeln!(f, "{record}").unwrap();
+        self.agent.wait_log(&format!("secret {id} recorded"));
+    }
+
+    /// A process in this node's cgroup.
+    fn process(&self) -> Py {
+        let py = Py::spawn(&[]);
+        self.cg.add(py.pid);
+        py
+    }
+}
+
+fn nats(url: &str) -> NatsConfig {
+    NatsConfig {
+        url: url.into(),
+        ..Default::default()
+    }
+}
+
+/// The fleet's alerts of one node: (message id, alert), and how many
+/// messages the stream holds for that subject (duplicates included).
+fn fleet_alerts(url: &str, node: &str) -> Vec<Value> {
+    read_all_blocking(&nats(url), "MONITOR", &format!("monitor.{node}.alerts"))
+        .unwrap()
+        .into_iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect()
+}
+
+/// Messages in the stream under a subject, duplicates included (read with
+/// a raw consumer, not deduplicated by id).
+fn stream_count(url: &str, subject: &str) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = monitor::fleet::link::connect(&nats(url), "test", false).await.unwrap();
+        let js = monitor::fleet::link::context(c);
+        let mut s = js.get_stream("MONITOR").await.unwrap();
+        use futures_util::StreamExt;
+        let mut subjects = s.info_with_subjects(subject).await.unwrap();
+        let mut n = 0;
+        while let Some(r) = subjects.next().await {
+            let (subj, count) = r.unwrap();
+            if subj == subject {
+                n += count;
+            }
+        }
+        n
+    })
+}
+
+/// The key of an alert: its rule and actor.
+fn key(a: &Value) -> (String, u64) {
+    (
+        a["rule"].as_str().unwrap().to_string(),
+        a["actor"]["pid"].as_u64().unwrap(),
+    )
+}
+
+/// Wait until the fleet holds `want` alerts of `node`.
+fn wait_fleet_alerts(url: &str, node: &str, want: usize) -> Vec<Value> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let got = fleet_alerts(url, node);
+        if got.len() >= want || t0.elapsed() > std::time::Duration::from_secs(60) {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// `n` foreign reads of the delivery file by `cat`s in the node (children
+/// of `driver`, not the holder): `n` read.foreign alerts, one per actor.
+fn foreign_reads(n: &Node, driver: &mut Py, file: &str, count: usize) -> Vec<u32> {
+    let pids: Vec<u32> = serde_json::from_value(driver.run(&format!(
+        "_r = []\nfor _ in range({count}):\n    p = subprocess.Popen(['cat', {file:?}], stdout=subprocess.DEVNULL)\n    p.wait()\n    _r.append(p.pid)"
+    )))
+    .unwrap();
+    for pid in &pids {
+        n.agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == *pid);
+    }
+    pids
+}
+
+/// One NATS server killed mid-test and back: every alert reaches the
+/// stream, none twice.
+#[test]
+fn fleet_alerts_survive_a_server_killed_without_loss_or_duplicates() {
+    let sc = Scratch::new("fleet-kill");
+    let mut cluster = NatsCluster::start("kill");
+    let url = cluster.url();
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let a = node("a", &url, &sc, &[]);
+    let holder = a.process();
+    a.issue(json!({"secret_id": "db-a", "holder": {"pid": holder.pid}, "delivery": [{"file": file}]}));
+    a.agent.wait_log(&format!("watching {file} (inode"));
+    a.agent.wait_log("fleet: connected");
+    let mut driver = a.process();
+    let mut pids = foreign_reads(&a, &mut driver, &file, 10);
+    cluster.kill_server(0);
+    pids.extend(foreign_reads(&a, &mut driver, &file, 10));
+    cluster.start_server(0);
+    cluster.wait_ready();
+    pids.extend(foreign_reads(&a, &mut driver, &file, 10));
+    let local: Vec<Value> = a
+        .agent
+        .alerts()
+        .into_iter()
+        .filter(|x| x["rule"] == "secret.read.foreign")
+        .collect();
+    assert_eq!(local.len(), 30, "{local:?}");
+    let got = wait_fleet_alerts(&url, "a", 30);
+    let got: Vec<Value> = got
+        .into_iter()
+        .filter(|x| x["rule"] == "secret.read.foreign")
+        .collect();
+    let want: HashSet<_> = local.iter().map(key).collect();
+    let have: HashSet<_> = got.iter().map(key).collect();
+    assert_eq!(have, want, "alerts lost on the way to the fleet");
+    for g in &got {
+        assert_eq!(g["node"], "a");
+    }
+    // No duplicates in the stream itself (not only after the reader's
+    // deduplication by message id).
+    let all = stream_count(&url, "monitor.a.alerts");
+    let in_stream = fleet_alerts(&url, "a").len();
+    assert_eq!(all, in_stream, "the stream holds duplicates");
+    drop(holder);
+    drop(driver);
+}
+
+/// An agent started while NATS is down keeps its alerts in the spool and
+/// delivers them when NATS comes up.
+#[test]
+fn an_agent_started_while_nats_is_down_delivers_its_spool_later() {
+    let sc = Scratch::new("fleet-spool");
+    let mut cluster = NatsCluster::start("spool");
+    let url = cluster.url();
+    cluster.kill_all();
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let a = node("a", &url, &sc, &[]);
+    let holder = a.process();
+    a.issue(json!({"secret_id": "db-a", "holder": {"pid": holder.pid}, "delivery": [{"file": file}]}));
+    a.agent.wait_log(&format!("watching {file} (inode"));
+    let mut driver = a.process();
+    let pids = foreign_reads(&a, &mut driver, &file, 5);
+    // Spooled on disk meanwhile, next to the store.
+    let mut spool = a.agent.db.as_os_str().to_owned();
+    spool.push(".fleet-spool");
+    let spooled: usize = std::fs::read_dir(&spool)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
+        .sum();
+    assert!(spooled >= 5, "{spooled} messages spooled");
+    let text: String = std::fs::read_dir(&spool)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(!text.contains(VALUE), "the spool holds the plaintext");
+    cluster.start_all();
+    a.agent.wait_log("fleet: spool delivered");
+    let got = wait_fleet_alerts(&url, "a", 5);
+    let have: HashMap<u64, &Value> = got
+        .iter()
+        .filter(|x| x["rule"] == "secret.read.foreign")
+        .map(|x| (x["actor"]["pid"].as_u64().unwrap(), x))
+        .collect();
+    for p in &pids {
+        assert!(have.contains_key(&(*p as u64)), "alert of pid {p} not delivered: {got:?}");
+    }
+    assert_eq!(stream_count(&url, "monitor.a.alerts"), fleet_alerts(&url, "a").len());
+    drop(holder);
+    drop(driver);
+}

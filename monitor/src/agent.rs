@@ -204,7 +204,7 @@ impl Agent {
             &std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?,
         )?;
         let cgroup2_root = crate::host::cgroup2_mount(&mounts);
-        let fleet = crate::fleet::Fleet::start(&opts.fleet, cgroup2_root.as_deref())?;
+        let fleet = crate::fleet::Fleet::start(&opts.fleet, cgroup2_root.as_deref(), &opts.db)?;
         let cgroups = cgroup2_root.map(CgroupResolver::new);
         if cgroups.is_none() {
             log::warn!("no cgroup v2 mount: cgroup paths come from /proc/<pid>/cgroup");
@@ -361,6 +361,7 @@ impl Agent {
             m.set_feed_pending(&name, feed.pending());
         }
         m.set_bad_records(self.bad_records);
+        self.fleet.update_metrics(m);
         m.set(
             crate::metrics::Metric::AlertsSuppressed,
             "",
@@ -445,6 +446,7 @@ impl Agent {
             sink.write(&ev);
         }
         if worth_storing(&ev) {
+            self.fleet.event(&ev);
             self.store.send(StoreItem::Event(ev));
         }
         self.act(out)
@@ -534,6 +536,7 @@ impl Agent {
             sink.write(&ev);
         }
         if worth_storing(&ev) {
+            self.fleet.event(&ev);
             self.store.send(StoreItem::Event(ev));
         }
         self.act(out)
@@ -554,6 +557,7 @@ impl Agent {
             self.alerts.write(&a);
             self.alerts_sent += 1;
             self.metrics.inc_alert(a.rule.as_str());
+            self.fleet.alert(&a);
             self.store.send(StoreItem::Alert(a));
         }
         for pid in out.track {
@@ -1105,6 +1109,7 @@ impl Agent {
         self.store.shed_events();
         self.store.flush();
         let shed = self.store.dropped() - before;
+        self.fleet.finish();
         if shed > 0 {
             log::warn!("shutdown: {shed} queued events not stored");
         }

@@ -36,6 +36,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
     // The io_uring tests build a small C program against liburing.
     "liburing-dev",
+    // The fleet tests run a 3-server JetStream cluster on loopback.
+    "nats-server",
 ];
 
 /// Debian packages only `cargo xtask bench` needs, installed by it (not by

@@ -2,12 +2,18 @@
 //!
 //! * [`scope`]: `--scope-cgroup`, an agent that observes only some cgroups
 //!   (two scoped agents on one machine stand for two nodes).
+//! * [`link`]: `--fleet nats://...`: alerts and security-relevant events
+//!   published to JetStream (`monitor.<node>.alerts|events`), each with a
+//!   message id; [`spool`] keeps what NATS could not take.
 //!
 //! Everything here is off unless asked for: an agent without `--fleet` and
 //! `--scope-cgroup` behaves exactly as without this module.
+pub mod link;
+pub mod read;
 pub mod scope;
+pub mod spool;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -23,6 +29,18 @@ pub struct FleetArgs {
     /// (repeatable; `/sys/fs/cgroup/unified/x` or `/x`).
     #[arg(long = "scope-cgroup", value_name = "PATH")]
     pub scope_cgroup: Vec<String>,
+    /// NATS JetStream cluster of the fleet (`nats://host:port`, several
+    /// comma-separated): alerts and events are published there.
+    #[arg(long = "fleet", value_name = "URL")]
+    pub fleet: Option<String>,
+    /// This node's name in the fleet (default: $NODE_NAME, else the host
+    /// name).
+    #[arg(long = "node", value_name = "NAME")]
+    pub node: Option<String>,
+    /// Where messages wait while NATS is unreachable (default: next to
+    /// the store, `<db>.fleet-spool`).
+    #[arg(long = "fleet-spool", value_name = "DIR")]
+    pub fleet_spool: Option<PathBuf>,
 }
 
 /// `[fleet]` in the config file.
@@ -32,35 +50,202 @@ pub struct FleetConfig {
     /// Cgroup v2 directories this agent observes (and below).
     #[serde(default)]
     pub scope_cgroup: Vec<String>,
+    /// `nats://host:port[,...]`.
+    pub url: Option<String>,
+    pub node: Option<String>,
+    /// NATS credentials file (JWT + NKey seed).
+    pub credentials: Option<PathBuf>,
+    /// CA that signs the NATS servers' certificates (TLS is then required).
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the spool holds (default 256 MiB).
+    pub spool_max_bytes: Option<u64>,
 }
+
+/// Default bound of the spool.
+pub const DEFAULT_SPOOL_BYTES: u64 = 256 << 20;
 
 /// Flags over config.
 #[derive(Debug, Default, Clone)]
 pub struct FleetOptions {
     pub scope_cgroup: Vec<String>,
+    /// The cluster (none: no fleet).
+    pub nats: Option<link::NatsConfig>,
+    pub node: String,
+    /// None: next to the store.
+    pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: u64,
 }
 
 impl FleetOptions {
     pub fn merge(a: &FleetArgs, f: Option<&FleetConfig>) -> Result<Self> {
-        let mut scope_cgroup = f.map(|f| f.scope_cgroup.clone()).unwrap_or_default();
+        let d = FleetConfig::default();
+        let f = f.unwrap_or(&d);
+        let mut scope_cgroup = f.scope_cgroup.clone();
         scope_cgroup.extend(a.scope_cgroup.iter().cloned());
-        Ok(Self { scope_cgroup })
+        let url = a.fleet.clone().or_else(|| f.url.clone());
+        let node = a
+            .node
+            .clone()
+            .or_else(|| f.node.clone())
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(crate::fleet::hostname);
+        check_node(&node)?;
+        let spool_max_bytes = f.spool_max_bytes.unwrap_or(DEFAULT_SPOOL_BYTES);
+        if !(1 << 20..=1 << 40).contains(&spool_max_bytes) {
+            anyhow::bail!(
+                "setting fleet.spool_max_bytes is {spool_max_bytes} bytes; it must be from \
+                 1048576 (1 MiB) to 1099511627776 (1 TiB) bytes"
+            );
+        }
+        Ok(Self {
+            scope_cgroup,
+            nats: url.map(|url| link::NatsConfig {
+                url,
+                creds: f.credentials.clone(),
+                tls_ca: f.tls_ca.clone(),
+                tls_cert: f.tls_cert.clone(),
+                tls_key: f.tls_key.clone(),
+            }),
+            node,
+            spool_dir: a.fleet_spool.clone().or_else(|| f.spool_dir.clone()),
+            spool_max_bytes,
+        })
     }
 }
 
-/// The agent's fleet state: scope now, the NATS link when configured.
-#[derive(Debug, Default)]
+/// The host name (the default node name).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A node name is one NATS subject token: letters, digits, `-`, `_`.
+pub fn check_node(node: &str) -> Result<()> {
+    if node.is_empty()
+        || node.len() > 253
+        || !node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        anyhow::bail!(
+            "node name {node:?}: must be 1 to 253 letters, digits, '-' or '_' (it is a NATS \
+             subject token)"
+        );
+    }
+    Ok(())
+}
+
+/// The agent's fleet state: its scope and its NATS link, when configured.
+#[derive(Default)]
 pub struct Fleet {
     scope: Option<scope::Scope>,
+    link: Option<link::Link>,
+    node: String,
 }
 
 impl Fleet {
-    pub fn start(opts: &FleetOptions, cgroup2_root: Option<&Path>) -> Result<Self> {
+    pub fn start(opts: &FleetOptions, cgroup2_root: Option<&Path>, db: &Path) -> Result<Self> {
         let scope = scope::Scope::new(&opts.scope_cgroup, cgroup2_root)?;
         if let Some(s) = &scope {
             log::info!("observing only cgroups {}", s.prefixes().join(", "));
         }
-        Ok(Self { scope })
+        let link = match &opts.nats {
+            None => None,
+            Some(cfg) => {
+                let dir = opts.spool_dir.clone().unwrap_or_else(|| {
+                    let mut p = db.as_os_str().to_owned();
+                    p.push(".fleet-spool");
+                    PathBuf::from(p)
+                });
+                let spool = spool::Spool::open(&dir, opts.spool_max_bytes)?;
+                if !spool.is_empty() {
+                    log::info!(
+                        "fleet: {} messages in the spool {} wait for NATS",
+                        spool.pending(),
+                        dir.display()
+                    );
+                }
+                log::info!("fleet: node {} publishing to {}", opts.node, cfg.url);
+                Some(link::Link::start(cfg.clone(), &opts.node, spool)?)
+            }
+        };
+        Ok(Self {
+            scope,
+            link,
+            node: opts.node.clone(),
+        })
+    }
+
+    /// An alert to the fleet (`monitor.<node>.alerts`).
+    pub fn alert(&self, a: &crate::correlate::alert::Alert) {
+        if let Some(l) = &self.link {
+            match serde_json::to_value(a) {
+                Ok(v) => l.send(self.message("alerts", v)),
+                Err(e) => log::warn!("fleet: alert not serialized: {e}"),
+            }
+        }
+    }
+
+    /// A security-relevant event to the fleet (`monitor.<node>.events`).
+    pub fn event(&self, e: &crate::event::Event) {
+        if let Some(l) = &self.link {
+            match serde_json::to_value(e) {
+                Ok(v) => l.send(self.message("events", v)),
+                Err(e) => log::warn!("fleet: event not serialized: {e}"),
+            }
+        }
+    }
+
+    /// The item with a `node` field, its id derived from its content (a
+    /// retry of the same item has the same id).
+    fn message(&self, kind: &str, mut v: serde_json::Value) -> spool::Outgoing {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("node".into(), self.node.clone().into());
+        }
+        let payload = v.to_string();
+        let h = blake3::hash(payload.as_bytes());
+        spool::Outgoing {
+            subject: format!("monitor.{}.{kind}", self.node),
+            id: format!("{}.{kind}.{}", self.node, &h.to_hex()[..32]),
+            payload,
+        }
+    }
+
+    /// Fleet figures into the agent's metrics: the fleet is a feed
+    /// (`feed_pending{feed="fleet"}`: spooled, `feed_failures_total`),
+    /// an output (`output_lost_total{output="fleet"}`: dropped past the
+    /// spool bound) and a queue (`queue_depth{queue="fleet"}`).
+    pub fn update_metrics(&self, m: &crate::metrics::Metrics) {
+        let Some(l) = &self.link else { return };
+        let (pending, bytes, dropped) = l.spool_state();
+        m.set_feed_pending("fleet", pending);
+        m.set_feed_failures("fleet", l.stats.failures.load(std::sync::atomic::Ordering::Relaxed));
+        m.set(crate::metrics::Metric::OutputLost, "fleet", dropped);
+        m.set_queue_depth("fleet", l.queued());
+        let connected = l.stats.connected.load(std::sync::atomic::Ordering::Relaxed);
+        m.set_problem(
+            "fleet",
+            (!connected).then(|| {
+                format!(
+                    "fleet {}: not connected; {pending} messages ({bytes} bytes) spooled",
+                    l.url
+                )
+            }),
+        );
+    }
+
+    /// Shutdown: queued messages go to the spool.
+    pub fn finish(&self) {
+        if let Some(l) = &self.link {
+            l.finish(std::time::Duration::from_secs(2));
+        }
     }
 
     /// Whether the process behind a kernel record is observed (always
