@@ -87,7 +87,14 @@ fn node(name: &str, url: &str, sc: &Scratch, extra: &[&str]) -> Node {
     std::fs::write(&issuances, "").unwrap();
     let iss = issuances.display().to_string();
     let mut args = vec![
-        "--fleet", url, "--node", name, "--scope-cgroup", &cg.rel, "--issuances", &iss,
+        "--fleet",
+        url,
+        "--node",
+        name,
+        "--scope-cgroup",
+        &cg.rel,
+        "--issuances",
+        &iss,
     ];
     args.extend_from_slice(extra);
     let agent = Agent::start(&args);
@@ -144,7 +151,9 @@ fn stream_count(url: &str, subject: &str) -> usize {
         .build()
         .unwrap();
     rt.block_on(async {
-        let c = monitor::fleet::link::connect(&nats(url), "test", false).await.unwrap();
+        let c = monitor::fleet::link::connect(&nats(url), "test", false)
+            .await
+            .unwrap();
         let js = monitor::fleet::link::context(c);
         let mut s = js.get_stream("MONITOR").await.unwrap();
         use futures_util::StreamExt;
@@ -188,7 +197,8 @@ fn foreign_reads(n: &Node, driver: &mut Py, file: &str, count: usize) -> Vec<u32
     )))
     .unwrap();
     for pid in &pids {
-        n.agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == *pid);
+        n.agent
+            .wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == *pid);
     }
     pids
 }
@@ -203,7 +213,9 @@ fn fleet_alerts_survive_a_server_killed_without_loss_or_duplicates() {
     let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
     let a = node("a", &url, &sc, &[]);
     let holder = a.process();
-    a.issue(json!({"secret_id": "db-a", "holder": {"pid": holder.pid}, "delivery": [{"file": file}]}));
+    a.issue(
+        json!({"secret_id": "db-a", "holder": {"pid": holder.pid}, "delivery": [{"file": file}]}),
+    );
     a.agent.wait_log(&format!("watching {file} (inode"));
     a.agent.wait_log("fleet: connected");
     let mut driver = a.process();
@@ -251,7 +263,9 @@ fn an_agent_started_while_nats_is_down_delivers_its_spool_later() {
     let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
     let a = node("a", &url, &sc, &[]);
     let holder = a.process();
-    a.issue(json!({"secret_id": "db-a", "holder": {"pid": holder.pid}, "delivery": [{"file": file}]}));
+    a.issue(
+        json!({"secret_id": "db-a", "holder": {"pid": holder.pid}, "delivery": [{"file": file}]}),
+    );
     a.agent.wait_log(&format!("watching {file} (inode"));
     let mut driver = a.process();
     let pids = foreign_reads(&a, &mut driver, &file, 5);
@@ -280,9 +294,122 @@ fn an_agent_started_while_nats_is_down_delivers_its_spool_later() {
         .map(|x| (x["actor"]["pid"].as_u64().unwrap(), x))
         .collect();
     for p in &pids {
-        assert!(have.contains_key(&(*p as u64)), "alert of pid {p} not delivered: {got:?}");
+        assert!(
+            have.contains_key(&(*p as u64)),
+            "alert of pid {p} not delivered: {got:?}"
+        );
     }
-    assert_eq!(stream_count(&url, "monitor.a.alerts"), fleet_alerts(&url, "a").len());
+    assert_eq!(
+        stream_count(&url, "monitor.a.alerts"),
+        fleet_alerts(&url, "a").len()
+    );
     drop(holder);
     drop(driver);
+}
+
+/// `monitor <args>` (no --api): stdout; panics on failure.
+fn monitor(args: &[&str]) -> String {
+    let out = Command::new(MONITOR).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "monitor {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The agent's view of one secret (`GET /secrets`), waiting until `pred`.
+fn wait_secret(agent: &Agent, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, v) = api_get(&agent.api, "/secrets");
+        if let Some(s) = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["secret_id"] == id && pred(s))
+        {
+            return s.clone();
+        }
+        assert!(
+            t0.elapsed() < EVENT_TIMEOUT,
+            "secret {id} never as expected on this agent: {v}\n{}",
+            agent.stderr().join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// An issuance and a revocation published once reach both agents; an
+/// agent started later catches up from the stream.
+#[test]
+fn a_revocation_published_once_reaches_every_agent_and_late_ones_catch_up() {
+    let sc = Scratch::new("fleet-records");
+    let cluster = NatsCluster::start("records");
+    let url = cluster.url();
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let a = node("a", &url, &sc, &[]);
+    let b = node("b", &url, &sc, &[]);
+    a.agent.wait_log("fleet: connected");
+    b.agent.wait_log("fleet: connected");
+    // Held by a pod (by name): meaningful on every node.
+    let out = monitor(&[
+        "issue",
+        "--fleet",
+        &url,
+        "--secret-id",
+        "fleet-db",
+        "--file",
+        &file,
+        "--namespace",
+        "payments",
+        "--pod",
+        "db-0",
+    ]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["secret_id"], "fleet-db");
+    // Held on node a only (a pid there).
+    monitor(&[
+        "issue",
+        "--fleet",
+        &url,
+        "--node",
+        "a",
+        "--secret-id",
+        "a-only",
+        "--env",
+        "X",
+        "--pid",
+        "1",
+    ]);
+    for n in [&a, &b] {
+        wait_secret(&n.agent, "fleet-db", |s| s["revoked_at"].is_null());
+        n.agent.wait_log("fleet: secret fleet-db recorded");
+    }
+    wait_secret(&a.agent, "a-only", |_| true);
+    monitor(&["revoke", "--fleet", &url, "--secret-id", "fleet-db"]);
+    for n in [&a, &b] {
+        let s = wait_secret(&n.agent, "fleet-db", |s| !s["revoked_at"].is_null());
+        assert!(s["revoked_at"].is_string(), "{s}");
+    }
+    // Published once: one message each in the stream.
+    let recs = read_all_blocking(&nats(&url), "MONITOR_RECORDS", "monitor.records").unwrap();
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    // A late agent catches up: issued, then revoked.
+    let c = node("c", &url, &sc, &[]);
+    let s = wait_secret(&c.agent, "fleet-db", |s| !s["revoked_at"].is_null());
+    assert!(s["revoked_at"].is_string());
+    // Node-local issuances stay on their node.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for n in [&b, &c] {
+        let (_, v) = api_get(&n.agent.api, "/secrets");
+        assert!(
+            !v.as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["secret_id"] == "a-only"),
+            "node {}: {v}",
+            n.name
+        );
+    }
 }

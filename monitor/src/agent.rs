@@ -930,11 +930,33 @@ impl Agent {
                 return ApiResponse::error(400, e);
             }
         };
+        self.fleet.publish_records(text);
         ApiResponse::created(if done.len() == 1 {
             done.remove(0)
         } else {
             json!(done)
         })
+    }
+
+    /// A message from the fleet: a record (issuance, revocation) this node
+    /// applies, or a node's fingerprints.
+    pub fn fleet_inbound(&mut self, m: crate::fleet::link::Inbound) {
+        match m {
+            crate::fleet::link::Inbound::Record(p) => {
+                let Some(text) = self.fleet.record_to_apply(&p) else {
+                    return;
+                };
+                match parse_record(&text, Utc::now()) {
+                    Ok(r) => self.batched(|agent| {
+                        if let Err(e) = agent.apply_record(r, "fleet") {
+                            log::info!("fleet: {e}");
+                        }
+                    }),
+                    Err(e) => log::warn!("fleet: bad record: {e}"),
+                }
+            }
+            crate::fleet::link::Inbound::Fingerprints(_) => {}
+        }
     }
 
     pub fn flush(&mut self) -> Result<()> {
@@ -1422,6 +1444,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Something created or renamed next to a watched file: rescan now.
     let dir_changed = agent.fanotify.as_ref().map(|f| f.changed());
     let mut fan_tick = tokio::time::interval(crate::sensors::fanotify::DEDUP_DELAY / 3);
+    let mut fleet_rx = agent.fleet.take_inbound();
     eprintln!(
         "monitor: ready: {attached}/{total} probes attached, {} watched files, {} secrets \
          ({} restored from the store, {} issuance records read), {}",
@@ -1470,6 +1493,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             Some(req) = api_rx.recv() => {
                 agent.api(req);
+                agent.flush()?;
+            }
+            Some(m) = async {
+                match fleet_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                agent.fleet_inbound(m);
                 agent.flush()?;
             }
             _ = sources.tick() => {

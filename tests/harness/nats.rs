@@ -39,10 +39,8 @@ impl NatsCluster {
     /// Three servers, one cluster, JetStream on each; returns once
     /// JetStream has a meta leader (streams can be created).
     pub fn start(name: &str) -> NatsCluster {
-        let dir = std::env::temp_dir().join(format!(
-            "monitor-it-nats-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("monitor-it-nats-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..3)
@@ -149,13 +147,20 @@ impl NatsCluster {
             let ok = self.servers.iter().filter(|s| s.child.is_some()).all(|s| {
                 Self::http_get(s.http, "/jsz")
                     .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-                    .is_some_and(|v| v["meta_cluster"]["leader"].as_str().is_some_and(|l| !l.is_empty()))
+                    .is_some_and(|v| {
+                        v["meta_cluster"]["leader"]
+                            .as_str()
+                            .is_some_and(|l| !l.is_empty())
+                    })
             });
             if ok {
                 return;
             }
             if t0.elapsed() > Duration::from_secs(60) {
-                panic!("NATS cluster not ready after 60 s; logs in {}", self.dir.display());
+                panic!(
+                    "NATS cluster not ready after 60 s; logs in {}",
+                    self.dir.display()
+                );
             }
             thread::sleep(Duration::from_millis(100));
         }

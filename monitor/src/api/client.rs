@@ -85,6 +85,9 @@ pub struct IssueArgs {
     /// its holder differs (else such a re-issue is refused).
     #[arg(long)]
     pub replaces: bool,
+    /// Publish to the fleet instead of one agent (`--fleet URL`).
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetTarget,
 }
 
 /// Mark a secret revoked from now on (`monitor revoke`).
@@ -96,6 +99,9 @@ pub struct RevokeArgs {
     /// The agent's API socket [default: /run/monitor/api.sock].
     #[arg(long, value_name = "SOCK")]
     pub api: Option<PathBuf>,
+    /// Publish to the fleet instead of one agent (`--fleet URL`).
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetTarget,
 }
 
 /// The socket to use: `--api` or [`DEFAULT_SOCKET`].
@@ -273,6 +279,9 @@ pub fn issue_record(a: &IssueArgs) -> anyhow::Result<Value> {
 /// (one line of JSON) on stdout.
 pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
     let record = issue_record(&a)?;
+    if a.fleet.fleet.is_some() {
+        return crate::fleet::records::publish(&a.fleet, &record).await;
+    }
     post_issuances(&socket(&a.api), &record, "issuance").await
 }
 
@@ -281,6 +290,9 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
 pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
     check_secret_id(&a.secret_id)?;
     let record = json!({ "revoke": a.secret_id });
+    if a.fleet.fleet.is_some() {
+        return crate::fleet::records::publish(&a.fleet, &record).await;
+    }
     post_issuances(&socket(&a.api), &record, "revocation").await
 }
 
@@ -772,6 +784,7 @@ mod tests {
         let a = RevokeArgs {
             secret_id: "x".into(),
             api: None,
+            fleet: Default::default(),
         };
         assert_eq!(socket(&a.api), PathBuf::from(DEFAULT_SOCKET));
         // A bad target never reaches the wire.
@@ -791,6 +804,7 @@ mod tests {
         revoke(RevokeArgs {
             secret_id: "s".into(),
             api: Some(sock.clone()),
+            fleet: Default::default(),
         })
         .await
         .unwrap();

@@ -100,7 +100,11 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<()> {
             Duration::from_secs(7 * 86_400),
         ),
         (RECORDS_STREAM, vec![RECORDS_SUBJECT.into()], Duration::ZERO),
-        (FP_STREAM, vec!["monitor.fingerprints.*.keyed".into()], Duration::ZERO),
+        (
+            FP_STREAM,
+            vec!["monitor.fingerprints.*.keyed".into()],
+            Duration::ZERO,
+        ),
     ];
     for (name, subjects, max_age) in specs {
         let cfg = |replicas| stream::Config {
@@ -142,6 +146,69 @@ pub async fn publish_batch(js: &jetstream::Context, msgs: Vec<Outgoing>) -> Vec<
     failed
 }
 
+/// What the fleet sends the agent.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A `MONITOR_RECORDS` message (a [`super::records::FleetRecord`]).
+    Record(Vec<u8>),
+    /// A `MONITOR_FINGERPRINTS` message.
+    Fingerprints(Vec<u8>),
+}
+
+/// Follow a stream from its start for ever (an ordered consumer recreates
+/// itself after a gap or a reconnect), handing each payload on.
+async fn follow(
+    js: jetstream::Context,
+    stream: &'static str,
+    tx: mpsc::UnboundedSender<Inbound>,
+    wrap: fn(Vec<u8>) -> Inbound,
+) {
+    use futures_util::StreamExt;
+    let mut delivered: u64 = 0;
+    loop {
+        let consumer = async {
+            let s = js.get_stream(stream).await?;
+            s.create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: if delivered == 0 {
+                    jetstream::consumer::DeliverPolicy::All
+                } else {
+                    jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: delivered + 1,
+                    }
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(anyhow::Error::from)
+        };
+        let mut msgs = match consumer.await {
+            Ok(c) => match c.messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    log::debug!("fleet: {stream}: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            Err(e) => {
+                log::debug!("fleet: {stream}: {e:#}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(m) = msgs.next().await {
+            let Ok(m) = m else { break };
+            if let Ok(info) = m.info() {
+                delivered = info.stream_sequence;
+            }
+            if tx.send(wrap(m.payload.to_vec())).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Counters the agent turns into metrics.
 #[derive(Debug, Default)]
 pub struct LinkStats {
@@ -159,6 +226,7 @@ pub struct Link {
     stop: Arc<tokio::sync::Notify>,
     done: std::sync::mpsc::Receiver<()>,
     pub url: String,
+    inbound: Option<mpsc::UnboundedReceiver<Inbound>>,
 }
 
 impl Link {
@@ -170,6 +238,7 @@ impl Link {
         let (done_tx, done) = std::sync::mpsc::channel();
         let url = cfg.url.clone();
         let (sp, st, so) = (spool.clone(), stats.clone(), stop.clone());
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
         let name = format!("monitor/{node}");
         std::thread::Builder::new()
             .name("monitor-fleet".into())
@@ -184,7 +253,7 @@ impl Link {
                         return;
                     }
                 };
-                rt.block_on(run(cfg, name, rx, sp, st, so));
+                rt.block_on(run(cfg, name, rx, sp, st, so, in_tx));
                 let _ = done_tx.send(());
             })
             .context("spawning the fleet thread")?;
@@ -195,7 +264,13 @@ impl Link {
             stop,
             done,
             url,
+            inbound: Some(in_rx),
         })
+    }
+
+    /// What the fleet sends (records, fingerprints), for the event loop.
+    pub fn take_inbound(&mut self) -> Option<mpsc::UnboundedReceiver<Inbound>> {
+        self.inbound.take()
     }
 
     /// Queue a message; if the link is behind, straight to the spool.
@@ -236,6 +311,7 @@ async fn run(
     spool: Arc<Mutex<Spool>>,
     stats: Arc<LinkStats>,
     stop: Arc<tokio::sync::Notify>,
+    inbound: mpsc::UnboundedSender<Inbound>,
 ) {
     let client = match connect(&cfg, &name, true).await {
         Ok(c) => c,
@@ -302,6 +378,8 @@ async fn run(
                             ready = true;
                             warned = false;
                             log::info!("fleet: connected to {}", cfg.url);
+                            tokio::spawn(follow(js.clone(), RECORDS_STREAM, inbound.clone(), Inbound::Record));
+                            tokio::spawn(follow(js.clone(), FP_STREAM, inbound.clone(), Inbound::Fingerprints));
                         }
                         Err(e) => {
                             if !warned {

@@ -10,6 +10,7 @@
 //! `--scope-cgroup` behaves exactly as without this module.
 pub mod link;
 pub mod read;
+pub mod records;
 pub mod scope;
 pub mod spool;
 
@@ -41,6 +42,37 @@ pub struct FleetArgs {
     /// the store, `<db>.fleet-spool`).
     #[arg(long = "fleet-spool", value_name = "DIR")]
     pub fleet_spool: Option<PathBuf>,
+}
+
+/// `monitor issue|revoke|query|timeline --fleet URL`: the cluster to use
+/// instead of the local agent or store.
+#[derive(Args, Debug, Default, Clone)]
+pub struct FleetTarget {
+    /// The fleet's NATS cluster (`nats://host:port[,...]`).
+    #[arg(long = "fleet", value_name = "URL")]
+    pub fleet: Option<String>,
+    /// With `issue --fleet`: the node whose processes hold the secret (a
+    /// pid, cgroup or container holder means nothing on other nodes);
+    /// without it every node applies the record (Kubernetes names).
+    #[arg(long = "node", value_name = "NAME")]
+    pub node: Option<String>,
+    /// NATS credentials file.
+    #[arg(long = "fleet-creds", value_name = "F")]
+    pub creds: Option<PathBuf>,
+    /// CA of the NATS servers' certificates (TLS required).
+    #[arg(long = "fleet-tls-ca", value_name = "F")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl FleetTarget {
+    pub fn nats(&self) -> Option<link::NatsConfig> {
+        Some(link::NatsConfig {
+            url: self.fleet.clone()?,
+            creds: self.creds.clone(),
+            tls_ca: self.tls_ca.clone(),
+            ..Default::default()
+        })
+    }
 }
 
 /// `[fleet]` in the config file.
@@ -226,7 +258,10 @@ impl Fleet {
         let Some(l) = &self.link else { return };
         let (pending, bytes, dropped) = l.spool_state();
         m.set_feed_pending("fleet", pending);
-        m.set_feed_failures("fleet", l.stats.failures.load(std::sync::atomic::Ordering::Relaxed));
+        m.set_feed_failures(
+            "fleet",
+            l.stats.failures.load(std::sync::atomic::Ordering::Relaxed),
+        );
         m.set(crate::metrics::Metric::OutputLost, "fleet", dropped);
         m.set_queue_depth("fleet", l.queued());
         let connected = l.stats.connected.load(std::sync::atomic::Ordering::Relaxed);
@@ -239,6 +274,44 @@ impl Fleet {
                 )
             }),
         );
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// What the fleet sends, for the event loop (once).
+    pub fn take_inbound(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<link::Inbound>> {
+        self.link.as_mut()?.take_inbound()
+    }
+
+    /// Records the API accepted, to the fleet (issuances held on this node).
+    pub fn publish_records(&self, text: &str) {
+        let Some(l) = &self.link else { return };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let rec = records::FleetRecord {
+                node: record.get("revoke").is_none().then(|| self.node.clone()),
+                record,
+                from: Some(self.node.clone()),
+                at: Some(chrono::Utc::now().to_rfc3339()),
+            };
+            l.send(rec.message());
+        }
+    }
+
+    /// A record from the fleet, if this node applies it (as record JSON).
+    pub fn record_to_apply(&self, payload: &[u8]) -> Option<String> {
+        match serde_json::from_slice::<records::FleetRecord>(payload) {
+            Ok(r) if r.applies_on(&self.node) => Some(r.record.to_string()),
+            Ok(_) => None,
+            Err(e) => {
+                log::warn!("fleet: a record message that is not one: {e}");
+                None
+            }
+        }
     }
 
     /// Shutdown: queued messages go to the spool.

@@ -21,7 +21,11 @@ pub struct FleetMessage {
 
 /// Every message of `stream` whose subject matches `filter` (a NATS
 /// subject with wildcards), oldest first, each message id once.
-pub async fn read_all(js: &async_nats::jetstream::Context, stream: &str, filter: &str) -> Result<Vec<FleetMessage>> {
+pub async fn read_all(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Result<Vec<FleetMessage>> {
     let s = js
         .get_stream(stream)
         .await
@@ -71,7 +75,11 @@ pub async fn read_all(js: &async_nats::jetstream::Context, stream: &str, filter:
 const READ_RETRY: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// [`read_all`] on a fresh connection (the command line, tests).
-pub fn read_all_blocking(cfg: &NatsConfig, stream: &str, filter: &str) -> Result<Vec<FleetMessage>> {
+pub fn read_all_blocking(
+    cfg: &NatsConfig,
+    stream: &str,
+    filter: &str,
+) -> Result<Vec<FleetMessage>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -55,13 +55,15 @@ pub struct Spool {
 
 impl Spool {
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("fleet spool {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("fleet spool {}", dir.display()))?;
         let mut segments = BTreeMap::new();
         for e in std::fs::read_dir(dir)? {
             let e = e?;
             let name = e.file_name().to_string_lossy().to_string();
-            if let Some(seq) = name.strip_suffix(".jsonl").and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(seq) = name
+                .strip_suffix(".jsonl")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 segments.insert(seq, e.metadata()?.len());
             }
         }
@@ -309,7 +311,18 @@ mod tests {
         let (got, pos) = s.peek(1000).unwrap();
         assert_eq!(got, msgs[60..].to_vec());
         s.commit(pos, 40).unwrap();
-        assert_eq!(std::fs::read_dir(&d).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".jsonl")).count(), 0);
+        assert_eq!(
+            std::fs::read_dir(&d)
+                .unwrap()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".jsonl"))
+                .count(),
+            0
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 }
