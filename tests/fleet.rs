@@ -413,3 +413,163 @@ fn a_revocation_published_once_reaches_every_agent_and_late_ones_catch_up() {
         );
     }
 }
+
+/// Everything published on the cluster (core NATS `>`), collected in the
+/// background: subjects, headers and payloads as text.
+struct Tap {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Tap {
+    fn start(url: &str) -> Tap {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let cfg = nats(url);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use futures_util::StreamExt;
+                let c = monitor::fleet::link::connect(&cfg, "tap", false)
+                    .await
+                    .unwrap();
+                let mut sub = c.subscribe(">").await.unwrap();
+                c.flush().await.unwrap();
+                ready_tx.send(()).unwrap();
+                while let Some(m) = sub.next().await {
+                    let mut line = format!("{} {:?} ", m.subject, m.headers);
+                    line.push_str(&String::from_utf8_lossy(&m.payload));
+                    s.lock().unwrap().push(line);
+                }
+            });
+        });
+        ready_rx.recv().unwrap();
+        Tap { seen }
+    }
+}
+
+/// The value and the encodings the agent matches, as they would appear.
+fn forms(value: &str) -> Vec<String> {
+    use base64::Engine;
+    let b = value.as_bytes();
+    vec![
+        value.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(b),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+        b.iter().map(|x| format!("{x:02x}")).collect(),
+        b.iter().map(|x| format!("{x:02X}")).collect(),
+    ]
+}
+
+/// A secret delivered on node A and replayed from node B: B matches it with
+/// A's fingerprints (never its value) and the alert names both nodes; no
+/// fleet message ever carries the plaintext.
+#[test]
+fn a_secret_replayed_on_another_node_names_both_nodes_and_nats_never_sees_it() {
+    let sc = Scratch::new("fleet-replay");
+    let cluster = NatsCluster::start("replay");
+    let url = cluster.url();
+    let tap = Tap::start(&url);
+    let key = sc.file(
+        "fleet.key",
+        b"6b1f0c7e9d2a4b3c5e8f7a6d1c0b9e8f7a6d5c4b3a29181706f5e4d3c2b1a098\n",
+    );
+    let extra = ["--fingerprint-key-file", key.as_str()];
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let a = node("a", &url, &sc, &extra);
+    let b = node("b", &url, &sc, &extra);
+    a.agent.wait_log("fleet: connected");
+    b.agent.wait_log("fleet: connected");
+    let mut holder = a.process();
+    a.issue(
+        json!({"secret_id": "db-a", "holder": {"pid": holder.pid}, "delivery": [{"file": file}]}),
+    );
+    a.agent.wait_log(&format!("watching {file} (inode"));
+    holder.run(&format!("secret = open({file:?}).read().strip()"));
+    a.agent.wait_log("fleet: fingerprints of db-a published");
+    b.agent
+        .wait_log("fleet: fingerprints of db-a from node a imported");
+    // A process on node B sends it (base64, in an HTTP-like request) to a
+    // loopback listener.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let acc = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut v);
+    });
+    let mut replayer = b.process();
+    replayer.run(&format!(
+        "s = socket.create_connection(('127.0.0.1', {port}))\n\
+         s.sendall(b'Authorization: Bearer ' + base64.b64encode({VALUE:?}.encode()) + b'\\r\\n')\n\
+         s.close()"
+    ));
+    acc.join().unwrap();
+    let alert = b.agent.wait_alert("secret.replay.foreign", |x| {
+        x["actor"]["pid"] == replayer.pid
+    });
+    assert_eq!(alert["secret_id"], "db-a");
+    assert_eq!(alert["evidence"]["node"], "b");
+    assert_eq!(alert["evidence"]["holder_node"], "a");
+    assert_eq!(alert["evidence"]["encoding"], "base64");
+    assert_eq!(alert["evidence"]["dest"], format!("127.0.0.1:{port}"));
+    // The same alert in the fleet, from node b.
+    let t0 = std::time::Instant::now();
+    let fleet = loop {
+        let got = fleet_alerts(&url, "b");
+        if let Some(x) = got
+            .iter()
+            .find(|x| x["rule"] == "secret.replay.foreign" && x["actor"]["pid"] == replayer.pid)
+        {
+            break x.clone();
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "{got:?}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(fleet["node"], "b");
+    assert_eq!(fleet["evidence"]["holder_node"], "a");
+    // The holder's own read on A raised nothing.
+    assert!(
+        !a.agent
+            .alerts()
+            .iter()
+            .any(|x| x["actor"]["pid"] == holder.pid),
+        "{:?}",
+        a.agent.alerts()
+    );
+    // Nothing on the wire, nor in any stream, carries the plaintext.
+    let mut everything = tap.seen.lock().unwrap().clone();
+    for (stream, filter) in [
+        ("MONITOR", ">"),
+        ("MONITOR_RECORDS", ">"),
+        ("MONITOR_FINGERPRINTS", ">"),
+    ] {
+        for m in read_all_blocking(&nats(&url), stream, filter).unwrap() {
+            everything.push(format!(
+                "{} {}",
+                m.subject,
+                String::from_utf8_lossy(&m.payload)
+            ));
+        }
+    }
+    assert!(
+        everything
+            .iter()
+            .any(|l| l.contains("monitor.fingerprints.a.keyed")),
+        "the tap saw no fingerprints: {} messages",
+        everything.len()
+    );
+    for f in forms(VALUE) {
+        for l in &everything {
+            assert!(
+                !l.contains(&f),
+                "plaintext form {f:?} in a fleet message: {l}"
+            );
+        }
+    }
+    drop(holder);
+    drop(replayer);
+}

@@ -171,7 +171,12 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(opts: &RunOptions) -> Result<(Self, Observer)> {
-        let key = match &opts.fingerprint_key {
+        let key = match opts
+            .fleet
+            .fingerprint_key
+            .as_ref()
+            .or(opts.fingerprint_key.as_ref())
+        {
             Some(hex) => FingerprintKey::from_hex(hex).context("fingerprint_key")?,
             None => FingerprintKey::random().context("fingerprint key")?,
         };
@@ -271,6 +276,11 @@ impl Agent {
             feeds.push(feed);
         }
         let mut correlator = Correlator::new(key, opts.aggregate_window);
+        let mut fleet = fleet;
+        fleet.share_fingerprints(
+            correlator.fingerprints_mut(),
+            opts.fleet.fingerprint_key.is_some() || opts.fingerprint_key.is_some(),
+        );
         correlator.set_rate_limit(opts.rate_limit);
         correlator.set_allow(opts.allow.clone());
         let mut agent = Self {
@@ -553,7 +563,8 @@ impl Agent {
                 }
             }
         }
-        for a in out.alerts {
+        for mut a in out.alerts {
+            self.fleet.annotate(&mut a);
             self.alerts.write(&a);
             self.alerts_sent += 1;
             self.metrics.inc_alert(a.rule.as_str());
@@ -955,11 +966,42 @@ impl Agent {
                     Err(e) => log::warn!("fleet: bad record: {e}"),
                 }
             }
-            crate::fleet::link::Inbound::Fingerprints(_) => {}
+            crate::fleet::link::Inbound::Fingerprints(p) => {
+                let Some(m) = self.fleet.fingerprints_to_import(&p) else {
+                    return;
+                };
+                let Some((r, _)) = self.correlator.fingerprints_mut().import(&m.fingerprints)
+                else {
+                    log::warn!("fleet: malformed fingerprints from node {}", m.node);
+                    return;
+                };
+                for id in &m.secret_ids {
+                    if !self.correlator.knows(id) {
+                        // Never delivered here: a secret held on that node
+                        // (a holder no process here matches).
+                        let iss = crate::fleet::foreign_issuance(id, &m.node);
+                        if let Err(e) = self
+                            .correlator
+                            .apply(Record::Issue(iss), &mut self.enricher)
+                        {
+                            log::warn!("fleet: secret {id} of node {}: {e}", m.node);
+                            continue;
+                        }
+                    }
+                    if self
+                        .correlator
+                        .adopt_fingerprint(id, r, format!("fleet node {}", m.node))
+                    {
+                        self.fleet.mark_foreign(id, &m.node);
+                        log::info!("fleet: fingerprints of {id} from node {} imported", m.node);
+                    }
+                }
+            }
         }
     }
 
     pub fn flush(&mut self) -> Result<()> {
+        self.fleet.publish_learned(&mut self.correlator);
         for (kind, n) in EventKind::ALL.iter().zip(&mut self.kinds_pending) {
             if *n > 0 {
                 self.metrics.add(

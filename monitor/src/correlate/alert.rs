@@ -92,6 +92,13 @@ pub struct Evidence {
     /// `monitor.capture.degraded`: every secret the process holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Vec<String>>,
+    /// In a fleet: the node that saw it...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// ...and the node whose holder the secret was delivered to (its
+    /// fingerprints came from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_node: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -627,6 +627,9 @@ pub struct FingerprintSet {
     bits_log2: u32,
     /// Longest fingerprinted form in bytes (never shrinks).
     longest: usize,
+    /// When sharing with a fleet: what [`add`](Self::add) learned since the
+    /// last [`take_shared`](Self::take_shared).
+    shared: Option<Vec<(SecretRef, SharedSecret)>>,
 }
 
 impl fmt::Debug for FingerprintSet {
@@ -666,6 +669,7 @@ impl FingerprintSet {
             bits: vec![0u64; 1 << (MIN_BITS_LOG2 - 6)],
             bits_log2: MIN_BITS_LOG2,
             longest: 0,
+            shared: None,
         }
     }
 
@@ -720,6 +724,9 @@ impl FingerprintSet {
             }
         }
         let (_, forms) = best.expect("a value of MIN_SECRET_LEN bytes has a region");
+        if let Some(log) = self.shared.as_mut() {
+            log.push((r, SharedSecret::of(&raw, &forms)));
+        }
 
         for (tags, f) in forms {
             let pre = f.pre;
@@ -1849,6 +1856,7 @@ mod tests {
             bits,
             bits_log2,
             longest,
+            shared,
         } = sa;
         let c = FingerprintKey::random().unwrap();
         let franken = FingerprintSet {
@@ -1861,6 +1869,7 @@ mod tests {
             bits,
             bits_log2,
             longest,
+            shared,
         };
         assert!(franken.scan(&buf).is_empty());
         assert_eq!(franken.contains(v), None);
@@ -2228,6 +2237,206 @@ mod tests {
                 assert_eq!(s.contains(v), None);
                 assert!(s.scan(v).iter().all(|m| m.len != v.len()));
             }
+        }
+    }
+}
+
+/// A secret's fingerprints as another node of the fleet imports them: only
+/// keyed hashes (the 128-bit confirmation hashes, the anchors' 32-bit
+/// prefilter and tag hashes), offsets, lengths and encodings; the same as
+/// this node stores, never the value. Useful only with the same key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SharedSecret {
+    /// Keyed hash of the raw value, hex (dedupe across nodes).
+    pub raw: String,
+    pub forms: Vec<SharedForm>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SharedForm {
+    pub tags: [u32; 2],
+    pub pre: [u32; 2],
+    /// Keyed hash of the form, hex.
+    pub hash: String,
+    pub k: u32,
+    pub len: u32,
+    pub encoding: String,
+    pub pad: u8,
+}
+
+fn hex16(h: &Hash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex16(s: &str) -> Option<Hash> {
+    if s.len() != 2 * HASH_LEN {
+        return None;
+    }
+    let mut h = [0u8; HASH_LEN];
+    for (i, b) in h.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(h)
+}
+
+const ENCODINGS: [Encoding; 6] = [
+    Encoding::Raw,
+    Encoding::Base64,
+    Encoding::Base64url,
+    Encoding::Hex,
+    Encoding::Percent,
+    Encoding::Json,
+];
+
+impl SharedSecret {
+    fn of(raw: &Hash, forms: &[Form]) -> Self {
+        SharedSecret {
+            raw: hex16(raw),
+            forms: forms
+                .iter()
+                .map(|(tags, f)| SharedForm {
+                    tags: *tags,
+                    pre: f.pre,
+                    hash: hex16(&f.hash),
+                    k: f.k,
+                    len: f.len,
+                    encoding: f.encoding.as_str().to_string(),
+                    pad: f.pad,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl FingerprintSet {
+    /// Keep what [`add`](Self::add) learns for [`take_shared`](Self::take_shared).
+    pub fn share_learned(&mut self) {
+        self.shared.get_or_insert_with(Vec::new);
+    }
+
+    /// Secrets learned since the last call, as the fleet shares them.
+    pub fn take_shared(&mut self) -> Vec<(SecretRef, SharedSecret)> {
+        self.shared.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// A short public id of the key (a keyed hash of a constant): nodes
+    /// with different keys cannot use each other's fingerprints.
+    pub fn key_id(&self) -> String {
+        hex16(&self.keys.confirm(b"monitor fleet fingerprint key id"))[..16].to_string()
+    }
+
+    /// Another node's secret: its fingerprints are matched here like ours.
+    /// Returns its ref and whether it was new (a secret known here already,
+    /// by value, keeps its ref). `None`: malformed.
+    pub fn import(&mut self, s: &SharedSecret) -> Option<(SecretRef, bool)> {
+        let raw = unhex16(&s.raw)?;
+        if let Some(&r) = self.by_raw.get(&raw) {
+            return Some((r, false));
+        }
+        let mut forms = Vec::with_capacity(s.forms.len());
+        for f in &s.forms {
+            let encoding = *ENCODINGS.iter().find(|e| e.as_str() == f.encoding)?;
+            if (f.len as usize) < MIN_SECRET_LEN || f.k as usize + WIN + STRIDE - 1 > f.len as usize
+            {
+                return None;
+            }
+            forms.push((
+                f.tags,
+                Fingerprint {
+                    hash: unhex16(&f.hash)?,
+                    pre: f.pre,
+                    next: [NONE; 2],
+                    k: f.k,
+                    len: f.len,
+                    secret: 0,
+                    encoding,
+                    pad: f.pad,
+                },
+            ));
+        }
+        if forms.is_empty() {
+            return None;
+        }
+        let r = self.next_ref;
+        self.next_ref = self.next_ref.checked_add(1)?;
+        for (tags, mut f) in forms {
+            f.secret = r;
+            let pre = f.pre;
+            self.longest = self.longest.max(f.len as usize + f.pad as usize);
+            let i = self.by_tag.fps.alloc(f);
+            for d in 0..STRIDE {
+                self.by_tag.link(tags[d], i, d);
+                set_bit(&mut self.bits, self.bits_log2, pre[d]);
+            }
+            self.anchors += STRIDE;
+        }
+        self.by_raw.insert(raw, r);
+        self.slots.insert(r, Slot { raw });
+        if self.wanted_bits_log2() > self.bits_log2 {
+            self.rebuild_bits();
+        }
+        Some((r, true))
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    #[test]
+    fn another_nodes_fingerprints_match_here_and_carry_no_plaintext() {
+        let value = b"fleet-secret-0123456789abcdef";
+        let mut a = FingerprintSet::new(FingerprintKey::from_hex(KEY).unwrap());
+        a.share_learned();
+        let ra = a.add(value).unwrap();
+        let shared = a.take_shared();
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared[0].0, ra);
+        let json = serde_json::to_string(&shared[0].1).unwrap();
+        for form in [
+            &value[..],
+            STANDARD.encode(value).as_bytes(),
+            hex::encode_lower(value).as_bytes(),
+        ] {
+            assert!(
+                !json.as_bytes().windows(form.len()).any(|w| w == form),
+                "plaintext in {json}"
+            );
+        }
+        assert!(a.take_shared().is_empty());
+        let mut b = FingerprintSet::new(FingerprintKey::from_hex(KEY).unwrap());
+        assert_eq!(a.key_id(), b.key_id());
+        let decoded: SharedSecret = serde_json::from_str(&json).unwrap();
+        let (rb, new) = b.import(&decoded).unwrap();
+        assert!(new);
+        assert!(b.import(&decoded).is_some_and(|(r, new)| r == rb && !new));
+        let mut buf = b"GET /?t=".to_vec();
+        buf.extend_from_slice(STANDARD.encode(value).as_bytes());
+        let m = b.scan(&buf);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!((m[0].secret, m[0].encoding), (rb, Encoding::Base64));
+        assert!(b.scan(value).iter().any(|m| m.encoding == Encoding::Raw));
+        // Imported forms are not shared again.
+        b.share_learned();
+        assert!(b.take_shared().is_empty());
+        // Another key: a different id, and nothing matches.
+        let mut c = FingerprintSet::new(FingerprintKey::random().unwrap());
+        assert_ne!(c.key_id(), a.key_id());
+        c.import(&decoded).unwrap();
+        assert!(c.scan(value).is_empty());
+        // Malformed: refused.
+        let mut bad = decoded.clone();
+        bad.forms[0].hash = "zz".into();
+        assert!(FingerprintSet::new(FingerprintKey::from_hex(KEY).unwrap())
+            .import(&bad)
+            .is_none());
+    }
+
+    mod hex {
+        pub fn encode_lower(v: &[u8]) -> String {
+            v.iter().map(|b| format!("{b:02x}")).collect()
         }
     }
 }

@@ -307,6 +307,36 @@ impl Correlator {
         }
     }
 
+    /// The fingerprints (the fleet shares and imports them).
+    pub fn fingerprints_mut(&mut self) -> &mut FingerprintSet {
+        &mut self.fp
+    }
+
+    /// The secrets a fingerprint ref stands for.
+    pub fn secret_ids_of(&self, r: SecretRef) -> Vec<String> {
+        self.secrets_for(r)
+    }
+
+    /// Another node learned secret `id`: its fingerprints (already in the
+    /// set as `r`) become this secret's, unless it was learned here.
+    /// Returns whether they were adopted.
+    pub fn adopt_fingerprint(&mut self, id: &str, r: SecretRef, from: String) -> bool {
+        let Some(s) = self.secrets.get_mut(id) else {
+            return false;
+        };
+        if s.fingerprint.is_some() {
+            return false;
+        }
+        s.fingerprint = Some(r);
+        s.learned_at = Some(Utc::now());
+        s.learned_from = Some(from);
+        let ids = self.by_ref.entry(r).or_default();
+        if let Err(at) = ids.binary_search(&id.to_string()) {
+            ids.insert(at, id.to_string());
+        }
+        true
+    }
+
     /// Is a secret with this id recorded?
     pub fn knows(&self, id: &str) -> bool {
         self.secrets.contains_key(id)

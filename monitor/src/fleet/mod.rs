@@ -42,6 +42,10 @@ pub struct FleetArgs {
     /// the store, `<db>.fleet-spool`).
     #[arg(long = "fleet-spool", value_name = "DIR")]
     pub fleet_spool: Option<PathBuf>,
+    /// A file holding the fleet's fingerprint key (64 hex characters; the
+    /// DaemonSet mounts it from a Secret).
+    #[arg(long = "fingerprint-key-file", value_name = "F")]
+    pub fingerprint_key_file: Option<PathBuf>,
 }
 
 /// `monitor issue|revoke|query|timeline --fleet URL`: the cluster to use
@@ -95,6 +99,9 @@ pub struct FleetConfig {
     pub spool_dir: Option<PathBuf>,
     /// Most bytes the spool holds (default 256 MiB).
     pub spool_max_bytes: Option<u64>,
+    /// A file holding the fingerprint key (64 hex chars), e.g. a mounted
+    /// Kubernetes Secret; wins over `fingerprint_key`.
+    pub fingerprint_key_file: Option<PathBuf>,
 }
 
 /// Default bound of the spool.
@@ -110,6 +117,8 @@ pub struct FleetOptions {
     /// None: next to the store.
     pub spool_dir: Option<PathBuf>,
     pub spool_max_bytes: u64,
+    /// The fingerprint key read from `fingerprint_key_file`.
+    pub fingerprint_key: Option<String>,
 }
 
 impl FleetOptions {
@@ -145,6 +154,20 @@ impl FleetOptions {
             node,
             spool_dir: a.fleet_spool.clone().or_else(|| f.spool_dir.clone()),
             spool_max_bytes,
+            fingerprint_key: match a
+                .fingerprint_key_file
+                .as_ref()
+                .or(f.fingerprint_key_file.as_ref())
+            {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map(|k| k.trim().to_string())
+                        .map_err(|e| {
+                            anyhow::anyhow!("fingerprint key file {}: {e}", p.display())
+                        })?,
+                ),
+                None => None,
+            },
         })
     }
 }
@@ -174,12 +197,30 @@ pub fn check_node(node: &str) -> Result<()> {
     Ok(())
 }
 
+/// A node's learned secret, as published on
+/// `monitor.fingerprints.<node>.keyed`: keyed fingerprints, never values.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct FleetFingerprints {
+    /// The node whose holder has the secret.
+    pub node: String,
+    /// Which fingerprint key made them (nodes with another key ignore them).
+    pub key_id: String,
+    pub secret_ids: Vec<String>,
+    pub fingerprints: crate::correlate::fingerprint::SharedSecret,
+}
+
 /// The agent's fleet state: its scope and its NATS link, when configured.
 #[derive(Default)]
 pub struct Fleet {
     scope: Option<scope::Scope>,
     link: Option<link::Link>,
     node: String,
+    /// Fingerprints are shared (a fleet and a configured key).
+    share: bool,
+    key_id: String,
+    /// Secrets matched here with another node's fingerprints -> that node.
+    foreign: std::collections::HashMap<String, String>,
+    warned_key: bool,
 }
 
 impl Fleet {
@@ -212,7 +253,117 @@ impl Fleet {
             scope,
             link,
             node: opts.node.clone(),
+            ..Default::default()
         })
+    }
+
+    /// With a fleet and a shared key: learned secrets' fingerprints are
+    /// published and other nodes' imported. A random per-boot key cannot be
+    /// shared: said once.
+    pub fn share_fingerprints(
+        &mut self,
+        fp: &mut crate::correlate::fingerprint::FingerprintSet,
+        key_configured: bool,
+    ) {
+        if self.link.is_none() {
+            return;
+        }
+        if !key_configured {
+            log::warn!(
+                "fleet: no fingerprint_key (or fingerprint_key_file) configured: the key is \
+                 random per boot, so fingerprints are not shared with the fleet"
+            );
+            return;
+        }
+        fp.share_learned();
+        self.share = true;
+        self.key_id = fp.key_id();
+    }
+
+    /// Secrets learned since the last call, to the fleet.
+    pub fn publish_learned(&mut self, c: &mut crate::correlate::Correlator) {
+        if !self.share {
+            return;
+        }
+        let Some(l) = &self.link else { return };
+        for (r, shared) in c.fingerprints_mut().take_shared() {
+            let secret_ids = c.secret_ids_of(r);
+            if secret_ids.is_empty() {
+                continue;
+            }
+            let msg = FleetFingerprints {
+                node: self.node.clone(),
+                key_id: self.key_id.clone(),
+                secret_ids,
+                fingerprints: shared,
+            };
+            let payload = match serde_json::to_string(&msg) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::warn!("fleet: fingerprints not serialized: {e}");
+                    continue;
+                }
+            };
+            let h = blake3::hash(payload.as_bytes());
+            log::info!(
+                "fleet: fingerprints of {} published",
+                msg.secret_ids.join(", ")
+            );
+            l.send(spool::Outgoing {
+                subject: format!("monitor.fingerprints.{}.keyed", self.node),
+                id: format!("{}.fp.{}", self.node, &h.to_hex()[..32]),
+                payload,
+            });
+        }
+    }
+
+    /// Another node's fingerprints, if this node uses them (same key, not
+    /// its own).
+    pub fn fingerprints_to_import(&mut self, payload: &[u8]) -> Option<FleetFingerprints> {
+        if !self.share {
+            return None;
+        }
+        let m: FleetFingerprints = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("fleet: a fingerprints message that is not one: {e}");
+                return None;
+            }
+        };
+        if m.node == self.node {
+            return None;
+        }
+        if m.key_id != self.key_id {
+            if !self.warned_key {
+                log::warn!(
+                    "fleet: node {} uses another fingerprint key: its fingerprints are ignored",
+                    m.node
+                );
+                self.warned_key = true;
+            }
+            return None;
+        }
+        Some(m)
+    }
+
+    /// Secret `id` is matched here with `holder_node`'s fingerprints.
+    pub fn mark_foreign(&mut self, id: &str, holder_node: &str) {
+        self.foreign.insert(id.to_string(), holder_node.to_string());
+    }
+
+    /// A foreign replay names both nodes: `evidence.node` (here) and
+    /// `evidence.holder_node` (where the secret was delivered).
+    pub fn annotate(&self, a: &mut crate::correlate::alert::Alert) {
+        if self.foreign.is_empty() {
+            return;
+        }
+        let holder = std::iter::once(&a.secret_id)
+            .chain(a.secret_ids.iter())
+            .find_map(|id| self.foreign.get(id));
+        if let Some(h) = holder {
+            a.evidence.node = Some(self.node.clone());
+            a.evidence.holder_node = Some(h.clone());
+        }
     }
 
     /// An alert to the fleet (`monitor.<node>.alerts`).
@@ -344,5 +495,30 @@ impl Fleet {
                 .proc_cgroup_path(pid)
                 .is_some_and(|p| scope.covers(&p)),
         }
+    }
+}
+
+/// The issuance a node gives a secret it never had delivered, learned from
+/// `holder_node`'s fingerprints: held by no process here (the holder is a
+/// Kubernetes name no pod can have), so any process here that sends or
+/// writes it is not its holder.
+pub fn foreign_issuance(secret_id: &str, holder_node: &str) -> crate::issuance::Issuance {
+    use crate::issuance::{Delivery, Holder, Issuance};
+    Issuance {
+        secret_id: secret_id.to_string(),
+        issued_at: chrono::Utc::now(),
+        expires_at: None,
+        holder: Holder {
+            namespace: Some("@fleet".into()),
+            pod: Some(format!("@{holder_node}")),
+            ..Default::default()
+        },
+        delivery: vec![Delivery::Env("@fleet".into())],
+        allowed_destinations: None,
+        source: Some("fleet".into()),
+        lease_id: None,
+        labels: [("fleet.holder_node".to_string(), holder_node.to_string())].into(),
+        identity: Default::default(),
+        replaces: false,
     }
 }
