@@ -155,7 +155,7 @@ fn stream_count(url: &str, subject: &str) -> usize {
             .await
             .unwrap();
         let js = monitor::fleet::link::context(c);
-        let mut s = js.get_stream("MONITOR").await.unwrap();
+        let s = js.get_stream("MONITOR").await.unwrap();
         use futures_util::StreamExt;
         let mut subjects = s.info_with_subjects(subject).await.unwrap();
         let mut n = 0;
