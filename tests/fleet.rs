@@ -540,6 +540,72 @@ fn a_secret_replayed_on_another_node_names_both_nodes_and_nats_never_sees_it() {
         "{:?}",
         a.agent.alerts()
     );
+    // A foreign read on node A too; then one fleet query answers for both.
+    let (cat, _) = {
+        let mut r = a.process();
+        let pid: u32 = serde_json::from_value(r.run(&format!(
+            "p = subprocess.Popen(['cat', {file:?}], stdout=subprocess.DEVNULL)\np.wait()\n_r = p.pid"
+        )))
+        .unwrap();
+        (pid, r)
+    };
+    a.agent
+        .wait_alert("secret.read.foreign", |x| x["actor"]["pid"] == cat);
+    let t0 = std::time::Instant::now();
+    let rows: Vec<Value> = loop {
+        let out = monitor(&["query", "--fleet", &url, "--format", "json", "--limit", "0"]);
+        let rows: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let has = |node: &str, rule: &str, pid: u32| {
+            rows.iter()
+                .any(|x| x["node"] == node && x["rule"] == rule && x["actor"]["pid"] == pid)
+        };
+        if has("a", "secret.read.foreign", cat) && has("b", "secret.replay.foreign", replayer.pid) {
+            break rows;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "{out}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(
+        rows.iter().all(|x| x["node"] == "a" || x["node"] == "b"),
+        "{rows:?}"
+    );
+    // The same filters as a local query; the table has a NODE column.
+    let out = monitor(&["query", "--fleet", &url, "--rule", "secret.replay.foreign"]);
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("NODE"), "{out}");
+    let body: Vec<&str> = lines.collect();
+    assert!(
+        !body.is_empty() && body.iter().all(|l| l.starts_with("b ")),
+        "{out}"
+    );
+    let out = monitor(&["query", "--fleet", &url, "--node", "a", "--format", "json"]);
+    assert!(
+        out.lines().all(|l| l.contains("\"node\":\"a\"")) && !out.is_empty(),
+        "{out}"
+    );
+    // The secret's timeline on every node that knows it.
+    let tl: Value = serde_json::from_str(
+        monitor(&[
+            "timeline", "--fleet", &url, "--secret", "db-a", "--format", "json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let nodes: Vec<&str> = tl["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, vec!["a", "b"], "{tl}");
+    let text = monitor(&["timeline", "--fleet", &url, "--secret", "db-a"]);
+    assert!(
+        text.contains("node a:") && text.contains("node b:"),
+        "{text}"
+    );
     // Nothing on the wire, nor in any stream, carries the plaintext.
     let mut everything = tap.seen.lock().unwrap().clone();
     for (stream, filter) in [

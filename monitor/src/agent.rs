@@ -171,12 +171,8 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(opts: &RunOptions) -> Result<(Self, Observer)> {
-        let key = match opts
-            .fleet
-            .fingerprint_key
-            .as_ref()
-            .or(opts.fingerprint_key.as_ref())
-        {
+        let file_key = opts.fleet.read_key()?;
+        let key = match file_key.as_ref().or(opts.fingerprint_key.as_ref()) {
             Some(hex) => FingerprintKey::from_hex(hex).context("fingerprint_key")?,
             None => FingerprintKey::random().context("fingerprint key")?,
         };
@@ -279,7 +275,7 @@ impl Agent {
         let mut fleet = fleet;
         fleet.share_fingerprints(
             correlator.fingerprints_mut(),
-            opts.fleet.fingerprint_key.is_some() || opts.fingerprint_key.is_some(),
+            file_key.is_some() || opts.fingerprint_key.is_some(),
         );
         correlator.set_rate_limit(opts.rate_limit);
         correlator.set_allow(opts.allow.clone());

@@ -28,9 +28,9 @@ pub enum Command {
     /// Mark a secret revoked from now on.
     Revoke(crate::api::client::RevokeArgs),
     /// Alerts or events from the store, by secret, rule, pid and time.
-    Query(crate::query::QueryArgs),
+    Query(crate::fleet::query::QueryCmd),
     /// The identity-to-secret chain of one secret.
-    Timeline(crate::query::TimelineArgs),
+    Timeline(crate::fleet::query::TimelineCmd),
     /// A self-contained scenario on this machine that shows every rule
     /// firing, then the timeline (as root).
     Demo(crate::demo::DemoArgs),
@@ -265,12 +265,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             rt()?.block_on(crate::api::client::revoke(a))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Query(a) if a.fleet.fleet.is_some() => {
+            crate::fleet::query::run_query(a)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Query(a) => {
-            crate::query::run_query(a)?;
+            crate::query::run_query(a.args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Timeline(a) if a.fleet.fleet.is_some() => {
+            crate::fleet::query::run_timeline(a)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Timeline(a) => {
-            crate::query::run_timeline(a)?;
+            crate::query::run_timeline(a.args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(a) => crate::demo::run(a),

@@ -9,6 +9,7 @@
 //! Everything here is off unless asked for: an agent without `--fleet` and
 //! `--scope-cgroup` behaves exactly as without this module.
 pub mod link;
+pub mod query;
 pub mod read;
 pub mod records;
 pub mod scope;
@@ -117,8 +118,8 @@ pub struct FleetOptions {
     /// None: next to the store.
     pub spool_dir: Option<PathBuf>,
     pub spool_max_bytes: u64,
-    /// The fingerprint key read from `fingerprint_key_file`.
-    pub fingerprint_key: Option<String>,
+    /// A file holding the fingerprint key (wins over `fingerprint_key`).
+    pub fingerprint_key_file: Option<PathBuf>,
 }
 
 impl FleetOptions {
@@ -154,21 +155,23 @@ impl FleetOptions {
             node,
             spool_dir: a.fleet_spool.clone().or_else(|| f.spool_dir.clone()),
             spool_max_bytes,
-            fingerprint_key: match a
+            fingerprint_key_file: a
                 .fingerprint_key_file
-                .as_ref()
-                .or(f.fingerprint_key_file.as_ref())
-            {
-                Some(p) => Some(
-                    std::fs::read_to_string(p)
-                        .map(|k| k.trim().to_string())
-                        .map_err(|e| {
-                            anyhow::anyhow!("fingerprint key file {}: {e}", p.display())
-                        })?,
-                ),
-                None => None,
-            },
+                .clone()
+                .or_else(|| f.fingerprint_key_file.clone()),
         })
+    }
+}
+
+impl FleetOptions {
+    /// The key in `fingerprint_key_file`, if set (read at start).
+    pub fn read_key(&self) -> Result<Option<String>> {
+        match &self.fingerprint_key_file {
+            None => Ok(None),
+            Some(p) => std::fs::read_to_string(p)
+                .map(|k| Some(k.trim().to_string()))
+                .map_err(|e| anyhow::anyhow!("fingerprint key file {}: {e}", p.display())),
+        }
     }
 }
 
