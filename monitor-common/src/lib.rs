@@ -34,6 +34,75 @@ pub mod maps {
     /// `tgid -> CaptureBudget`: each tracked process's payload-capture
     /// token bucket and what it lost.
     pub const CAPTURE_BUDGET: &str = "CAPTURE_BUDGET";
+    /// `pid_tgid -> TlsPending`: a tracked thread's TLS write in flight
+    /// (plaintext pointer), bound to the fd of its next socket write.
+    pub const TLS_PENDING: &str = "TLS_PENDING";
+    /// `pid_tgid -> TlsFresh`: an untracked thread that just sent a TLS
+    /// ClientHello on a fresh outbound connection.
+    pub const TLS_FRESH: &str = "TLS_FRESH";
+}
+
+/// A tracked thread entered a TLS library's write (`SSL_write`,
+/// `gnutls_record_send`, Go's `crypto/tls.(*Conn).Write`): the plaintext
+/// is at `ptr` until the call returns. The thread's next write or send on
+/// a socket (the ciphertext) carries the plaintext capture and that
+/// socket's destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsPending {
+    pub ptr: u64,
+    pub len: u64,
+    /// `bpf_ktime_get_boot_ns` at the call.
+    pub ts_ns: u64,
+    /// The [`Hook`] of the library function.
+    pub hook: u32,
+    /// A [`TlsLib`].
+    pub lib: u32,
+}
+
+/// An untracked thread's fresh outbound connection whose first bytes were
+/// a TLS ClientHello: its first TLS write's plaintext is captured (like
+/// the first bytes of a plaintext connection).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsFresh {
+    pub ts_ns: u64,
+    pub fd: u32,
+    pub _pad: u32,
+}
+
+/// A [`TlsPending`] or [`TlsFresh`] older than this is stale (the call
+/// returned without writing, or the connection was never used).
+pub const TLS_MAX_AGE_NS: u64 = 2_000_000_000;
+
+/// The TLS library whose write carried a capture (`DataEvent.flags >>
+/// DATA_TLS_SHIFT`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsLib {
+    Openssl = 1,
+    Gnutls = 2,
+    Go = 3,
+}
+
+impl TlsLib {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Openssl,
+            2 => Self::Gnutls,
+            3 => Self::Go,
+            _ => return None,
+        })
+    }
+
+    /// As in evidence and metrics: `openssl`, `gnutls`, `go`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Openssl => "openssl",
+            Self::Gnutls => "gnutls",
+            Self::Go => "go",
+        }
+    }
 }
 
 /// A tracked process's budget for captured writes and sends (a token
@@ -191,6 +260,10 @@ pub enum Hook {
     UringClose = 43,
     /// `io_uring_setup` (the `io_uring:io_uring_create` tracepoint).
     UringSetup = 44,
+    SslWrite = 45,
+    SslWriteEx = 46,
+    GnutlsRecordSend = 47,
+    GoTlsWrite = 48,
 }
 
 impl Hook {
@@ -240,6 +313,10 @@ impl Hook {
             42 => Self::UringTee,
             43 => Self::UringClose,
             44 => Self::UringSetup,
+            45 => Self::SslWrite,
+            46 => Self::SslWriteEx,
+            47 => Self::GnutlsRecordSend,
+            48 => Self::GoTlsWrite,
             _ => Self::Unknown,
         }
     }
@@ -292,6 +369,10 @@ impl Hook {
             Self::UringTee => "io_uring:tee",
             Self::UringClose => "io_uring:close",
             Self::UringSetup => "io_uring_setup",
+            Self::SslWrite => "SSL_write",
+            Self::SslWriteEx => "SSL_write_ex",
+            Self::GnutlsRecordSend => "gnutls_record_send",
+            Self::GoTlsWrite => "crypto/tls.(*Conn).Write",
         }
     }
 
@@ -465,6 +546,9 @@ pub const DATA_EXPLICIT_DEST: u32 = 4;
 pub const DATA_TRACKED: u32 = 8;
 /// The fd is a tracked (watched-file) descriptor.
 pub const DATA_TRACKED_FD: u32 = 16;
+/// Bits 5..8: the [`TlsLib`] whose plaintext this is (0: not TLS).
+pub const DATA_TLS_SHIFT: u32 = 5;
+pub const DATA_TLS_MASK: u32 = 7 << DATA_TLS_SHIFT;
 
 /// `ExecEvent.flags` bits.
 pub const EXEC_ARGV_TRUNCATED: u32 = 1;
@@ -912,6 +996,8 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for CaptureBudget {}
     unsafe impl aya::Pod for UringOffsets {}
+    unsafe impl aya::Pod for TlsPending {}
+    unsafe impl aya::Pod for TlsFresh {}
 }
 
 /// Compile-time layout checks: no implicit padding anywhere.
@@ -942,6 +1028,8 @@ const _: () = {
     assert!(size_of::<UringCreateEvent>() == 64 + 16);
     assert!(size_of::<Config>() == 32 + 120 + 16 + 96);
     assert!(size_of::<CaptureBudget>() == 32);
+    assert!(size_of::<TlsPending>() == 32);
+    assert!(size_of::<TlsFresh>() == 16);
     assert!(SCRATCH_LEN.is_power_of_two());
     assert!(MAX_CAPTURE.is_power_of_two());
 };

@@ -6,14 +6,19 @@ use core::{
     ptr::{addr_of_mut, write_bytes},
 };
 
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, generated::bpf_ktime_get_boot_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
 use monitor_common::{
-    DataEvent, EventKind, FileInfo, Hook, DATA_EXPLICIT_DEST, DATA_FIRST_BYTES, DATA_TRACKED,
-    DATA_TRUNCATED, MAX_CAPTURE, MAX_PATH, SCRATCH_LEN, TAIL_ARGS, TAIL_WRITE_PATH,
+    DataEvent, EventKind, FileInfo, Hook, TlsFresh, TlsPending, DATA_EXPLICIT_DEST,
+    DATA_FIRST_BYTES, DATA_TLS_SHIFT, DATA_TRACKED, DATA_TRUNCATED, MAX_CAPTURE, MAX_PATH,
+    SCRATCH_LEN, TAIL_ARGS, TAIL_WRITE_PATH, TLS_MAX_AGE_NS,
 };
 
 use crate::{
-    maps::{NEW_CONNS, TAILS},
+    maps::{NEW_CONNS, TAILS, TLS_FRESH, TLS_PENDING},
     util::*,
 };
 
@@ -74,12 +79,17 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
     }
     let fd = arg(ctx, 0) as u32;
     let mut flags = 0u32;
+    // A TLS write in flight on this thread (tracked processes only).
+    let mut tls: Option<TlsPending> = None;
     if is_tracked(tgid) {
         // A holder past its budget: counted, not captured.
         if !crate::budget::take(tgid) {
             return Ok(());
         }
         flags |= DATA_TRACKED;
+        if let Some(p) = unsafe { TLS_PENDING.get(&pid_tgid()) } {
+            tls = Some(*p);
+        }
     } else {
         if cfg(&config().capture_new_conns) == 0 {
             return Ok(());
@@ -98,7 +108,7 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
         Hook::Sendto => Src::Buf(arg(ctx, 1), arg(ctx, 2), arg(ctx, 4)),
         _ => Src::Buf(arg(ctx, 1), arg(ctx, 2), 0),
     };
-    emit_write(ctx, tgid, hook, fd, flags, src)
+    emit_write(ctx, tgid, hook, fd, flags, src, tls)
 }
 
 /// A write or send by a tracked process submitted through io_uring: the
@@ -108,7 +118,7 @@ pub fn uring_write(ctx: &TracePointContext, tgid: u32, hook: Hook, fd: u32, src:
     if !crate::budget::take(tgid) {
         return Ok(());
     }
-    emit_write(ctx, tgid, hook, fd, DATA_TRACKED, src)
+    emit_write(ctx, tgid, hook, fd, DATA_TRACKED, src, None)
 }
 
 #[inline(always)]
@@ -119,6 +129,7 @@ fn emit_write(
     fd: u32,
     mut flags: u32,
     src: Src,
+    tls: Option<TlsPending>,
 ) -> Res {
     let buf = scratch().ok_or(0i64)?;
     let e = buf as *mut DataEvent;
@@ -129,9 +140,36 @@ fn emit_write(
         write_bytes(addr_of_mut!((*e).file), 0, 1);
     }
 
+    let mut info = FileInfo::default();
+    let file = file_of_fd(fd);
+    if let Some(f) = file {
+        file_info(f, &mut info);
+    }
+    // The ciphertext write of a TLS write in flight: capture the plaintext
+    // instead (still readable: the library call has not returned).
+    let mut tls = tls;
+    if let Some(p) = tls {
+        let now = unsafe { bpf_ktime_get_boot_ns() };
+        if is_socket(&info) && now.wrapping_sub(p.ts_ns) < TLS_MAX_AGE_NS {
+            let _ = TLS_PENDING.remove(&pid_tgid());
+            flags |= (p.lib & 7) << DATA_TLS_SHIFT;
+        } else {
+            tls = None;
+        }
+    }
+
     // (bytes captured, bytes asked)
     let (n, asked) = unsafe {
         match src {
+            _ if tls.is_some() => {
+                let p = tls.unwrap_or_default();
+                let want = if p.len < cap as u64 {
+                    p.len
+                } else {
+                    cap as u64
+                };
+                (capture_user(data, p.ptr, want), p.len)
+            }
             Src::Iov(iov, cnt) => {
                 let total = iov_total(iov, cnt);
                 (capture_iov(data, iov, cnt, cap), total)
@@ -164,17 +202,32 @@ fn emit_write(
     if (n as u64) < asked {
         flags |= DATA_TRUNCATED;
     }
+    // An untracked process's fresh connection that starts with a TLS
+    // handshake record: its first TLS write's plaintext is captured by the
+    // library probe (`tls`), bound to this fd.
+    if flags & DATA_FIRST_BYTES != 0 && n >= 3 {
+        let (b0, b1) = unsafe { (*data, *data.add(1)) };
+        if b0 == 0x16 && b1 == 0x03 {
+            let fresh = TlsFresh {
+                ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+                fd,
+                _pad: 0,
+            };
+            let _ = TLS_FRESH.insert(&pid_tgid(), &fresh, 0);
+        }
+    }
 
-    let mut info = FileInfo::default();
-    let file = file_of_fd(fd);
     if let Some(f) = file {
-        file_info(f, &mut info);
         if is_socket(&info) && flags & DATA_EXPLICIT_DEST == 0 {
             sock_peer(f, unsafe { addr_of_mut!((*e).peer) });
         }
     }
     unsafe {
         fill_header(e as *mut _, EventKind::Write, hook);
+        if let Some(p) = tls {
+            // The library function is what carried these bytes.
+            (*e).hdr.hook = p.hook;
+        }
         (*e).file = info;
         (*e).fd = fd as i32;
         (*e).flags = flags;

@@ -14,6 +14,7 @@ mod io;
 mod maps;
 mod net;
 mod uring;
+mod tls;
 mod util;
 
 #[cfg(not(test))]

@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    CaptureBudget, FdKey, InodeKey, Stash, TrackedFd, TrackedProc, WatchValue, COUNTER_SLOTS,
-    SCRATCH_LEN,
+    CaptureBudget, FdKey, InodeKey, Stash, TlsFresh, TlsPending, TrackedFd, TrackedProc,
+    WatchValue, COUNTER_SLOTS, SCRATCH_LEN,
 };
 
 /// Events to the agent. The agent may resize it before load.
@@ -43,3 +43,12 @@ pub static CAPTURE_BUDGET: LruHashMap<u32, CaptureBudget> = LruHashMap::with_max
 /// Tail-call targets (`monitor_common::TAIL_*`).
 #[map]
 pub static TAILS: ProgramArray = ProgramArray::with_max_entries(4, 0);
+
+/// LRU: a tracked thread's TLS write in flight (see `monitor_common::TlsPending`).
+#[map]
+pub static TLS_PENDING: LruHashMap<u64, TlsPending> = LruHashMap::with_max_entries(16384, 0);
+
+/// LRU: untracked threads that just sent a TLS ClientHello on a fresh
+/// outbound connection (see `monitor_common::TlsFresh`).
+#[map]
+pub static TLS_FRESH: LruHashMap<u64, TlsFresh> = LruHashMap::with_max_entries(16384, 0);

@@ -162,6 +162,8 @@ pub struct Agent {
     /// Per tracked process, its capture losses (budget, ring) already
     /// reported.
     capture_seen: HashMap<u32, (u64, u64)>,
+    /// The host's /proc (TLS libraries are found through its maps).
+    host_proc: PathBuf,
     pub events_seen: u64,
     pub alerts_sent: u64,
     pub bad_records: u64,
@@ -305,6 +307,7 @@ impl Agent {
             records_read: 0,
             secrets_restored: 0,
             capture_seen: HashMap::new(),
+            host_proc: opts.host_proc.clone(),
             events_seen: 0,
             alerts_sent: 0,
             bad_records: 0,
@@ -379,6 +382,10 @@ impl Agent {
         for (rule, n) in self.correlator.alerts_allowed() {
             m.set(crate::metrics::Metric::AlertsAllowed, rule, *n);
         }
+        for a in self.sensors.tls.list() {
+            let label = format!("{}:{}", a.lib.name(), a.path);
+            m.set(crate::metrics::Metric::TlsAttached, &label, 1);
+        }
         m.set_sizes(
             self.sensors.tracked_pids().len() as u64,
             self.correlator.secret_count() as u64,
@@ -435,6 +442,9 @@ impl Agent {
             RawEvent::Exec(_, argv, envp) => self.correlator.exec_started(pid, argv, envp),
             _ => {}
         }
+        if tracked {
+            self.tls_of_tracked(&raw, pid);
+        }
         let Some(mut ev) = self.enricher.enrich(&raw, &self.watches, tracked) else {
             return Ok(());
         };
@@ -456,6 +466,44 @@ impl Agent {
             self.store.send(StoreItem::Event(ev));
         }
         self.act(out)
+    }
+
+    /// TLS libraries of a tracked process, attached on demand: its
+    /// mappings when first seen (again after an exec: the new image), and
+    /// a TLS library it opens (dlopen, or the loader of a new image).
+    fn tls_of_tracked(&mut self, raw: &RawEvent, pid: u32) {
+        use crate::sensors::tls;
+        match raw {
+            RawEvent::ExecResult(e) if e.ret == 0 => self.sensors.tls.forget(pid),
+            RawEvent::Exit(_) => {
+                self.sensors.tls.forget(pid);
+                return;
+            }
+            RawEvent::Open(e) if e.fd >= 0 => {
+                let name = crate::observer::decode::cstr(&e.name, e.name_len);
+                if let Some(lib) = tls::library_kind(&name) {
+                    let path = crate::observer::decode::cstr(&e.path, e.path_len);
+                    if path.starts_with('/') {
+                        let hp = tls::reachable_path(&self.host_proc, pid, &path);
+                        self.sensors
+                            .attach_tls(&hp, &path, tls::Candidate::Library(lib));
+                    }
+                }
+            }
+            // The new image (a Go program, a static OpenSSL build), even if
+            // it is gone by now.
+            RawEvent::Exec(e, _, _) => {
+                let path = crate::observer::decode::cstr(&e.filename, e.filename_len);
+                if path.starts_with('/') {
+                    let hp = tls::reachable_path(&self.host_proc, pid, &path);
+                    self.sensors
+                        .attach_tls(&hp, &path, tls::Candidate::Executable);
+                }
+                return;
+            }
+            _ => {}
+        }
+        self.sensors.scan_tls(&self.host_proc, pid);
     }
 
     /// Fanotify events whose dedup delay passed, as open/read/close events
@@ -571,6 +619,7 @@ impl Agent {
             if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
                 log::warn!("{e:#}");
             }
+            self.sensors.scan_tls(&self.host_proc, pid);
         }
         if !out.watch.is_empty() {
             // Literal paths: a delivery file is never a glob.
@@ -609,6 +658,7 @@ impl Agent {
                 if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
                     log::warn!("{e:#}");
                 }
+                self.sensors.scan_tls(&self.host_proc, pid);
             }
         }
     }

@@ -156,7 +156,7 @@ pub fn run(opts: &SensorOptions) -> Result<bool> {
     }
     if can_run {
         match Sensors::load(opts) {
-            Ok(s) => {
+            Ok(mut s) => {
                 println!(
                     "{:<12} {:<4} {}/{} attached",
                     "probes",
@@ -181,6 +181,7 @@ pub fn run(opts: &SensorOptions) -> Result<bool> {
                         state
                     );
                 }
+                tls_check(&mut s);
             }
             Err(e) => {
                 can_run = false;
@@ -197,6 +198,38 @@ pub fn run(opts: &SensorOptions) -> Result<bool> {
         }
     );
     Ok(can_run)
+}
+
+/// The TLS programs, and the host's TLS libraries really attached (then
+/// detached when the check ends). The agent attaches them on demand: when
+/// a tracked process maps one (and Go or static builds' executables).
+fn tls_check(s: &mut Sensors) {
+    use crate::sensors::tls;
+    let loaded = tls::TLS_PROBES.len() - s.tls_load_errors.len();
+    println!(
+        "{:<12} {:<4} {loaded}/{} programs loaded; libraries attached on demand",
+        "tls",
+        if s.tls_load_errors.is_empty() {
+            "ok"
+        } else {
+            "WARN"
+        },
+        tls::TLS_PROBES.len()
+    );
+    for (program, e) in s.tls_load_errors.clone() {
+        println!("  tls    {program:<28} NOT LOADED: {e}");
+    }
+    for (path, lib) in tls::system_libraries() {
+        let state = match s.attach_tls(
+            std::path::Path::new(&path),
+            &path,
+            tls::Candidate::Library(lib),
+        ) {
+            Some(a) => format!("attached ({})", a.functions.join(", ")),
+            None => "NOT ATTACHED (no TLS write function found)".into(),
+        };
+        println!("  tls    {:<8} {path} {state}", lib.name());
+    }
 }
 
 #[cfg(test)]

@@ -216,6 +216,44 @@ impl PartialEq<&str> for EventKind {
     }
 }
 
+/// The TLS library whose write carried a capture (its plaintext).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TlsLibrary {
+    #[serde(rename = "openssl")]
+    Openssl,
+    #[serde(rename = "gnutls")]
+    Gnutls,
+    #[serde(rename = "go")]
+    Go,
+}
+
+impl TlsLibrary {
+    /// "openssl", "gnutls", "go".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsLibrary::Openssl => "openssl",
+            TlsLibrary::Gnutls => "gnutls",
+            TlsLibrary::Go => "go",
+        }
+    }
+}
+
+impl From<monitor_common::TlsLib> for TlsLibrary {
+    fn from(l: monitor_common::TlsLib) -> Self {
+        match l {
+            monitor_common::TlsLib::Openssl => TlsLibrary::Openssl,
+            monitor_common::TlsLib::Gnutls => TlsLibrary::Gnutls,
+            monitor_common::TlsLib::Go => TlsLibrary::Go,
+        }
+    }
+}
+
+impl std::fmt::Display for TlsLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What an open file descriptor refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FdKind {
@@ -371,6 +409,11 @@ pub struct Detail {
     /// `IP:PORT`, `[IPv6]:PORT` or `unix:PATH`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest: Option<Dest>,
+    /// The TLS library whose write carried these bytes (`openssl`,
+    /// `gnutls`, `go`): the capture is the plaintext, `dest` the
+    /// connection it went out on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsLibrary>,
     /// First bytes of a fresh outbound connection of an untracked process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_bytes: Option<bool>,

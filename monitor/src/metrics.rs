@@ -125,10 +125,13 @@ pub enum Metric {
     /// `capture_dropped_total{holder}`: captured writes a tracked process
     /// lost (its capture budget spent, or the ring buffer full), by pid.
     CaptureDropped,
+    /// `tls_attached{library}`: files with the TLS uprobes attached (1
+    /// each), labelled `<library>:<path>` (`openssl:/lib/.../libssl.so.3`).
+    TlsAttached,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 18] = [
+    pub const ALL: [Metric; 19] = [
         Metric::Events,
         Metric::KernelLostEvents,
         Metric::Alerts,
@@ -147,6 +150,7 @@ impl Metric {
         Metric::OutputLost,
         Metric::IssuancesRefused,
         Metric::CaptureDropped,
+        Metric::TlsAttached,
     ];
 
     /// The name without the `monitor_` prefix.
@@ -170,6 +174,7 @@ impl Metric {
             Metric::OutputLost => "output_lost_total",
             Metric::IssuancesRefused => "issuances_refused_total",
             Metric::CaptureDropped => "capture_dropped_total",
+            Metric::TlsAttached => "tls_attached",
         }
     }
 
@@ -192,7 +197,8 @@ impl Metric {
             | Metric::FeedPending
             | Metric::TrackedProcesses
             | Metric::Secrets
-            | Metric::WatchedFiles => Kind::Gauge,
+            | Metric::WatchedFiles
+            | Metric::TlsAttached => Kind::Gauge,
         }
     }
 
@@ -207,6 +213,7 @@ impl Metric {
             Metric::OutputFailures | Metric::OutputLost => Some("output"),
             Metric::IssuancesRefused => Some("reason"),
             Metric::CaptureDropped => Some("holder"),
+            Metric::TlsAttached => Some("library"),
             _ => None,
         }
     }
@@ -247,6 +254,9 @@ impl Metric {
             Metric::CaptureDropped => {
                 "Writes of a tracked process not captured (its capture budget spent, or the \
                  ring buffer full), by pid."
+            }
+            Metric::TlsAttached => {
+                "Files with the TLS uprobes attached (1 each), labelled library:path."
             }
         }
     }

@@ -365,6 +365,44 @@ impl Agent {
 }
 
 impl Agent {
+    /// Stops the agent and searches everything it wrote (stdout events and
+    /// alerts, stderr, its store with the WAL, its OCSF feed, and `extra`
+    /// files) for each value and its encodings (raw, base64 std/url, hex):
+    /// none may be there.
+    pub fn assert_never_wrote(&mut self, values: &[&str], extra: &[&Path]) {
+        use base64::Engine;
+        self.terminate();
+        let mut written = self.stdout_text().into_bytes();
+        written.extend(self.stderr().join("\n").into_bytes());
+        for ext in ["db", "db-wal"] {
+            written.extend(std::fs::read(self.store.with_extension(ext)).unwrap_or_default());
+        }
+        if let Some(feed) = &self.ocsf {
+            written.extend(std::fs::read(feed).unwrap_or_default());
+        }
+        for p in extra {
+            written.extend(std::fs::read(p).unwrap_or_default());
+        }
+        let text = String::from_utf8_lossy(&written);
+        for v in values {
+            let forms = [
+                v.to_string(),
+                base64::engine::general_purpose::STANDARD.encode(v),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v),
+                v.bytes().map(|b| format!("{b:02x}")).collect::<String>(),
+                v.bytes().map(|b| format!("{b:02X}")).collect::<String>(),
+            ];
+            let names = ["raw", "base64", "base64url", "hex", "HEX"];
+            for (f, name) in forms.iter().zip(names) {
+                assert!(
+                    !text.contains(f.as_str()),
+                    "the agent wrote a secret ({} bytes) somewhere, as {name}",
+                    v.len()
+                );
+            }
+        }
+    }
+
     /// SIGKILL (a crash: nothing cleaned up) and wait.
     pub fn kill_hard(&mut self) {
         unsafe { kill(self.child.id() as i32, 9) };

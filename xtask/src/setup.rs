@@ -38,6 +38,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "liburing-dev",
     // The fleet tests run a 3-server JetStream cluster on loopback.
     "nats-server",
+    // The TLS tests: curl (OpenSSL), gnutls-cli (GnuTLS) and a Go client
+    // built offline from the standard library.
+    "curl",
+    "gnutls-bin",
+    "golang-go",
 ];
 
 /// Debian packages only `cargo xtask bench` needs, installed by it (not by

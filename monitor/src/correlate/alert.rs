@@ -10,7 +10,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::rules::{Named, Rule, Severity};
-use crate::event::{FdKind, Process, UtcTime};
+use crate::event::{FdKind, Process, TlsLibrary, UtcTime};
 
 /// Who did it (the contract's `actor`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -62,6 +62,10 @@ pub struct Evidence {
     /// for it (a hard link, a bind mount, a symlinked directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_path: Option<String>,
+    /// The TLS library whose write carried the secret (`openssl`,
+    /// `gnutls`, `go`); `dest` is that TLS connection's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsLibrary>,
     /// The holder whose environment or memory was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_pid: Option<u32>,

@@ -1032,6 +1032,7 @@ impl Correlator {
             encoding: Some(encoding.to_string()),
             bytes: ev.detail.bytes,
             syscall: Some(ev.syscall.to_string()),
+            tls: ev.detail.tls,
             ..Default::default()
         };
         match sink {
@@ -1083,6 +1084,11 @@ impl Correlator {
                     .and_then(Dest::inet)
                     .and_then(|sa| s.allows(sa.ip(), sa.port()));
                 let holder = self.is_holder(id, &ev.process);
+                // "127.0.0.1:443 over TLS (openssl)"
+                let dest = match ev.detail.tls {
+                    Some(lib) => format!("{dest} over TLS ({lib})"),
+                    None => dest,
+                };
                 if let Some((revoked, when)) = dead {
                     let mut e = evidence.clone();
                     set_dead(&mut e, revoked, when);

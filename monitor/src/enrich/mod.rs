@@ -436,6 +436,10 @@ impl Enricher {
                 if e.flags & DATA_FIRST_BYTES != 0 {
                     d.first_bytes = Some(true);
                 }
+                d.tls = monitor_common::TlsLib::from_u32(
+                    (e.flags & monitor_common::DATA_TLS_MASK) >> monitor_common::DATA_TLS_SHIFT,
+                )
+                .map(crate::event::TlsLibrary::from);
                 EventKind::Write
             }
             RawEvent::Exec(e, argv, envp) => {

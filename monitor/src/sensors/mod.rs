@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod fanotify;
 pub mod probes;
+pub mod tls;
 pub mod tp_format;
 
 use std::path::{Path, PathBuf};
@@ -137,6 +138,10 @@ pub struct Sensors {
     counters: PerCpuArray<MapData, u64>,
     budgets: BpfHashMap<MapData, u32, CaptureBudget>,
     ring: Option<RingBuf<MapData>>,
+    /// TLS programs that did not load (`program`, error): `monitor check`.
+    pub tls_load_errors: Vec<(&'static str, String)>,
+    /// TLS library files tried and attached (see [`tls`]).
+    pub tls: tls::TlsFiles,
 }
 
 impl Sensors {
@@ -201,6 +206,24 @@ impl Sensors {
             bail!("required probes did not attach: {}", missing.join("; "));
         }
 
+        // TLS programs: loaded now (verified once), attached per library
+        // file when a tracked process maps one.
+        let mut tls_load_errors = Vec::new();
+        for p in tls::TLS_PROBES {
+            let r = ebpf
+                .program_mut(p.program)
+                .with_context(|| format!("program {} missing", p.program))
+                .and_then(|prog| {
+                    let up: &mut UProbe = prog.try_into()?;
+                    up.load()
+                        .map_err(|e| anyhow::anyhow!(short_error(&format!("{e:#}"))))
+                });
+            if let Err(e) = r {
+                log::warn!("tls program {} not loaded: {e:#}", p.program);
+                tls_load_errors.push((p.program, format!("{e:#}")));
+            }
+        }
+
         let watched = take_hash(&mut ebpf, maps::WATCHED_INODES)?;
         let procs = take_hash(&mut ebpf, maps::TRACKED_PROCS)?;
         let fds = take_hash(&mut ebpf, maps::TRACKED_FDS)?;
@@ -218,7 +241,95 @@ impl Sensors {
             counters,
             budgets,
             ring,
+            tls_load_errors,
+            tls: tls::TlsFiles::default(),
         })
+    }
+
+    /// Attach the TLS probes that `file` (reached at `host_path`, named
+    /// `path` by the process) has, once per file. Returns what was attached
+    /// the first time a file with TLS functions is seen.
+    pub fn attach_tls(
+        &mut self,
+        host_path: &Path,
+        path: &str,
+        candidate: tls::Candidate,
+    ) -> Option<tls::Attached> {
+        // Held open while attaching: the process (and its /proc/<pid>/root
+        // path) may be gone by the next probe; the file is not.
+        let file = std::fs::File::open(host_path).ok()?;
+        let held = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ));
+        let key = self.tls.try_once(&held)?;
+        let mut functions = Vec::new();
+        let mut lib = None;
+        for p in tls::probes_for(candidate) {
+            if self.tls_load_errors.iter().any(|(n, _)| *n == p.program) {
+                continue;
+            }
+            let Some(prog) = self.ebpf.program_mut(p.program) else {
+                continue;
+            };
+            let Ok(up) = <&mut UProbe>::try_from(prog) else {
+                continue;
+            };
+            match up.attach(
+                p.symbol,
+                &held,
+                aya::programs::uprobe::UProbeScope::AllProcesses,
+            ) {
+                Ok(_) => {
+                    functions.push(p.symbol);
+                    lib = Some(p.lib);
+                }
+                Err(e) => {
+                    if candidate != tls::Candidate::Executable {
+                        log::warn!(
+                            "tls: {path}: {} not attached: {:#}",
+                            p.symbol,
+                            anyhow::Error::from(e)
+                        );
+                    } else {
+                        log::debug!("tls: {path}: no {}: {e}", p.symbol);
+                    }
+                }
+            }
+        }
+        let a = tls::Attached {
+            lib: lib?,
+            path: path.to_string(),
+            functions,
+        };
+        log::info!(
+            "tls: attached {} probes to {path} ({})",
+            a.lib.name(),
+            a.functions.join(", ")
+        );
+        self.tls.attached.insert(key, a.clone());
+        Some(a)
+    }
+
+    /// A tracked process's TLS libraries and executable, the first time it
+    /// is seen (again after an exec: [`tls::TlsFiles::forget`]).
+    pub fn scan_tls(&mut self, host_proc: &Path, pid: u32) {
+        if !self.tls.first_look(pid) {
+            return;
+        }
+        let dir = host_proc.join(pid.to_string());
+        let Ok(maps) = std::fs::read_to_string(dir.join("maps")) else {
+            return;
+        };
+        for (path, lib) in tls::mapped_libraries(&maps) {
+            let hp = tls::host_path(host_proc, pid, &path);
+            self.attach_tls(&hp, &path, tls::Candidate::Library(lib));
+        }
+        // Go programs and static OpenSSL/BoringSSL builds: the executable.
+        if let Ok(exe) = std::fs::read_link(dir.join("exe")) {
+            let exe = exe.display().to_string();
+            self.attach_tls(&dir.join("exe"), &exe, tls::Candidate::Executable);
+        }
     }
 
     /// The event ring buffer (taken once, by the observer).
