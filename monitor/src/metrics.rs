@@ -1093,6 +1093,7 @@ mod tests {
                 "monitor_ringbuf_last_drain_timestamp_seconds gauge",
                 "monitor_secrets gauge",
                 "monitor_store_dropped_total counter",
+                "monitor_tls_attached gauge",
                 "monitor_tracked_processes gauge",
                 "monitor_watched_files gauge",
             ]
