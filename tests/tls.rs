@@ -1,8 +1,9 @@
 //! Secrets inside TLS, on the real kernel with real TLS: a TLS server on
 //! loopback with a certificate made here (openssl CLI), holders sending
 //! their secret in an `Authorization` header through Python's `ssl`,
-//! `curl https://`, `gnutls-cli` and a Go client built here from the
-//! standard library, each to an allowed and to a not-allowed destination;
+//! `curl https://`, `gnutls-cli`, a Go client built here from the standard
+//! library and a C client with OpenSSL linked in statically, each to an
+//! allowed and to a not-allowed destination;
 //! a send after expiry, and a foreign process replaying the secret. The
 //! agent sees the plaintext through its uprobes on the TLS libraries
 //! (attached when the tracked process maps them) and the destination of
@@ -470,6 +471,45 @@ fn go_crypto_tls_to_an_allowed_and_a_not_allowed_destination() {
     }
     let a = w.assert_sends("go", "tlsclient");
     assert_eq!(a["evidence"]["syscall"], "crypto/tls.(*Conn).Write");
+    drop(holder);
+    w.assert_no_plaintext();
+}
+
+/// The C client with OpenSSL linked in statically (tests/c/tls_static.c).
+fn static_client(sc: &Scratch) -> String {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/c/tls_static.c");
+    let bin = sc.path("tlsstatic");
+    let st = Command::new("gcc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .args(["-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic"])
+        .args(["-ldl", "-lpthread"])
+        .status()
+        .expect("gcc (installed by cargo xtask setup)");
+    assert!(st.success(), "gcc {} (libssl-dev)", src.display());
+    bin.display().to_string()
+}
+
+#[test]
+fn static_openssl_executable_to_an_allowed_and_a_not_allowed_destination() {
+    let w = world("static");
+    let bin = static_client(&w.sc);
+    let mut holder = w.holder(json!({}));
+    // No libssl.so mapped: the executable itself exports SSL_write.
+    holder.run(&format!("subprocess.run([{bin:?}])"));
+    w.agent
+        .wait_log(&format!("tls: attached openssl probes to {bin} (SSL_write"));
+    for port in [w.allowed(), w.other()] {
+        holder.run(&format!(
+            "subprocess.run([{bin:?}, CERT, '{port}', {:?}], check=True, timeout=20)",
+            w.file
+        ));
+        w.server.wait_served(port, 1);
+    }
+    let a = w.assert_sends("openssl", "tlsstatic");
+    assert_eq!(a["evidence"]["syscall"], "SSL_write");
     drop(holder);
     w.assert_no_plaintext();
 }

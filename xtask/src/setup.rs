@@ -38,11 +38,14 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "liburing-dev",
     // The fleet tests run a 3-server JetStream cluster on loopback.
     "nats-server",
-    // The TLS tests: curl (OpenSSL), gnutls-cli (GnuTLS) and a Go client
-    // built offline from the standard library.
+    // The TLS tests: curl (OpenSSL), gnutls-cli (GnuTLS), a Go client
+    // built offline from the standard library, and a C client with OpenSSL
+    // linked in statically.
     "curl",
     "gnutls-bin",
     "golang-go",
+    // libssl.a/libcrypto.a for the statically linked OpenSSL client.
+    "libssl-dev",
 ];
 
 /// Debian packages only `cargo xtask bench` needs, installed by it (not by
