@@ -225,6 +225,11 @@ fn tls_check(s: &mut Sensors) {
             &path,
             tls::Candidate::Library(lib),
         ) {
+            Some(a) if a.path != path => format!(
+                "attached ({}; the same file as {})",
+                a.functions.join(", "),
+                a.path
+            ),
             Some(a) => format!("attached ({})", a.functions.join(", ")),
             None => "NOT ATTACHED (no TLS write function found)".into(),
         };

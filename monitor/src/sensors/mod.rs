@@ -247,8 +247,8 @@ impl Sensors {
     }
 
     /// Attach the TLS probes that `file` (reached at `host_path`, named
-    /// `path` by the process) has, once per file. Returns what was attached
-    /// the first time a file with TLS functions is seen.
+    /// `path` by the process) has, once per file (another name for a file
+    /// already attached gets its record). `None`: no TLS write function.
     pub fn attach_tls(
         &mut self,
         host_path: &Path,
@@ -262,7 +262,10 @@ impl Sensors {
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&file)
         ));
-        let key = self.tls.try_once(&held)?;
+        let (key, new) = self.tls.try_once(&held)?;
+        if !new {
+            return self.tls.attached.get(&key).cloned();
+        }
         let mut functions = Vec::new();
         let mut lib = None;
         for p in tls::probes_for(candidate) {

@@ -126,12 +126,12 @@ impl TlsFiles {
         self.scanned.remove(&pid);
     }
 
-    /// Whether the file at `host_path` is new (and mark it tried); its
-    /// identity when it is.
-    pub fn try_once(&mut self, host_path: &Path) -> Option<(u64, u64)> {
+    /// The identity (device, inode) of the file at `host_path`, and
+    /// whether it is new (it is marked tried).
+    pub fn try_once(&mut self, host_path: &Path) -> Option<((u64, u64), bool)> {
         let md = std::fs::metadata(host_path).ok()?;
         let key = (md.dev(), md.ino());
-        self.tried.insert(key).then_some(key)
+        Some((key, self.tried.insert(key)))
     }
 
     /// Attached files, sorted by path.
