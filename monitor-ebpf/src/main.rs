@@ -13,8 +13,8 @@ mod files;
 mod io;
 mod maps;
 mod net;
-mod uring;
 mod tls;
+mod uring;
 mod util;
 
 #[cfg(not(test))]
