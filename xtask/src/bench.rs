@@ -19,6 +19,7 @@
 //! `target/bench/[smoke-]partial-*`, never `BENCHMARKS.md`.
 
 mod agent;
+mod fleet;
 mod overhead;
 mod pipeline;
 mod proc;
@@ -244,7 +245,7 @@ fn step(msg: impl std::fmt::Display) {
 }
 
 /// The benchmarks, by the names `--only` takes, in the order they run.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "untracked",
     "tracked",
     "throughput",
@@ -254,6 +255,7 @@ pub const SECTIONS: [&str; 9] = [
     "secrets",
     "flood",
     "ingest",
+    "fleet",
 ];
 
 /// `only`: names from [`SECTIONS`] to run (empty: all). A partial run
@@ -404,6 +406,12 @@ pub fn bench(smoke: bool, only: &[String]) -> Result<()> {
         step("9. issuance ingestion");
         scale.ingest = Some(scale::ingest(&ctx)?);
         timed("9. ingest", t);
+    }
+    if run("fleet") {
+        let t = Instant::now();
+        step("10. the fleet (NATS JetStream)");
+        scale.fleet = Some(fleet::fleet(&ctx)?);
+        timed("10. fleet", t);
     }
 
     {
@@ -983,6 +991,15 @@ pub fn why(id: &str, r: &Results) -> String {
             holder's budgeted writes and everything else; an alert is missed when the ring filled \
             before the foreign read's event went in (see `dropped_ring`), or `/healthz` was slow \
             when the machine itself was saturated (the metrics thread competes for the same 2 CPUs)."
+            .to_string(),
+        "fleet_events_per_sec" => "The link publishes a batch of 1,024 messages and waits for \
+            every acknowledgement before the next: each batch costs a replicated (R3) JetStream \
+            write round trip. More batches in flight (the acks are futures) would close it."
+            .to_string(),
+        "fleet_cross_node_p99" => "A sample's time is the sender's fork and connect, the first \
+            send's capture and scan on node B, the agent's 1,024-message publish batch, the R3 \
+            JetStream write and the delivery to the subscriber; the slowest part under load is \
+            the batch waiting for its acknowledgements."
             .to_string(),
         "ingest_alerts_100ms" => "`GET /alerts` is answered by the event loop (it flushes the \
             store first, so a page holds every alert raised before the request): while records \

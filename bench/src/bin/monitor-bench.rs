@@ -15,6 +15,8 @@
 //! | `foreign-read` | forked readers of a delivery file; stdin is the agent's alert stream |
 //! | `floor` | loads empty eBPF programs on tracepoints and waits |
 //! | `tracepoints` | the agent's tracepoints (its probe table), one per line |
+//! | `fleet-publish` | events or alerts through the agent's fleet link into a NATS cluster, until all acked |
+//! | `fleet-replay` | forked senders of a secret (env `MB_VALUE`) in another node's cgroup; waits for each fleet alert |
 use std::{
     collections::HashMap,
     ffi::CString,
@@ -55,6 +57,8 @@ fn main() {
         "scan" => scan(&flags),
         "foreign-read" => foreign_read(&flags),
         "floor" => floor(&flags),
+        "fleet-publish" => fleet_publish(&flags),
+        "fleet-replay" => fleet_replay(&flags),
         "tracepoints" => {
             tracepoints();
             Ok(())
@@ -825,5 +829,193 @@ fn floor(f: &Flags) -> Res {
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     drop(fds);
+    Ok(())
+}
+
+/// `--url U --count N --kind events|alerts [--node N]`: N messages of the
+/// agent's shapes through its fleet link (channel, batches, acks, the
+/// same `Nats-Msg-Id`s) into the cluster; `rate=` messages a second until
+/// the last is acknowledged.
+fn fleet_publish(f: &Flags) -> Res {
+    use monitor::fleet::{link, spool};
+    let url = f.str("url")?.to_string();
+    let count = f.u64("count")?;
+    let kind = f.str("kind")?.to_string();
+    let node = f.str("node").unwrap_or("bench").to_string();
+    let dir = std::env::temp_dir().join(format!("monitor-bench-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sp = spool::Spool::open(&dir, 1 << 30).map_err(|e| format!("{e:#}"))?;
+    let cfg = link::NatsConfig {
+        url,
+        ..Default::default()
+    };
+    let l = link::Link::start(cfg, &node, sp).map_err(|e| format!("{e:#}"))?;
+    let t0 = Instant::now();
+    while !l.stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err("the fleet link did not connect in 30 s".into());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    // An event as the agent stores it (a read of a delivery file), or an
+    // alert (secret.read.foreign), with a unique id each.
+    let body = if kind == "alerts" {
+        r#""rule":"secret.read.foreign","severity":"high","secret_id":"db-prod","secret_ids":["db-prod"],"summary":"db-prod (/vault/secrets/db) read by cat (pid 81234), not its holder","actor":{"pid":81234,"ppid":81190,"uid":0,"comm":"cat","exe":"/usr/bin/cat","cgroup":"/kubepods.slice/x.scope"},"evidence":{"path":"/vault/secrets/db","fd_kind":"file","bytes":24,"syscall":"read"},"attack":["T1552.001"],"owasp_nhi":["NHI2","NHI9"],"event_ids":[12]"#
+    } else {
+        r#""kind":"read","syscall":"read","process":{"pid":5151,"tid":5151,"ppid":5150,"uid":0,"gid":0,"comm":"cat","exe":"/usr/bin/cat","cgroup":"/user.slice"},"tracked":true,"fd":3,"path":"/vault/secrets/db","fd_kind":"file","bytes":37,"captured":37,"truncated":false,"secrets":[{"secret_id":"db-prod","encoding":"raw"}]"#
+    };
+    let t0 = Instant::now();
+    for i in 0..count {
+        let payload =
+            format!(r#"{{"id":{i},"time":"2026-12-02T10:01:02.123456Z",{body},"node":"{node}"}}"#);
+        l.send(spool::Outgoing {
+            subject: format!("monitor.{node}.{kind}"),
+            id: format!("{node}.{kind}.{}.{i}", std::process::id()),
+            payload,
+        });
+    }
+    loop {
+        let done = l.stats.published.load(std::sync::atomic::Ordering::Relaxed);
+        let (pending, _, dropped) = l.spool_state();
+        if done >= count {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            return Err(format!(
+                "{done} of {count} acknowledged after 300 s ({pending} spooled, {dropped} dropped)"
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let failures = l.stats.failures.load(std::sync::atomic::Ordering::Relaxed);
+    l.finish(Duration::from_secs(2));
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("count={count}");
+    println!("secs={secs}");
+    println!("rate={}", count as f64 / secs);
+    println!("failures={failures}");
+    Ok(())
+}
+
+/// `--url U --node B --cgroup DIR --samples N [--interval-ms 50]`, the
+/// secret in env `MB_VALUE`: moves itself into the cgroup (node B's
+/// scope), then forks one sender a sample that connects to a loopback
+/// listener and sends the secret (base64, as a bearer token), and times
+/// from the fork to the `secret.replay.foreign` alert of that pid arriving
+/// on `monitor.<node>.alerts` from the cluster. `p50_ms=`, `p99_ms=`,
+/// `max_ms=`, `received=`.
+fn fleet_replay(f: &Flags) -> Res {
+    use futures_util::StreamExt;
+    let url = f.str("url")?.to_string();
+    let node = f.str("node")?.to_string();
+    let samples = f.u64("samples")?;
+    let interval = Duration::from_millis(f.u64_or("interval-ms", 50));
+    let value = std::env::var("MB_VALUE").map_err(|_| "MB_VALUE not set".to_string())?;
+    let token = base64(value.as_bytes(), false, true);
+    std::fs::write(
+        format!("{}/cgroup.procs", f.str("cgroup")?),
+        std::process::id().to_string(),
+    )
+    .map_err(|e| format!("joining the cgroup: {e}"))?;
+    // pid -> arrival (realtime ns)
+    let seen: Arc<Mutex<HashMap<u32, i128>>> = Arc::default();
+    let s2 = seen.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let subject = format!("monitor.{node}.alerts");
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let cfg = monitor::fleet::link::NatsConfig {
+                url,
+                ..Default::default()
+            };
+            let c = match monitor::fleet::link::connect(&cfg, "bench", false).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                    return;
+                }
+            };
+            let mut sub = c.subscribe(subject).await.unwrap();
+            let _ = c.flush().await;
+            let _ = ready_tx.send(Ok(()));
+            while let Some(m) = sub.next().await {
+                let arrival = realtime_ns();
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
+                    continue;
+                };
+                if v["rule"] != "secret.replay.foreign" {
+                    continue;
+                }
+                if let Some(pid) = v["actor"]["pid"].as_u64() {
+                    s2.lock().unwrap().entry(pid as u32).or_insert(arrival);
+                }
+            }
+        });
+    });
+    ready_rx.recv().map_err(|e| e.to_string())??;
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = l.local_addr().map_err(|e| e.to_string())?.port();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            thread::spawn(move || {
+                let mut b = Vec::new();
+                let _ = c.read_to_end(&mut b);
+            });
+        }
+    });
+    let mut msg = b"Authorization: Bearer ".to_vec();
+    msg.extend_from_slice(&token);
+    msg.extend_from_slice(b"\r\n");
+    let mut sent: Vec<(u32, i128)> = Vec::new();
+    for _ in 0..samples {
+        let t = realtime_ns();
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(mut s) => i32::from(s.write_all(&msg).is_err()),
+                Err(_) => 1,
+            };
+            unsafe { libc::_exit(code) };
+        }
+        if pid < 0 {
+            return Err(format!("fork: {}", errno()));
+        }
+        let mut st = 0;
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        sent.push((pid as u32, t));
+        thread::sleep(interval);
+    }
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if sent
+            .iter()
+            .all(|(p, _)| seen.lock().unwrap().contains_key(p))
+        {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let seen = seen.lock().unwrap();
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .filter_map(|(p, t)| seen.get(p).map(|a| (a - t) as f64 / 1e6))
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let q = |x: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * x).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!("sent={}", sent.len());
+    println!("received={}", lat.len());
+    println!("p50_ms={}", q(0.5));
+    println!("p99_ms={}", q(0.99));
+    println!("max_ms={}", lat.last().copied().unwrap_or(f64::NAN));
     Ok(())
 }

@@ -576,6 +576,39 @@ fn scale_targets(r: &Results, t: &mut Vec<Target>) {
             },
         });
     }
+    if let Some(f) = &sc.fleet {
+        let met = f.events_per_sec >= 50_000.0;
+        t.push(Target {
+            id: "fleet_events_per_sec",
+            what: "events a second one agent publishes to the NATS JetStream cluster (R3)".into(),
+            target: "≥ 50,000 / s".into(),
+            measured: format!("{} / s", thousands(f.events_per_sec)),
+            met: (!r.smoke).then_some(met),
+            margin: if met {
+                format!("met; {:.1}x", f.events_per_sec / 50_000.0)
+            } else {
+                format!("missed by {} / s", thousands(50_000.0 - f.events_per_sec))
+            },
+        });
+        let met = f.received == f.sent && f.p99_ms < 1000.0;
+        t.push(Target {
+            id: "fleet_cross_node_p99",
+            what: "cross-node detection, syscall on node B to the fleet alert, p99".into(),
+            target: "< 1 s, every sample".into(),
+            measured: format!(
+                "p99 {:.1} ms (p50 {:.1}, max {:.1}), {}/{} alerts",
+                f.p99_ms, f.p50_ms, f.max_ms, f.received, f.sent
+            ),
+            met: Some(met),
+            margin: if met {
+                format!("met; {:.0} ms under", 1000.0 - f.p99_ms)
+            } else if f.received < f.sent {
+                format!("missed: {} alerts never arrived", f.sent - f.received)
+            } else {
+                format!("missed by {:.0} ms", f.p99_ms - 1000.0)
+            },
+        });
+    }
 }
 
 pub fn thousands(x: f64) -> String {
@@ -962,6 +995,23 @@ fn scale_json(sc: &super::scale::Scale) -> J {
                     ("records_per_sec", J::n(i.records as f64 / i.secs.max(1e-9))),
                     ("healthz_worst_ms", J::n(i.healthz_worst_ms)),
                     ("alerts_worst_ms", J::n(i.alerts_worst_ms)),
+                ]),
+                None => J::Null,
+            },
+        ),
+        (
+            "fleet",
+            match &sc.fleet {
+                Some(f) => J::obj(vec![
+                    ("events", J::n(f.events as f64)),
+                    ("events_per_sec", J::n(f.events_per_sec)),
+                    ("alerts", J::n(f.alerts as f64)),
+                    ("alerts_per_sec", J::n(f.alerts_per_sec)),
+                    ("cross_node_sent", J::n(f.sent as f64)),
+                    ("cross_node_received", J::n(f.received as f64)),
+                    ("cross_node_p50_ms", J::n(f.p50_ms)),
+                    ("cross_node_p99_ms", J::n(f.p99_ms)),
+                    ("cross_node_max_ms", J::n(f.max_ms)),
                 ]),
                 None => J::Null,
             },
@@ -1564,6 +1614,34 @@ fn scale_markdown(w: &mut String, r: &Results) {
             thousands(i.records as f64 / i.secs.max(1e-9)),
             i.healthz_worst_ms,
             i.alerts_worst_ms
+        );
+    }
+    if let Some(f) = &sc.fleet {
+        let _ = writeln!(w, "## 10. The fleet (NATS JetStream)\n");
+        let _ = writeln!(
+            w,
+            "A 3-server JetStream cluster (Debian's `nats-server`, loopback, R3 streams). \
+             Publishing: messages of the agent's shapes through its fleet link (batches, \
+             acknowledgements, message ids) until the last is acknowledged. Cross-node: two \
+             agents scoped to two cgroups as nodes A and B; A's holder reads its secret; \
+             forked processes in B send it to a loopback listener; from the fork to B's \
+             `secret.replay.foreign` alert arriving from the cluster.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| events / s | alerts / s | cross-node p50 | p99 | max | alerts |"
+        );
+        let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {}/{} |\n",
+            thousands(f.events_per_sec),
+            thousands(f.alerts_per_sec),
+            f.p50_ms,
+            f.p99_ms,
+            f.max_ms,
+            f.received,
+            f.sent
         );
     }
 }

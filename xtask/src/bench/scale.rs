@@ -63,6 +63,8 @@ pub struct Scale {
     pub per_event: Vec<PerEvent>,
     pub flood: Option<Flood>,
     pub ingest: Option<Ingest>,
+    /// Section 10 (the fleet), here with the other capacity figures.
+    pub fleet: Option<super::fleet::Fleet>,
 }
 
 impl Scale {
