@@ -212,7 +212,7 @@ pub fn fleet(ctx: &Ctx) -> Result<Fleet> {
     let secret = ctx.scratch.join("fleet-secret");
     let value = format!(
         "fleet-bench-{:016x}",
-        std::process::id() as u64 * 0x9e37_79b9_7f4a_7c15
+        (std::process::id() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     );
     fs::write(&secret, format!("{value}\n"))?;
     let issuances = ctx.scratch.join("fleet-issuances.jsonl");
