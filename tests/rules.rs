@@ -204,6 +204,43 @@ fn secret_on_a_command_line_is_redacted_and_alerted() {
 }
 
 #[test]
+fn a_command_line_cached_before_its_secret_was_learned_is_redacted_in_alerts() {
+    let w = world("argv-early");
+    // A foreign process started with the value on its command line before
+    // the agent knows it (nobody has read the delivery file yet)...
+    let mut early = Command::new("python3")
+        .args([
+            "-c",
+            "import sys; sys.stdin.readline(); open(sys.argv[1]).read(); sys.stdin.readline()",
+        ])
+        .arg(&w.file)
+        .arg(format!("--token={VALUE}"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = early.id();
+    w.agent.wait_for("the early exec", |e| {
+        e["kind"] == "exec" && e["process"]["pid"] == pid
+    });
+    // ...then the holder reads it (the agent learns it), then that process
+    // reads the file: its alert's command line is redacted all the same.
+    let _holder = w.holder(json!({}));
+    let mut stdin = early.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"\n").unwrap();
+    let a = w
+        .agent
+        .wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == pid);
+    let cmd = a["actor"]["cmd_line"].as_str().unwrap().to_string();
+    assert!(cmd.ends_with("--token=[REDACTED:db-prod]"), "{cmd}");
+    drop(stdin);
+    early.wait().unwrap();
+    // No alert carries it. (The exec events written before the value was
+    // known carry that command line as it was: README, Known limits.)
+    let alerts = serde_json::to_string(&w.agent.alerts()).unwrap();
+    assert!(!alerts.contains(VALUE), "plaintext in an alert");
+}
+
+#[test]
 fn env_secret_reaching_a_foreign_process() {
     let w = world("env");
     // An env-delivered secret: the holder runs with it; the agent learns it
