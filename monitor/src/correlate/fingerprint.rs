@@ -728,21 +728,7 @@ impl FingerprintSet {
             log.push((r, SharedSecret::of(&raw, &forms)));
         }
 
-        for (tags, f) in forms {
-            let pre = f.pre;
-            self.longest = self.longest.max(f.len as usize + f.pad as usize);
-            let i = self.by_tag.fps.alloc(f);
-            for d in 0..STRIDE {
-                self.by_tag.link(tags[d], i, d);
-                set_bit(&mut self.bits, self.bits_log2, pre[d]);
-            }
-            self.anchors += STRIDE;
-        }
-        self.by_raw.insert(raw, r);
-        self.slots.insert(r, Slot { raw });
-        if self.wanted_bits_log2() > self.bits_log2 {
-            self.rebuild_bits();
-        }
+        self.insert_forms(r, raw, forms);
         Some(r)
     }
 
@@ -993,6 +979,28 @@ impl FingerprintSet {
         order.truncate(tries);
         order.sort_unstable();
         order.into_iter().map(|(.., r)| r).collect()
+    }
+
+    /// Index secret `r`'s forms (its anchors in the tag table and the
+    /// prefilter bitmap) under its confirmation hash `raw`: what `add` and
+    /// `import` share.
+    fn insert_forms(&mut self, r: SecretRef, raw: Hash, forms: Vec<Form>) {
+        for (tags, mut f) in forms {
+            f.secret = r;
+            let pre = f.pre;
+            self.longest = self.longest.max(f.len as usize + f.pad as usize);
+            let i = self.by_tag.fps.alloc(f);
+            for d in 0..STRIDE {
+                self.by_tag.link(tags[d], i, d);
+                set_bit(&mut self.bits, self.bits_log2, pre[d]);
+            }
+            self.anchors += STRIDE;
+        }
+        self.by_raw.insert(raw, r);
+        self.slots.insert(r, Slot { raw });
+        if self.wanted_bits_log2() > self.bits_log2 {
+            self.rebuild_bits();
+        }
     }
 
     fn wanted_bits_log2(&self) -> u32 {
@@ -2359,22 +2367,7 @@ impl FingerprintSet {
         }
         let r = self.next_ref;
         self.next_ref = self.next_ref.checked_add(1)?;
-        for (tags, mut f) in forms {
-            f.secret = r;
-            let pre = f.pre;
-            self.longest = self.longest.max(f.len as usize + f.pad as usize);
-            let i = self.by_tag.fps.alloc(f);
-            for d in 0..STRIDE {
-                self.by_tag.link(tags[d], i, d);
-                set_bit(&mut self.bits, self.bits_log2, pre[d]);
-            }
-            self.anchors += STRIDE;
-        }
-        self.by_raw.insert(raw, r);
-        self.slots.insert(r, Slot { raw });
-        if self.wanted_bits_log2() > self.bits_log2 {
-            self.rebuild_bits();
-        }
+        self.insert_forms(r, raw, forms);
         Some((r, true))
     }
 }
