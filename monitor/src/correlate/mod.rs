@@ -259,6 +259,10 @@ pub struct Correlator {
     /// (secrets redacted), for the alerts' `actor.cmd_line`; a fork
     /// inherits it, an exit drops it.
     cmd_lines: HashMap<u32, Box<str>>,
+    /// A value was learned (or imported) since `cmd_lines` were last
+    /// scanned: a command line cached before it may carry it. Scanned again
+    /// before the next alert uses one ([`Correlator::redact_cmd_lines`]).
+    cmd_lines_stale: bool,
     aggregator: Aggregator,
     /// Tails of the last captures per descriptor (split writes).
     carry: carry::CarryOver,
@@ -297,6 +301,7 @@ impl Correlator {
             selectors_added: false,
             pending_exec: HashMap::new(),
             cmd_lines: HashMap::new(),
+            cmd_lines_stale: false,
             aggregator: Aggregator::new(aggregate_window),
             allow: Vec::new(),
             allowed: HashMap::new(),
@@ -309,6 +314,7 @@ impl Correlator {
 
     /// The fingerprints (the fleet shares and imports them).
     pub fn fingerprints_mut(&mut self) -> &mut FingerprintSet {
+        self.cmd_lines_stale = true;
         &mut self.fp
     }
 
@@ -526,6 +532,7 @@ impl Correlator {
         }
         if let Some(r) = self.fp.add(value) {
             s.fingerprint = Some(r);
+            self.cmd_lines_stale = true;
             s.learned_at = Some(Utc::now());
             s.learned_from = Some(from);
             let ids = self
@@ -1210,6 +1217,7 @@ impl Correlator {
         extra_attack: &[&str],
         out: &mut Outcome,
     ) {
+        self.redact_cmd_lines();
         let mut actor = Actor::from(&ev.process);
         actor.cmd_line = self.cmd_lines.get(&ev.process.pid).map(|c| c.to_string());
         let alert = Alert::new(rule, ev.time, id, summary, actor, evidence, vec![ev.id])
@@ -1217,6 +1225,27 @@ impl Correlator {
         // Merged per rule and offered to the aggregator at the end of the
         // event (`one_alert_per_rule`).
         out.alerts.push(alert);
+    }
+
+    /// Scan the cached command lines again once a value was learned since
+    /// they were cached: a process started with a secret on its command line
+    /// before the agent knew it must not carry it into an alert. Once per
+    /// learning, at the next alert (a few thousand short lines).
+    fn redact_cmd_lines(&mut self) {
+        if !std::mem::take(&mut self.cmd_lines_stale) {
+            return;
+        }
+        let fp = &self.fp;
+        let mut changed = Vec::new();
+        for (pid, line) in &self.cmd_lines {
+            let found = self.matches_to_secrets(&fp.scan(line.as_bytes()));
+            if !found.is_empty() {
+                changed.push((*pid, redact(line.as_bytes(), &found)));
+            }
+        }
+        for (pid, line) in changed {
+            self.cmd_lines.insert(pid, line.into_boxed_str());
+        }
     }
 
     /// A tracked process lost captured writes (`budget` to its capture
@@ -1677,5 +1706,30 @@ mod tests {
         .unwrap();
         c.apply(issue(r#"{"exe":"/d"}"#, ""), &mut NoProcs).unwrap();
         assert_eq!(c.secrets["s"].issuance.holder.exe.as_deref(), Some("/d"));
+    }
+
+    #[test]
+    fn a_command_line_cached_before_its_value_was_learned_is_redacted_once_learned() {
+        let mut c = Correlator::new(FingerprintKey::random().unwrap(), Duration::from_secs(60));
+        let rec = r#"{"secret_id":"s","holder":{"exe":"/a"},"delivery":[{"env":"X"}]}"#;
+        c.apply(
+            crate::issuance::parse_record(rec, Utc::now()).unwrap(),
+            &mut NoProcs,
+        )
+        .unwrap();
+        let value = "pg-9f3b2c7d4e5a6b1c8d0e";
+        c.cmd_lines
+            .insert(7, format!("app --token={value} -v").into_boxed_str());
+        c.cmd_lines.insert(8, "other --flag".into());
+        // Nothing learned yet: nothing to redact, nothing scanned.
+        c.redact_cmd_lines();
+        assert!(c.cmd_lines[&7].contains(value));
+        let mut s = c.secrets.remove("s").unwrap();
+        c.learn_env(&mut s, format!("X={value}\0").as_bytes(), "test".into());
+        c.secrets.insert("s".into(), s);
+        c.redact_cmd_lines();
+        assert_eq!(&*c.cmd_lines[&7], "app --token=[REDACTED:s] -v");
+        assert_eq!(&*c.cmd_lines[&8], "other --flag");
+        assert!(!c.cmd_lines_stale);
     }
 }
