@@ -665,6 +665,62 @@ fn nothing_the_agent_writes_contains_the_plaintext() {
 }
 
 #[test]
+fn log_format_json_writes_every_log_line_as_a_json_object() {
+    let sc = Scratch::new("jsonlog");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    std::fs::write(sc.path("issuances.jsonl"), "").unwrap();
+    let issuances = sc.path("issuances.jsonl").display().to_string();
+    let mut agent = Agent::start(&["--log-format", "json", "--issuances", &issuances]);
+    let mut holder = Py::spawn(&[]);
+    let rec = json!({
+        "secret_id": "db-json",
+        "holder": {"pid": holder.pid},
+        "delivery": [{"file": file}],
+        "source": "test",
+    });
+    std::fs::write(sc.path("issuances.jsonl"), format!("{rec}\n")).unwrap();
+    agent.wait_log("secret db-json recorded");
+    agent.wait_log(&format!("watching {file} (inode"));
+    holder.run(&format!("secret = open({file:?}).read().strip()"));
+    holder.run("sys.stdout.write(secret + '\\n'); sys.stdout.flush()");
+    agent.wait_alert("secret.leak.log", |a| a["actor"]["pid"] == holder.pid);
+    let lines = agent.stderr();
+    let logs: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {l}"))
+        })
+        .collect();
+    for v in &logs {
+        assert!(
+            v["level"].is_string() && v["target"].is_string() && v["timestamp"].is_string(),
+            "{v}"
+        );
+        assert!(v["fields"]["message"].is_string(), "{v}");
+    }
+    let recorded = logs
+        .iter()
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("secret db-json recorded"))
+        })
+        .unwrap_or_else(|| panic!("no recorded line:\n{}", lines.join("\n")));
+    assert_eq!(recorded["level"], "INFO");
+    assert_eq!(recorded["target"], "monitor::agent");
+    // The lifecycle line is JSON too.
+    assert!(
+        logs.iter().any(|v| v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("monitor: ready: "))),
+        "{}",
+        lines.join("\n")
+    );
+    agent.assert_never_wrote(&[VALUE], &[]);
+}
+
+#[test]
 fn responders_query_the_store_and_rebuild_the_timeline() {
     let mut w = world("timeline");
     let (allowed, ap) = listener();

@@ -185,7 +185,7 @@ impl Agent {
                 return Err(e.context("enforce = [\"secret.read.foreign\"] needs fanotify"))
             }
             Err(e) => {
-                log::warn!("{e:#}: watched files through the tracepoints only");
+                tracing::warn!("{e:#}: watched files through the tracepoints only");
                 None
             }
         };
@@ -210,7 +210,7 @@ impl Agent {
         let fleet = crate::fleet::Fleet::start(&opts.fleet, cgroup2_root.as_deref(), &opts.db)?;
         let cgroups = cgroup2_root.map(CgroupResolver::new);
         if cgroups.is_none() {
-            log::warn!("no cgroup v2 mount: cgroup paths come from /proc/<pid>/cgroup");
+            tracing::warn!("no cgroup v2 mount: cgroup paths come from /proc/<pid>/cgroup");
         }
         let enricher = Enricher::new(
             ProcFs::new(opts.host_proc.clone()),
@@ -270,7 +270,7 @@ impl Agent {
                 crate::output::ocsf::alert_to_ocsf(a, env!("CARGO_PKG_VERSION"))
             })
             .context("feed")?;
-            log::info!("alerts also go to {}", feed.name());
+            tracing::info!("alerts also go to {}", feed.name());
             feeds.push(feed);
         }
         let mut correlator = Correlator::new(key, opts.aggregate_window);
@@ -427,7 +427,7 @@ impl Agent {
                         _pad: 0,
                     };
                     if let Err(e) = self.sensors.track_fd(key, v) {
-                        log::warn!("{e:#}");
+                        tracing::warn!("{e:#}");
                     }
                 }
             }
@@ -603,7 +603,7 @@ impl Agent {
                 // A feed's failures are counted by the feed (and the webhook
                 // keeps them in its spool): the agent goes on.
                 if let Err(e) = feed.send(&out.alerts) {
-                    log::warn!("feed {}: {e:#}", feed.name());
+                    tracing::warn!("feed {}: {e:#}", feed.name());
                 }
             }
         }
@@ -617,7 +617,7 @@ impl Agent {
         }
         for pid in out.track {
             if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
-                log::warn!("{e:#}");
+                tracing::warn!("{e:#}");
             }
             self.sensors.scan_tls(&self.host_proc, pid);
         }
@@ -625,7 +625,7 @@ impl Agent {
             // Literal paths: a delivery file is never a glob.
             for p in &out.watch {
                 if let Err(e) = self.watches.add_literal(p) {
-                    log::warn!("{e:#}");
+                    tracing::warn!("{e:#}");
                 }
             }
             if self.batching {
@@ -656,7 +656,7 @@ impl Agent {
         for pid in self.correlator.resolve_holders(&mut self.enricher) {
             if !self.sensors.is_tracked(pid) {
                 if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
-                    log::warn!("{e:#}");
+                    tracing::warn!("{e:#}");
                 }
                 self.sensors.scan_tls(&self.host_proc, pid);
             }
@@ -668,11 +668,11 @@ impl Agent {
         for m in self.watches.rescan(&mut self.sensors) {
             if let Some(f) = self.fanotify.as_mut() {
                 if let Err(e) = f.mark(&m.path) {
-                    log::warn!("{e:#}");
+                    tracing::warn!("{e:#}");
                 }
                 f.watch_dirs_of(&m.path);
             }
-            log::info!("watching {} (inode {})", m.path, m.key.ino);
+            tracing::info!("watching {} (inode {})", m.path, m.key.ino);
             if self.discover.contains(&m.watch_id) && !self.correlator.delivers(&m.path) {
                 discovered.push(m.path);
             }
@@ -680,7 +680,7 @@ impl Agent {
         for path in discovered {
             let iss = crate::issuance::discover::issuance_for(&path, Utc::now());
             if let Err(e) = self.apply_record(Record::Issue(iss), "discovered") {
-                log::warn!("discovered {path}: {e}");
+                tracing::warn!("discovered {path}: {e}");
             }
         }
         for (path, key) in self.watches.known() {
@@ -729,7 +729,7 @@ impl Agent {
         };
         let (id, out) = self.correlator.apply(rec, &mut self.enricher)?;
         self.store.send(stored);
-        log::info!("{origin}: secret {id} recorded");
+        tracing::info!("{origin}: secret {id} recorded");
         self.act(out).map_err(|e| format!("{e:#}"))?;
         Ok(json!({"secret_id": id}))
     }
@@ -742,7 +742,7 @@ impl Agent {
                 let rec = match parse_record(&json, now) {
                     Ok(r) => r,
                     Err(e) => {
-                        log::warn!("stored issuance not restored: {e}");
+                        tracing::warn!("stored issuance not restored: {e}");
                         continue;
                     }
                 };
@@ -754,12 +754,12 @@ impl Agent {
                 let id = match agent.correlator.apply(rec, &mut agent.enricher) {
                     Ok((id, out)) => {
                         if let Err(e) = agent.act(out) {
-                            log::warn!("restoring {id}: {e:#}");
+                            tracing::warn!("restoring {id}: {e:#}");
                         }
                         id
                     }
                     Err(e) => {
-                        log::warn!("stored issuance not restored: {e}");
+                        tracing::warn!("stored issuance not restored: {e}");
                         continue;
                     }
                 };
@@ -776,7 +776,7 @@ impl Agent {
             }
         });
         if self.secrets_restored > 0 {
-            log::info!("restored {} secrets from the store", self.secrets_restored);
+            tracing::info!("restored {} secrets from the store", self.secrets_restored);
         }
     }
 
@@ -807,7 +807,7 @@ impl Agent {
             let lines = match src.tail.poll() {
                 Ok(l) => l,
                 Err(e) => {
-                    log::warn!("{}: {e}", src.path.display());
+                    tracing::warn!("{}: {e}", src.path.display());
                     continue;
                 }
             };
@@ -818,7 +818,7 @@ impl Agent {
             for sk in src.tail.take_skipped() {
                 read = true;
                 self.bad_records += 1;
-                log::warn!("{}: {sk}", src.path.display());
+                tracing::warn!("{}: {sk}", src.path.display());
             }
             for line in lines {
                 if line.text.trim().is_empty() {
@@ -831,14 +831,14 @@ impl Agent {
                         Ok(None) => {}
                         Err(e) => {
                             self.bad_records += 1;
-                            log::warn!("{origin}: {e}");
+                            tracing::warn!("{origin}: {e}");
                         }
                     },
                     None => match parse_record(&line.text, Utc::now()) {
                         Ok(r) => records.push((r, origin, n)),
                         Err(e) => {
                             self.bad_records += 1;
-                            log::warn!("{origin}: {e}");
+                            tracing::warn!("{origin}: {e}");
                         }
                     },
                 }
@@ -855,7 +855,7 @@ impl Agent {
                         let src = &mut agent.sources[n];
                         if src.secrets >= MAX_SECRETS_PER_SOURCE {
                             agent.bad_records += 1;
-                            log::warn!(
+                            tracing::warn!(
                                 "{origin}: secret {} not recorded: {} already defines \
                                  {MAX_SECRETS_PER_SOURCE} secrets (the per-source cap)",
                                 i.secret_id,
@@ -868,7 +868,7 @@ impl Agent {
                 }
                 if let Err(e) = agent.apply_record(r, &origin) {
                     agent.bad_records += 1;
-                    log::warn!("{origin}: {e}");
+                    tracing::warn!("{origin}: {e}");
                 }
             }
         });
@@ -983,7 +983,7 @@ impl Agent {
             Ok(d) => d,
             Err(e) => {
                 self.bad_records += 1;
-                log::warn!("api: {e}");
+                tracing::warn!("api: {e}");
                 return ApiResponse::error(400, e);
             }
         };
@@ -1006,10 +1006,10 @@ impl Agent {
                 match parse_record(&text, Utc::now()) {
                     Ok(r) => self.batched(|agent| {
                         if let Err(e) = agent.apply_record(r, "fleet") {
-                            log::info!("fleet: {e}");
+                            tracing::info!("fleet: {e}");
                         }
                     }),
-                    Err(e) => log::warn!("fleet: bad record: {e}"),
+                    Err(e) => tracing::warn!("fleet: bad record: {e}"),
                 }
             }
             crate::fleet::link::Inbound::Fingerprints(p) => {
@@ -1018,7 +1018,7 @@ impl Agent {
                 };
                 let Some((r, _)) = self.correlator.fingerprints_mut().import(&m.fingerprints)
                 else {
-                    log::warn!("fleet: malformed fingerprints from node {}", m.node);
+                    tracing::warn!("fleet: malformed fingerprints from node {}", m.node);
                     return;
                 };
                 for id in &m.secret_ids {
@@ -1030,7 +1030,7 @@ impl Agent {
                             .correlator
                             .apply(Record::Issue(iss), &mut self.enricher)
                         {
-                            log::warn!("fleet: secret {id} of node {}: {e}", m.node);
+                            tracing::warn!("fleet: secret {id} of node {}: {e}", m.node);
                             continue;
                         }
                     }
@@ -1039,7 +1039,7 @@ impl Agent {
                         .adopt_fingerprint(id, r, format!("fleet node {}", m.node))
                     {
                         self.fleet.mark_foreign(id, &m.node);
-                        log::info!("fleet: fingerprints of {id} from node {} imported", m.node);
+                        tracing::info!("fleet: fingerprints of {id} from node {} imported", m.node);
                     }
                 }
             }
@@ -1115,7 +1115,7 @@ impl Agent {
                 &tgid.to_string(),
                 budget + ring,
             );
-            log::warn!(
+            tracing::warn!(
                 "pid {tgid}: {} writes not captured ({budget} over its capture budget, \
                  {ring} ring buffer full)",
                 budget + ring
@@ -1144,7 +1144,7 @@ impl Agent {
                     n.saturating_sub(*self.last_counters.ringbuf_full_per_cpu.get(i).unwrap_or(&0))
                 })
                 .collect();
-            log::warn!("lost {delta} kernel events (ring buffer full), per CPU {per_cpu:?}");
+            tracing::warn!("lost {delta} kernel events (ring buffer full), per CPU {per_cpu:?}");
             let ev = Event {
                 id: self.enricher.alloc_id(),
                 time: UtcTime::now(),
@@ -1168,7 +1168,7 @@ impl Agent {
         if fan_lost > self.last_fan_lost {
             let delta = fan_lost - self.last_fan_lost;
             self.last_fan_lost = fan_lost;
-            log::warn!("lost {delta} fanotify events (queue overflow or agent too slow)");
+            tracing::warn!("lost {delta} fanotify events (queue overflow or agent too slow)");
             let ev = Event {
                 id: self.enricher.alloc_id(),
                 time: UtcTime::now(),
@@ -1190,7 +1190,7 @@ impl Agent {
         let dropped = self.store.dropped();
         if dropped > self.last_store_dropped {
             // Queue overflow only: failed writes are logged by the writer.
-            log::warn!(
+            tracing::warn!(
                 "event store could not keep up: {} items dropped ({} in all)",
                 dropped - self.last_store_dropped,
                 dropped
@@ -1221,7 +1221,7 @@ impl Agent {
         let shed = self.store.dropped() - before;
         self.fleet.finish();
         if shed > 0 {
-            log::warn!("shutdown: {shed} queued events not stored");
+            tracing::warn!("shutdown: {shed} queued events not stored");
         }
         self.flush()
     }
@@ -1456,13 +1456,13 @@ fn serve_thread(
                         let (front_tx, front_rx) = mpsc::channel::<ApiRequest>(API_BACKLOG);
                         tokio::spawn(crate::api::server::serve(listener, front_tx));
                         tokio::spawn(route_api(front_rx, api_tx, queries));
-                        log::info!("API on {}", path.display());
+                        tracing::info!("API on {}", path.display());
                     }
                     if let Some(addr) = metrics_addr {
                         let listener = crate::metrics::bind(addr, allow).await?;
                         let addr = listener.local_addr().unwrap_or(addr);
                         tokio::spawn(crate::metrics::serve_listener(listener, metrics));
-                        log::info!("metrics and health on http://{addr}/metrics, /healthz");
+                        tracing::info!("metrics and health on http://{addr}/metrics, /healthz");
                     }
                     Ok::<_, anyhow::Error>((sigint, sigterm))
                 };
@@ -1480,16 +1480,19 @@ fn serve_thread(
                     _ = sigint.recv() => "SIGINT",
                     _ = sigterm.recv() => "SIGTERM",
                 };
-                log::info!("{which}: stopping");
+                tracing::info!("{which}: stopping");
                 stop.flag.store(true, std::sync::atomic::Ordering::Relaxed);
                 stop.notify.notify_one();
                 // The event loop finishes what it can; past the limit the
                 // process goes anyway.
                 tokio::time::sleep(SHUTDOWN_LIMIT).await;
-                eprintln!(
-                    "monitor: stopped: forced after {:.1}s ({which}): the last queued \
+                crate::logging::say(
+                    false,
+                    format_args!(
+                        "monitor: stopped: forced after {:.1}s ({which}): the last queued \
                      events and alerts may not be in the store",
-                    SHUTDOWN_LIMIT.as_secs_f64()
+                        SHUTDOWN_LIMIT.as_secs_f64()
+                    ),
                 );
                 std::process::exit(0);
             });
@@ -1533,17 +1536,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let dir_changed = agent.fanotify.as_ref().map(|f| f.changed());
     let mut fan_tick = tokio::time::interval(crate::sensors::fanotify::DEDUP_DELAY / 3);
     let mut fleet_rx = agent.fleet.take_inbound();
-    eprintln!(
-        "monitor: ready: {attached}/{total} probes attached, {} watched files, {} secrets \
+    crate::logging::say(
+        false,
+        format_args!(
+            "monitor: ready: {attached}/{total} probes attached, {} watched files, {} secrets \
          ({} restored from the store, {} issuance records read), {}",
-        agent.watches.watched_inodes(),
-        agent.correlator.secret_count(),
-        agent.secrets_restored,
-        agent.records_read,
-        agent
-            .fanotify
-            .as_ref()
-            .map_or_else(|| "fanotify: off".to_string(), |f| f.describe())
+            agent.watches.watched_inodes(),
+            agent.correlator.secret_count(),
+            agent.secrets_restored,
+            agent.records_read,
+            agent
+                .fanotify
+                .as_ref()
+                .map_or_else(|| "fanotify: off".to_string(), |f| f.describe())
+        ),
     );
     let mut batch = Vec::with_capacity(4096);
     loop {
@@ -1617,7 +1623,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     agent.finish()?;
     let c = agent.counters()?;
-    eprintln!(
+    crate::logging::say(false, format_args!(
         "monitor: stopped: {} events, {} alerts, {} lost in kernel, {} undecodable, {} bad records, \
          {} issuance records read, {} secrets restored",
         agent.events_seen,
@@ -1627,7 +1633,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         agent.bad_records,
         agent.records_read,
         agent.secrets_restored
-    );
+    ));
     if let Some(path) = &opts.api {
         let _ = std::fs::remove_file(path);
     }

@@ -13,6 +13,10 @@ use crate::{
 #[derive(Parser, Debug)]
 #[command(name = "monitor", version, about = "eBPF runtime secret-use monitor")]
 pub struct Cli {
+    /// The log on stderr: `text` or `json` lines (default: the config's
+    /// `log_format`, else text).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -249,9 +253,14 @@ pub fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr> {
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let log_format = cli.log_format;
+    if !matches!(cli.command, Command::Run(_)) {
+        crate::logging::init(log_format.unwrap_or_default());
+    }
     match cli.command {
         Command::Run(a) => {
             let f = FileConfig::load(a.config.as_deref())?;
+            crate::logging::init(log_format.or(f.log_format).unwrap_or_default());
             let opts = run_options(&a, &f)?;
             crate::settings::check_run_paths(&opts)?;
             rt()?.block_on(agent::run(opts))?;
@@ -309,14 +318,11 @@ fn rt() -> Result<tokio::runtime::Runtime> {
 
 /// Entry point: errors are one line on stderr and a non-zero exit.
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("monitor: error: {e:#}");
+            crate::logging::say(true, format_args!("monitor: error: {e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -73,6 +73,9 @@ pub struct FileConfig {
     /// by default.
     #[serde(default)]
     pub enforce: Vec<String>,
+    /// The agent's log on stderr: `"text"` (default) or `"json"` lines;
+    /// `--log-format` wins.
+    pub log_format: Option<crate::logging::LogFormat>,
     /// `[fleet]`: scope, NATS JetStream (see `fleet`).
     pub fleet: Option<crate::fleet::FleetConfig>,
 }

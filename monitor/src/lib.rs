@@ -9,7 +9,8 @@
 //! is the local control socket, [`metrics`] serves Prometheus metrics and
 //! the health check, [`watch`] keeps the watched-file set,
 //! [`host`] knows the machine, [`check`] is the preflight, [`demo`] the
-//! self-contained scenario that fires every rule, [`cli`] the command line;
+//! self-contained scenario that fires every rule, [`cli`] the command line,
+//! [`logging`] the agent's own log;
 //! [`config`] is the configuration file, [`event`] the event shape,
 //! [`timefmt`] durations and times.
 pub mod agent;
@@ -24,6 +25,7 @@ pub mod event;
 pub mod fleet;
 pub mod host;
 pub mod issuance;
+pub mod logging;
 pub mod metrics;
 pub mod observer;
 pub mod output;

@@ -691,7 +691,7 @@ pub async fn serve_listener(listener: TcpListener, metrics: Arc<Metrics>) -> Res
             }
             Err(e) => {
                 // EMFILE and friends: don't spin.
-                log::warn!("metrics server: accept: {e}");
+                tracing::warn!("metrics server: accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

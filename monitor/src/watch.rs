@@ -140,7 +140,7 @@ impl WatchSet {
                 match glob::glob(&w.pattern) {
                     Ok(p) => Box::new(p.filter_map(|p| p.ok())),
                     Err(e) => {
-                        log::warn!("watch {:?}: {e}", w.pattern);
+                        tracing::warn!("watch {:?}: {e}", w.pattern);
                         continue;
                     }
                 }
@@ -166,7 +166,7 @@ impl WatchSet {
                 Ok(()) => {
                     self.inodes.insert(m.key, (m.watch_id, m.path.clone()));
                 }
-                Err(e) => log::warn!("cannot watch {}: {e:#}", m.path),
+                Err(e) => tracing::warn!("cannot watch {}: {e:#}", m.path),
             }
         }
         found

@@ -256,7 +256,7 @@ async fn serve_with(listener: UnixListener, tx: mpsc::Sender<ApiRequest>, limits
             },
             Err(e) => {
                 // EMFILE and friends: back off rather than spin.
-                eprintln!("monitor: api: accept failed: {e}");
+                tracing::warn!("monitor: api: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }

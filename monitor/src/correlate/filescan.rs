@@ -58,7 +58,7 @@ impl FileScans {
             {
                 self.pending.remove(&k);
                 self.dropped += 1;
-                log::warn!(
+                tracing::warn!(
                     "file scan queue full ({MAX_PENDING}): {k} is not scanned ({} dropped so far)",
                     self.dropped
                 );

@@ -543,7 +543,7 @@ impl Correlator {
                 ids.insert(at, s.issuance.secret_id.clone());
             }
         } else {
-            log::warn!(
+            tracing::warn!(
                 "secret {} is shorter than {} bytes: not fingerprinted",
                 s.issuance.secret_id,
                 fingerprint::MIN_SECRET_LEN

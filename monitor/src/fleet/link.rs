@@ -185,13 +185,13 @@ async fn follow(
             Ok(c) => match c.messages().await {
                 Ok(m) => m,
                 Err(e) => {
-                    log::debug!("fleet: {stream}: {e}");
+                    tracing::debug!("fleet: {stream}: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
             Err(e) => {
-                log::debug!("fleet: {stream}: {e:#}");
+                tracing::debug!("fleet: {stream}: {e:#}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -249,7 +249,7 @@ impl Link {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        log::error!("fleet: no runtime: {e}");
+                        tracing::error!("fleet: no runtime: {e}");
                         return;
                     }
                 };
@@ -280,7 +280,7 @@ impl Link {
             Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
                 let mut s = self.spool.lock().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = s.append(&[m]) {
-                    log::warn!("fleet spool: {e:#}");
+                    tracing::warn!("fleet spool: {e:#}");
                 }
             }
         }
@@ -316,7 +316,7 @@ async fn run(
     let client = match connect(&cfg, &name, true).await {
         Ok(c) => c,
         Err(e) => {
-            log::error!("fleet: {e:#}; alerts and events are spooled only");
+            tracing::error!("fleet: {e:#}; alerts and events are spooled only");
             // Still take messages into the spool.
             let mut buf = Vec::new();
             loop {
@@ -324,7 +324,7 @@ async fn run(
                     n = rx.recv_many(&mut buf, BATCH) => {
                         if n == 0 { return; }
                         let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Err(e) = s.append(&buf) { log::warn!("fleet spool: {e:#}"); }
+                        if let Err(e) = s.append(&buf) { tracing::warn!("fleet spool: {e:#}"); }
                         buf.clear();
                     }
                     _ = stop.notified() => return,
@@ -340,7 +340,7 @@ async fn run(
     let spool_msgs = |msgs: &[Outgoing]| {
         let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = s.append(msgs) {
-            log::warn!("fleet spool: {e:#}");
+            tracing::warn!("fleet spool: {e:#}");
         }
     };
     loop {
@@ -364,7 +364,7 @@ async fn run(
                 stats.published.fetch_add(n - failed.len() as u64, Ordering::Relaxed);
                 if !failed.is_empty() {
                     stats.failures.fetch_add(failed.len() as u64, Ordering::Relaxed);
-                    log::warn!("fleet: {} messages not acknowledged: spooled", failed.len());
+                    tracing::warn!("fleet: {} messages not acknowledged: spooled", failed.len());
                     spool_msgs(&failed);
                 }
             }
@@ -377,13 +377,13 @@ async fn run(
                         Ok(()) => {
                             ready = true;
                             warned = false;
-                            log::info!("fleet: connected to {}", cfg.url);
+                            tracing::info!("fleet: connected to {}", cfg.url);
                             tokio::spawn(follow(js.clone(), RECORDS_STREAM, inbound.clone(), Inbound::Record));
                             tokio::spawn(follow(js.clone(), FP_STREAM, inbound.clone(), Inbound::Fingerprints));
                         }
                         Err(e) => {
                             if !warned {
-                                log::warn!("fleet: {e:#}; retrying");
+                                tracing::warn!("fleet: {e:#}; retrying");
                                 warned = true;
                             }
                             continue;
@@ -397,7 +397,7 @@ async fn run(
                         if s.is_empty() { break; }
                         match s.peek(BATCH) {
                             Ok(p) => p,
-                            Err(e) => { log::warn!("fleet spool: {e:#}"); break; }
+                            Err(e) => { tracing::warn!("fleet spool: {e:#}"); break; }
                         }
                     };
                     let n = msgs.len() as u64;
@@ -409,11 +409,11 @@ async fn run(
                     stats.published.fetch_add(n, Ordering::Relaxed);
                     let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
                     if let Err(e) = s.commit(pos, n) {
-                        log::warn!("fleet spool: {e:#}");
+                        tracing::warn!("fleet spool: {e:#}");
                         break;
                     }
                     if s.is_empty() {
-                        log::info!("fleet: spool delivered");
+                        tracing::info!("fleet: spool delivered");
                     }
                 }
             }

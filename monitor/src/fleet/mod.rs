@@ -230,7 +230,7 @@ impl Fleet {
     pub fn start(opts: &FleetOptions, cgroup2_root: Option<&Path>, db: &Path) -> Result<Self> {
         let scope = scope::Scope::new(&opts.scope_cgroup, cgroup2_root)?;
         if let Some(s) = &scope {
-            log::info!("observing only cgroups {}", s.prefixes().join(", "));
+            tracing::info!("observing only cgroups {}", s.prefixes().join(", "));
         }
         let link = match &opts.nats {
             None => None,
@@ -242,13 +242,13 @@ impl Fleet {
                 });
                 let spool = spool::Spool::open(&dir, opts.spool_max_bytes)?;
                 if !spool.is_empty() {
-                    log::info!(
+                    tracing::info!(
                         "fleet: {} messages in the spool {} wait for NATS",
                         spool.pending(),
                         dir.display()
                     );
                 }
-                log::info!("fleet: node {} publishing to {}", opts.node, cfg.url);
+                tracing::info!("fleet: node {} publishing to {}", opts.node, cfg.url);
                 Some(link::Link::start(cfg.clone(), &opts.node, spool)?)
             }
         };
@@ -272,7 +272,7 @@ impl Fleet {
             return;
         }
         if !key_configured {
-            log::warn!(
+            tracing::warn!(
                 "fleet: no fingerprint_key (or fingerprint_key_file) configured: the key is \
                  random per boot, so fingerprints are not shared with the fleet"
             );
@@ -303,12 +303,12 @@ impl Fleet {
             let payload = match serde_json::to_string(&msg) {
                 Ok(p) => p,
                 Err(e) => {
-                    log::warn!("fleet: fingerprints not serialized: {e}");
+                    tracing::warn!("fleet: fingerprints not serialized: {e}");
                     continue;
                 }
             };
             let h = blake3::hash(payload.as_bytes());
-            log::info!(
+            tracing::info!(
                 "fleet: fingerprints of {} published",
                 msg.secret_ids.join(", ")
             );
@@ -329,7 +329,7 @@ impl Fleet {
         let m: FleetFingerprints = match serde_json::from_slice(payload) {
             Ok(m) => m,
             Err(e) => {
-                log::warn!("fleet: a fingerprints message that is not one: {e}");
+                tracing::warn!("fleet: a fingerprints message that is not one: {e}");
                 return None;
             }
         };
@@ -338,7 +338,7 @@ impl Fleet {
         }
         if m.key_id != self.key_id {
             if !self.warned_key {
-                log::warn!(
+                tracing::warn!(
                     "fleet: node {} uses another fingerprint key: its fingerprints are ignored",
                     m.node
                 );
@@ -374,7 +374,7 @@ impl Fleet {
         if let Some(l) = &self.link {
             match serde_json::to_value(a) {
                 Ok(v) => l.send(self.message("alerts", v)),
-                Err(e) => log::warn!("fleet: alert not serialized: {e}"),
+                Err(e) => tracing::warn!("fleet: alert not serialized: {e}"),
             }
         }
     }
@@ -384,7 +384,7 @@ impl Fleet {
         if let Some(l) = &self.link {
             match serde_json::to_value(e) {
                 Ok(v) => l.send(self.message("events", v)),
-                Err(e) => log::warn!("fleet: event not serialized: {e}"),
+                Err(e) => tracing::warn!("fleet: event not serialized: {e}"),
             }
         }
     }
@@ -462,7 +462,7 @@ impl Fleet {
             Ok(r) if r.applies_on(&self.node) => Some(r.record.to_string()),
             Ok(_) => None,
             Err(e) => {
-                log::warn!("fleet: a record message that is not one: {e}");
+                tracing::warn!("fleet: a record message that is not one: {e}");
                 None
             }
         }

@@ -76,11 +76,11 @@ fn node_stores(
         match kind {
             "events" => match serde_json::from_slice(&m.payload) {
                 Ok(ev) => e.0.push(ev),
-                Err(err) => log::warn!("fleet: an event of node {node} not read: {err}"),
+                Err(err) => tracing::warn!("fleet: an event of node {node} not read: {err}"),
             },
             "alerts" => match serde_json::from_slice(&m.payload) {
                 Ok(a) => e.1.push(a),
-                Err(err) => log::warn!("fleet: an alert of node {node} not read: {err}"),
+                Err(err) => tracing::warn!("fleet: an alert of node {node} not read: {err}"),
             },
             _ => {}
         }

@@ -93,7 +93,7 @@ pub fn read_all_blocking(
             match read_all(&js, stream, filter).await {
                 Ok(m) => return Ok(m),
                 Err(e) if t0.elapsed() < READ_RETRY => {
-                    log::debug!("{e:#}; retrying");
+                    tracing::debug!("{e:#}; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
                 Err(e) => return Err(e),

@@ -198,7 +198,7 @@ impl Spool {
                 pos = Pos { seq, off };
                 match serde_json::from_slice::<Outgoing>(&line) {
                     Ok(m) => out.push(m),
-                    Err(e) => log::warn!("fleet spool: a corrupt line skipped: {e}"),
+                    Err(e) => tracing::warn!("fleet spool: a corrupt line skipped: {e}"),
                 }
             }
         }

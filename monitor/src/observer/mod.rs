@@ -39,7 +39,7 @@ impl Observer {
                 Ok(e) => out.push(e),
                 Err(e) => {
                     self.decode_errors += 1;
-                    log::warn!("undecodable kernel record: {e}");
+                    tracing::warn!("undecodable kernel record: {e}");
                 }
             }
             if out.len() >= BATCH {

@@ -163,7 +163,7 @@ impl RotatingFile {
             let open = f.metadata().ok().map(|m| (m.dev(), m.ino()));
             let now = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
             if open != now {
-                log::warn!(
+                tracing::warn!(
                     "file feed {}: the file was removed or replaced; reopening it",
                     path.display()
                 );
@@ -221,7 +221,7 @@ impl Feed for RotatingFile {
                 Ok(l) => lines.push(l),
                 Err(e) => {
                     self.failures += 1;
-                    log::warn!("{}: alert not serializable: {e}", self.name());
+                    tracing::warn!("{}: alert not serializable: {e}", self.name());
                 }
             }
         }

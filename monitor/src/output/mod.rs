@@ -176,7 +176,7 @@ impl JsonLines {
                 self.written += self.pending;
                 self.pending = 0;
                 if self.failing.take().is_some() {
-                    log::warn!(
+                    tracing::warn!(
                         "{} to {}: writing again ({} lines lost in all)",
                         self.what,
                         self.target(),
@@ -209,7 +209,7 @@ impl JsonLines {
         // What was buffered goes to the old file; new lines to a new one.
         self.flush();
         self.failures += 1;
-        log::warn!(
+        tracing::warn!(
             "{} file {} was {}: reopening it",
             self.what,
             p.display(),
@@ -229,7 +229,7 @@ impl JsonLines {
             Err(e) => {
                 self.failures += 1;
                 let why = format!("cannot reopen: {e}");
-                log::warn!(
+                tracing::warn!(
                     "{} file {}: {why}; {} lines lost so far, retrying in {}s",
                     self.what,
                     self.target(),
@@ -261,7 +261,7 @@ impl JsonLines {
         self.ident = None;
         if self.path.is_none() && e.kind() == io::ErrorKind::BrokenPipe {
             self.pipe_closed = true;
-            log::warn!(
+            tracing::warn!(
                 "{} to stdout: the reader closed the pipe ({e}); no more {} are written there, \
                  monitoring goes on (alerts still go to the store and feeds)",
                 self.what,
@@ -273,7 +273,7 @@ impl JsonLines {
             ));
             return;
         }
-        log::warn!(
+        tracing::warn!(
             "{} to {}: {e}; {} lines lost so far, reopening in {}s",
             self.what,
             self.target(),
@@ -290,7 +290,7 @@ impl JsonLines {
 pub fn warn_if_readable_by_others(what: &str, p: &Path) {
     if let Ok(m) = std::fs::metadata(p) {
         if m.mode() & 0o077 != 0 {
-            log::warn!(
+            tracing::warn!(
                 "the {what} file {} has mode {:o}: other users can read it (the agent creates 0600)",
                 p.display(),
                 m.mode() & 0o7777

@@ -450,7 +450,7 @@ fn read_cursor(dir: &Path) -> Option<Cursor> {
     match serde_json::from_slice(&text) {
         Ok(c) => Some(c),
         Err(e) => {
-            log::warn!(
+            tracing::warn!(
                 "spool {}: unreadable cursor ({e}); replaying from the oldest segment",
                 dir.display()
             );
@@ -465,7 +465,7 @@ fn persist_cursor(dir: &Path, c: &Cursor) {
         Err(_) => return,
     };
     if let Err(e) = write_atomic(&dir.join(CURSOR), &data) {
-        log::warn!("spool {}: saving cursor: {e}", dir.display());
+        tracing::warn!("spool {}: saving cursor: {e}", dir.display());
     }
 }
 
@@ -507,7 +507,7 @@ fn open_spool(dir: &Path) -> Result<(Vec<Segment>, u64, Cursor)> {
         let path = dir.join(segment_name(last.base));
         let keep = complete_prefix(&path)?;
         if keep != last.len {
-            log::warn!(
+            tracing::warn!(
                 "spool {}: dropping a torn line ({} bytes) at its end",
                 path.display(),
                 last.len - keep
@@ -601,7 +601,7 @@ fn read_batch(sh: &Shared, start: u64, max: usize, exact_end: Option<u64>) -> Re
             break;
         };
         if seg.base > off {
-            log::warn!(
+            tracing::warn!(
                 "spool {}: gap at offset {off}, resuming at {}",
                 sh.dir.display(),
                 seg.base
@@ -638,7 +638,7 @@ fn read_batch(sh: &Shared, start: u64, max: usize, exact_end: Option<u64>) -> Re
                     b.count += 1;
                 }
                 None => {
-                    log::warn!(
+                    tracing::warn!(
                         "spool {}: skipping a line that is not an alert at offset {}",
                         path.display(),
                         off - n as u64
@@ -679,7 +679,7 @@ impl Http {
         let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
         if let Some(ca) = &cfg.ca_file {
             if !https {
-                log::warn!(
+                tracing::warn!(
                     "webhook {}: ca_file is unused with http://",
                     redact_url(&cfg.url)
                 );
@@ -807,7 +807,7 @@ fn run_sender(sh: Arc<Shared>, http: Http, batch_size: usize, mut cursor: Cursor
                 }
                 Err(e) => {
                     sh.failures.fetch_add(1, Ordering::Relaxed);
-                    log::warn!("webhook spool: {e:#}");
+                    tracing::warn!("webhook spool: {e:#}");
                     if sleep_or_shutdown(&sh, backoff) {
                         return;
                     }
@@ -832,7 +832,7 @@ fn run_sender(sh: Arc<Shared>, http: Http, batch_size: usize, mut cursor: Cursor
             }
             Err(e) => {
                 sh.failures.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
+                tracing::warn!(
                     "webhook {}: {} alerts not delivered ({e}); retrying in {:?}",
                     redact_url(&http.url),
                     b.count,
@@ -877,7 +877,7 @@ fn acknowledge(sh: &Shared, cursor: &mut Cursor, b: &Batch) {
         let p = sh.dir.join(segment_name(s.base));
         if let Err(e) = std::fs::remove_file(&p) {
             if e.kind() != io::ErrorKind::NotFound {
-                log::warn!("spool: removing {}: {e}", p.display());
+                tracing::warn!("spool: removing {}: {e}", p.display());
             }
         }
     }

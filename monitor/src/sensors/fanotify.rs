@@ -164,7 +164,7 @@ impl Fanotify {
         let dirs = match DirWatch::start(changed.clone()) {
             Ok(d) => Some(d),
             Err(e) => {
-                log::warn!("{e:#}: new and replaced files are seen at the next rescan");
+                tracing::warn!("{e:#}: new and replaced files are seen at the next rescan");
                 None
             }
         };
@@ -225,7 +225,7 @@ impl Fanotify {
         );
         for dir in dirs.into_iter().flatten() {
             if let Err(e) = d.mark(&dir) {
-                log::warn!("{e:#}");
+                tracing::warn!("{e:#}");
             }
         }
     }
@@ -323,7 +323,7 @@ impl DirWatch {
                         if e.kind() == std::io::ErrorKind::Interrupted {
                             continue;
                         }
-                        log::error!("fanotify read (directories): {e}");
+                        tracing::error!("fanotify read (directories): {e}");
                         return;
                     }
                     if n == 0 {
@@ -413,7 +413,7 @@ impl Reader {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                log::error!("fanotify read: {e}; fanotify events stop");
+                tracing::error!("fanotify read: {e}; fanotify events stop");
                 return;
             }
             if n == 0 {
@@ -441,7 +441,7 @@ impl Reader {
     fn one(&self, m: &libc::fanotify_event_metadata) {
         if m.mask & libc::FAN_Q_OVERFLOW != 0 {
             self.lost.fetch_add(1, Ordering::Relaxed);
-            log::warn!("fanotify queue overflowed: events lost");
+            tracing::warn!("fanotify queue overflowed: events lost");
         }
         if m.fd < 0 {
             return;
@@ -494,7 +494,7 @@ impl Reader {
                 )
             };
             if w < 0 {
-                log::warn!("fanotify response: {}", std::io::Error::last_os_error());
+                tracing::warn!("fanotify response: {}", std::io::Error::last_os_error());
             }
             denied = !allow;
             if denied {

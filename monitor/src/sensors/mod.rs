@@ -152,7 +152,9 @@ impl Sensors {
         let offsets = match &pre.offsets {
             Ok(o) => *o,
             Err(e) => {
-                log::warn!("kernel struct offsets unavailable ({e}): file and socket details off");
+                tracing::warn!(
+                    "kernel struct offsets unavailable ({e}): file and socket details off"
+                );
                 KernelOffsets::default()
             }
         };
@@ -171,7 +173,7 @@ impl Sensors {
             uring: match (&pre.uring, pre.offsets.is_ok()) {
                 (Ok(u), true) => *u,
                 (Err(e), _) => {
-                    log::warn!("io_uring not covered: {e}");
+                    tracing::warn!("io_uring not covered: {e}");
                     UringOffsets::default()
                 }
                 (Ok(_), false) => UringOffsets::default(),
@@ -219,7 +221,7 @@ impl Sensors {
                         .map_err(|e| anyhow::anyhow!(short_error(&format!("{e:#}"))))
                 });
             if let Err(e) = r {
-                log::warn!("tls program {} not loaded: {e:#}", p.program);
+                tracing::warn!("tls program {} not loaded: {e:#}", p.program);
                 tls_load_errors.push((p.program, format!("{e:#}")));
             }
         }
@@ -289,13 +291,13 @@ impl Sensors {
                 }
                 Err(e) => {
                     if candidate != tls::Candidate::Executable {
-                        log::warn!(
+                        tracing::warn!(
                             "tls: {path}: {} not attached: {:#}",
                             p.symbol,
                             anyhow::Error::from(e)
                         );
                     } else {
-                        log::debug!("tls: {path}: no {}: {e}", p.symbol);
+                        tracing::debug!("tls: {path}: no {}: {e}", p.symbol);
                     }
                 }
             }
@@ -305,7 +307,7 @@ impl Sensors {
             path: path.to_string(),
             functions,
         };
-        log::info!(
+        tracing::info!(
             "tls: attached {} probes to {path} ({})",
             a.lib.name(),
             a.functions.join(", ")
@@ -473,7 +475,7 @@ fn take_hash<K: aya::Pod, V: aya::Pod>(
 fn attach(ebpf: &mut Ebpf, probe: &Probe, pre: &Preflight, libc: Option<&Path>) -> Result<()> {
     if probe.needs_btf && pre.offsets.is_err() {
         // Still attach: the program runs with the walk disabled.
-        log::debug!("{} runs without kernel struct offsets", probe.program);
+        tracing::debug!("{} runs without kernel struct offsets", probe.program);
     }
     let prog = ebpf
         .program_mut(probe.program)

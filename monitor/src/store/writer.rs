@@ -405,15 +405,15 @@ fn run(
                             stats.size_enforced.fetch_add(1, Ordering::Relaxed);
                             stats.retention_events.fetch_add(e, Ordering::Relaxed);
                             stats.retention_alerts.fetch_add(a, Ordering::Relaxed);
-                            log::warn!(
+                            tracing::warn!(
                                 "store over its size limit ({used} > {max} bytes): \
                                  deleted the oldest {e} events, {a} alerts"
                             );
                         }
-                        Err(e) => log::warn!("store size limit: {e:#}"),
+                        Err(e) => tracing::warn!("store size limit: {e:#}"),
                     },
                     Ok(_) => {}
-                    Err(e) => log::warn!("store size: {e:#}"),
+                    Err(e) => tracing::warn!("store size: {e:#}"),
                 }
             }
         }
@@ -427,10 +427,10 @@ fn run(
                         stats.retention_events.fetch_add(e, Ordering::Relaxed);
                         stats.retention_alerts.fetch_add(a, Ordering::Relaxed);
                         if e + a > 0 {
-                            log::info!("store retention: deleted {e} events, {a} alerts");
+                            tracing::info!("store retention: deleted {e} events, {a} alerts");
                         }
                     }
-                    Err(e) => log::warn!("store retention: {e:#}"),
+                    Err(e) => tracing::warn!("store retention: {e:#}"),
                 }
                 next_retention = Some(Instant::now() + policy.every);
             }
@@ -456,7 +456,7 @@ fn write(
         Ok(()) => {
             stats.written.fetch_add(n, Ordering::Relaxed);
             if error.take().is_some() {
-                log::warn!(
+                tracing::warn!(
                     "store {}: writing again ({} items lost in all)",
                     store.path().display(),
                     stats.failed.load(Ordering::Relaxed)
@@ -469,7 +469,7 @@ fn write(
             let why = format!("{e:#}");
             let changed = error.as_deref() != Some(why.as_str());
             if changed || last_log.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY) {
-                log::warn!(
+                tracing::warn!(
                     "store {}: {n} items not written: {why} ({failed} lost in all)",
                     store.path().display()
                 );
