@@ -1,5 +1,5 @@
-//! Prometheus metrics and the health check, served over a minimal HTTP/1.1
-//! server on TCP (`--metrics ADDR`, off by default).
+//! Prometheus metrics and the health check, served over HTTP/1.1 by hyper
+//! on TCP (`--metrics ADDR`, off by default).
 //!
 //! [`Metrics`] is shared as `Arc<Metrics>`: the agent updates it from its
 //! event loop, the server renders it. Every update is a relaxed atomic or a
@@ -28,6 +28,7 @@
 //! `0.0.0.0:9102` (the kubelet probes the pod IP) only when configured so.
 use std::{
     collections::BTreeMap,
+    convert::Infallible,
     fmt::Write as _,
     net::SocketAddr,
     sync::{
@@ -38,6 +39,16 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    body::Incoming,
+    header::{self, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+    Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -686,7 +697,7 @@ pub async fn serve_listener(listener: TcpListener, metrics: Arc<Metrics>) -> Res
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let _ = tokio::time::timeout(IO_TIMEOUT, handle(stream, &metrics)).await;
+                    let _ = tokio::time::timeout(IO_TIMEOUT, handle(stream, metrics)).await;
                 });
             }
             Err(e) => {
@@ -698,116 +709,78 @@ pub async fn serve_listener(listener: TcpListener, metrics: Arc<Metrics>) -> Res
     }
 }
 
-/// One request, one answer, then the connection is closed.
-async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let head_end = loop {
-        if let Some(end) = find_head_end(&buf) {
-            break end;
-        }
-        if buf.len() > MAX_HEAD_BYTES {
-            let r = respond(431, "text/plain", "request head too large\n", false);
-            stream.write_all(&r).await?;
-            stream.shutdown().await?;
-            // Read what the client still sends, so that closing does not
-            // reset the connection before it has read the answer.
-            let _ = tokio::time::timeout(LINGER_TIME, async {
-                let mut seen = 0;
-                while seen < LINGER_BYTES {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => seen += n,
-                    }
+/// One request, one answer (hyper, HTTP/1.x without keep-alive), then the
+/// connection is closed. A head over [`MAX_HEAD_BYTES`] is 431, a request
+/// hyper cannot parse 400.
+async fn handle(mut stream: TcpStream, metrics: Arc<Metrics>) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let answer = route(req.method(), req.uri().path(), &metrics);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let served = http1::Builder::new()
+        .keep_alive(false)
+        .title_case_headers(true)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(IO_TIMEOUT)
+        .serve_connection(TokioIo::new(&mut stream), service)
+        .await;
+    if served.is_err() {
+        // After an error answer, read what the client still sends, so that
+        // closing does not reset the connection before it has read it.
+        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            let mut chunk = [0u8; 4096];
+            let mut seen = 0;
+            while seen < LINGER_BYTES {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen += n,
                 }
-            })
-            .await;
-            return Ok(());
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]);
-    let answer = route(head.lines().next().unwrap_or(""), metrics);
-    stream.write_all(&answer).await?;
-    stream.shutdown().await
-}
-
-/// End of the request head (after the blank line; CRLF or bare LF).
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+            }
+        })
+        .await;
     }
 }
 
-/// The full response to a request line.
-fn route(request_line: &str, metrics: &Metrics) -> Vec<u8> {
-    let mut parts = request_line.split_whitespace();
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return respond(400, "text/plain", "bad request line\n", false);
-    };
-    if !version.starts_with("HTTP/1.") {
-        return respond(505, "text/plain", "HTTP/1.x only\n", false);
-    }
-    let path = target.split(['?', '#']).next().unwrap_or("");
-    let head_only = method == "HEAD";
-    let known = matches!(path, "/metrics" | "/healthz");
-    if known && !(method == "GET" || head_only) {
-        return respond(405, "text/plain", "method not allowed\n", false);
-    }
-    match path {
-        "/metrics" => respond(200, METRICS_CONTENT_TYPE, &metrics.render(), head_only),
-        "/healthz" => {
-            let (ok, body) = metrics.health();
-            let body = format!("{body}\n");
-            respond(
-                if ok { 200 } else { 503 },
-                "application/json",
-                &body,
-                head_only,
-            )
-        }
-        _ => respond(
-            404,
+/// The answer to `method path` (hyper drops the body of a `HEAD` answer).
+fn route(method: &Method, path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if !matches!(path, "/metrics" | "/healthz") {
+        return respond(
+            StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics or /healthz\n",
-            false,
-        ),
+            "not found: try /metrics or /healthz\n".into(),
+        );
     }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    if path == "/metrics" {
+        return respond(StatusCode::OK, METRICS_CONTENT_TYPE, metrics.render());
+    }
+    let (ok, body) = metrics.health();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    respond(status, "application/json", format!("{body}\n"))
 }
 
-fn respond(status: u16, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Error",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-        body.len()
-    );
-    if status == 405 {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(body);
-    }
-    out.into_bytes()
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 #[cfg(test)]
