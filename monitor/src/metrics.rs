@@ -7,7 +7,8 @@
 //!
 //! Endpoints (`GET` or `HEAD`; anything else is 404, another method on a
 //! known path 405):
-//! - `/metrics`: the text exposition format 0.0.4, every name prefixed
+//! - `/metrics`: the text exposition format 0.0.4 (prometheus-client's
+//!   encoder, over a snapshot taken per scrape), every name prefixed
 //!   `monitor_`, families sorted by name, samples by label value.
 //! - `/healthz`: `200 {"status":"ok",...}` or `503 {"status":"unhealthy",
 //!   "reasons":[...],...}`. Healthy means: the probes are loaded with every
@@ -29,7 +30,6 @@
 use std::{
     collections::BTreeMap,
     convert::Infallible,
-    fmt::Write as _,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -49,6 +49,12 @@ use hyper::{
     Method, Request, Response, StatusCode,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{prometheus_text, DescriptorEncoder, EncodeMetric as _, MetricEncoder},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -78,15 +84,6 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 pub enum Kind {
     Counter,
     Gauge,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        }
-    }
 }
 
 /// The metrics the agent updates (those of the health check, probes and
@@ -549,17 +546,11 @@ impl Metrics {
         self.health.check(now)
     }
 
-    /// The text exposition format 0.0.4: `# HELP`, `# TYPE` and samples of
-    /// each family, families sorted by name, samples by label value (CPUs
-    /// numerically). Unlabelled families always have a sample (0 until set).
+    /// The text exposition format 0.0.4 (prometheus-client's encoder):
+    /// `# HELP`, `# TYPE` and samples of each family, families sorted by
+    /// name, samples by label value (CPUs numerically). Unlabelled families
+    /// always have a sample (0 until set).
     pub fn render(&self) -> String {
-        struct Family {
-            name: &'static str,
-            help: &'static str,
-            kind: Kind,
-            /// `(sort key, labels text, value text)`
-            samples: Vec<(String, String, String)>,
-        }
         let mut families: Vec<Family> = Vec::new();
         {
             let values = self.values();
@@ -568,87 +559,124 @@ impl Metrics {
                 match m.label() {
                     None => {
                         let v = values.get(&(m, String::new())).copied().unwrap_or(0);
-                        samples.push((String::new(), String::new(), v.to_string()));
+                        samples.push((String::new(), Value::Int(v)));
                     }
-                    Some(label) => {
+                    Some(_) => {
                         let family = values
                             .range((m, String::new())..)
                             .take_while(|((mm, _), _)| *mm == m);
                         for ((_, lv), v) in family {
+                            samples.push((lv.clone(), Value::Int(*v)));
+                        }
+                        if m == Metric::KernelLostEvents {
                             // CPUs numerically: "2" before "10".
-                            let key = if m == Metric::KernelLostEvents {
-                                format!("{lv:0>10}")
-                            } else {
-                                lv.clone()
-                            };
-                            let labels = format!("{{{label}=\"{}\"}}", escape_label_value(lv));
-                            samples.push((key, labels, v.to_string()));
+                            samples.sort_by_key(|(lv, _)| (lv.len(), lv.clone()));
                         }
                     }
                 }
-                samples.sort();
                 families.push(Family {
                     name: m.name(),
                     help: m.help(),
                     kind: m.kind(),
+                    label: m.label(),
                     samples,
                 });
             }
         }
         let h = &self.health;
-        let gauge = |name, help, value: String| Family {
+        let gauge = |name, help, value| Family {
             name,
             help,
             kind: Kind::Gauge,
-            samples: vec![(String::new(), String::new(), value)],
+            label: None,
+            samples: vec![(String::new(), value)],
         };
         families.push(gauge(
             "probes_attached",
             "Probes attached.",
-            h.probes_attached.load(Ordering::Relaxed).to_string(),
+            Value::Int(h.probes_attached.load(Ordering::Relaxed)),
         ));
         families.push(gauge(
             "probes_defined",
             "Probes in the probe table (attached or not).",
-            h.probes_total.load(Ordering::Relaxed).to_string(),
+            Value::Int(h.probes_total.load(Ordering::Relaxed)),
         ));
         let ms = h.last_drain_unix_ms.load(Ordering::Relaxed);
         families.push(gauge(
             "ringbuf_last_drain_timestamp_seconds",
             "Unix time of the last ring-buffer drain or idle tick (0: never).",
-            format!("{}.{:03}", ms / 1000, ms % 1000),
+            Value::Float(ms as f64 / 1000.0),
         ));
         families.sort_by_key(|f| f.name);
 
+        let mut registry = Registry::with_prefix("monitor");
+        registry.register_collector(Box::new(Scrape(families)));
         let mut out = String::with_capacity(4096);
-        for f in families {
-            let _ = writeln!(out, "# HELP monitor_{} {}", f.name, escape_help(f.help));
-            let _ = writeln!(out, "# TYPE monitor_{} {}", f.name, f.kind.as_str());
-            for (_, labels, value) in f.samples {
-                let _ = writeln!(out, "monitor_{}{labels} {value}", f.name);
-            }
-        }
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &registry);
         out
     }
 }
 
-/// A label value: `\` -> `\\`, `"` -> `\"`, newline -> `\n`.
-pub fn escape_label_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+/// A sample's value.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(u64),
+    Float(f64),
 }
 
-/// `# HELP` text: `\` -> `\\`, newline -> `\n`.
-fn escape_help(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
+/// One family as of a scrape, samples in their order.
+#[derive(Debug)]
+struct Family {
+    /// Without the `monitor_` prefix (a counter's with its `_total`).
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    label: Option<&'static str>,
+    /// `(label value, value)`; the label value is empty when unlabelled.
+    samples: Vec<(String, Value)>,
+}
+
+fn encode_value(kind: Kind, v: Value, sample: MetricEncoder) -> std::fmt::Result {
+    match (kind, v) {
+        (Kind::Counter, Value::Int(n)) => ConstCounter::new(n).encode(sample),
+        (Kind::Counter, Value::Float(x)) => ConstCounter::new(x).encode(sample),
+        (Kind::Gauge, Value::Int(n)) => ConstGauge::new(n).encode(sample),
+        (Kind::Gauge, Value::Float(x)) => ConstGauge::new(x).encode(sample),
+    }
+}
+
+/// The families of one scrape, as a prometheus-client collector.
+#[derive(Debug)]
+struct Scrape(Vec<Family>);
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for f in &self.0 {
+            let (name, metric_type) = match f.kind {
+                // The encoder adds `_total` to a counter's name.
+                Kind::Counter => (
+                    f.name.strip_suffix("_total").unwrap_or(f.name),
+                    MetricType::Counter,
+                ),
+                Kind::Gauge => (f.name, MetricType::Gauge),
+            };
+            let mut family = encoder.encode_descriptor(name, f.help, None, metric_type)?;
+            match f.label {
+                None => {
+                    if let Some((_, v)) = f.samples.first() {
+                        encode_value(f.kind, *v, family)?;
+                    }
+                }
+                Some(label) => {
+                    for (lv, v) in &f.samples {
+                        encode_value(f.kind, *v, family.encode_family(&[(label, lv.as_str())])?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether `addr` may be bound: loopback always, anything else only when
@@ -1107,8 +1135,6 @@ mod tests {
             value(&s, "monitor_queue_depth", Some(("queue", ""))),
             Some(1.0)
         );
-        assert_eq!(escape_label_value("plain"), "plain");
-        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
     }
 
     #[test]
