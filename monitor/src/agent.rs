@@ -28,7 +28,7 @@ use crate::{
     correlate::{fingerprint::FingerprintKey, Correlator, Outcome},
     enrich::WatchNames,
     enrich::{cgroup::CgroupResolver, k8s::K8sResolver, procfs::ProcFs, Enricher},
-    event::{Detail, Event, EventKind, FdKind, Process, UtcTime},
+    event::{Detail, Event, EventKind, EventLine, FdKind, Process, UtcTime},
     issuance::{
         parse_record,
         tail::{Position, Tailer},
@@ -337,6 +337,24 @@ impl Agent {
         self.metrics.clone()
     }
 
+    /// An event out: serialized once (only if something writes it), to the
+    /// events file, and to the store and the fleet if worth storing.
+    fn emit(&mut self, ev: Event) {
+        self.count_event(ev.kind);
+        let store = worth_storing(&ev);
+        if self.events.is_none() && !store {
+            return;
+        }
+        let line = EventLine::new(ev);
+        if let Some(sink) = self.events.as_mut() {
+            sink.write_raw(&line.json);
+        }
+        if store {
+            self.fleet.event(&line);
+            self.store.send(StoreItem::Event(line));
+        }
+    }
+
     fn count_event(&mut self, kind: EventKind) {
         self.kinds_pending[kind as usize] += 1;
     }
@@ -457,14 +475,7 @@ impl Agent {
             return self.act(out);
         }
         self.events_seen += 1;
-        self.count_event(ev.kind);
-        if let Some(sink) = self.events.as_mut() {
-            sink.write(&ev);
-        }
-        if worth_storing(&ev) {
-            self.fleet.event(&ev);
-            self.store.send(StoreItem::Event(ev));
-        }
+        self.emit(ev);
         self.act(out)
     }
 
@@ -585,14 +596,7 @@ impl Agent {
             }
         }
         self.events_seen += 1;
-        self.count_event(ev.kind);
-        if let Some(sink) = self.events.as_mut() {
-            sink.write(&ev);
-        }
-        if worth_storing(&ev) {
-            self.fleet.event(&ev);
-            self.store.send(StoreItem::Event(ev));
-        }
+        self.emit(ev);
         self.act(out)
     }
 
@@ -1158,11 +1162,7 @@ impl Agent {
                     ..Default::default()
                 },
             };
-            self.count_event(ev.kind);
-            if let Some(sink) = self.events.as_mut() {
-                sink.write(&ev);
-            }
-            self.store.send(StoreItem::Event(ev));
+            self.emit(ev);
         }
         let fan_lost = self.fanotify.as_ref().map_or(0, |f| f.lost());
         if fan_lost > self.last_fan_lost {
@@ -1181,11 +1181,7 @@ impl Agent {
                     ..Default::default()
                 },
             };
-            self.count_event(ev.kind);
-            if let Some(sink) = self.events.as_mut() {
-                sink.write(&ev);
-            }
-            self.store.send(StoreItem::Event(ev));
+            self.emit(ev);
         }
         let dropped = self.store.dropped();
         if dropped > self.last_store_dropped {

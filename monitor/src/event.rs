@@ -467,6 +467,30 @@ pub struct Detail {
     pub lost_per_cpu: Option<Vec<u64>>,
 }
 
+/// An event with its JSON line (no newline), serialized once for every
+/// output that writes it: the events file, the store and the fleet.
+#[derive(Clone, Debug)]
+pub struct EventLine {
+    pub event: Event,
+    pub json: bytes::Bytes,
+}
+
+impl EventLine {
+    pub fn new(event: Event) -> Self {
+        // An Event has string keys and finite numbers only.
+        let json = serde_json::to_vec(&event).expect("an event serializes");
+        EventLine {
+            event,
+            json: json.into(),
+        }
+    }
+
+    /// The line as text (serde_json writes UTF-8).
+    pub fn json_str(&self) -> &str {
+        std::str::from_utf8(&self.json).expect("serde_json writes UTF-8")
+    }
+}
+
 /// One event.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Event {

@@ -380,12 +380,10 @@ impl Fleet {
     }
 
     /// A security-relevant event to the fleet (`monitor.<node>.events`).
-    pub fn event(&self, e: &crate::event::Event) {
+    /// The line the agent serialized once, with a `node` field put first.
+    pub fn event(&self, e: &crate::event::EventLine) {
         if let Some(l) = &self.link {
-            match serde_json::to_value(e) {
-                Ok(v) => l.send(self.message("events", v)),
-                Err(e) => tracing::warn!("fleet: event not serialized: {e}"),
-            }
+            l.send(self.outgoing("events", with_node(&self.node, e.json_str())));
         }
     }
 
@@ -395,7 +393,10 @@ impl Fleet {
         if let Some(o) = v.as_object_mut() {
             o.insert("node".into(), self.node.clone().into());
         }
-        let payload = v.to_string();
+        self.outgoing(kind, v.to_string())
+    }
+
+    fn outgoing(&self, kind: &str, payload: String) -> spool::Outgoing {
         let h = blake3::hash(payload.as_bytes());
         spool::Outgoing {
             subject: format!("monitor.{}.{kind}", self.node),
@@ -523,5 +524,35 @@ pub fn foreign_issuance(secret_id: &str, holder_node: &str) -> crate::issuance::
         labels: [("fleet.holder_node".to_string(), holder_node.to_string())].into(),
         identity: Default::default(),
         replaces: false,
+    }
+}
+
+/// A serialized JSON object with a `node` field put first (the object is
+/// not parsed again).
+fn with_node(node: &str, object: &str) -> String {
+    let node = serde_json::Value::from(node).to_string();
+    let body = object.strip_prefix('{').unwrap_or("}");
+    let sep = if body.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    format!("{{\"node\":{node}{sep}{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_node;
+
+    #[test]
+    fn an_event_line_gets_its_node_without_being_parsed_again() {
+        let v: serde_json::Value =
+            serde_json::from_str(&with_node("n\"1", r#"{"id":3,"kind":"read"}"#)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"node": "n\"1", "id": 3, "kind": "read"})
+        );
+        let v: serde_json::Value = serde_json::from_str(&with_node("a", "{}")).unwrap();
+        assert_eq!(v, serde_json::json!({"node": "a"}));
     }
 }

@@ -166,6 +166,23 @@ impl JsonLines {
         }
     }
 
+    /// Writes one line already serialized (no newline), as
+    /// [`JsonLines::write`] does.
+    pub fn write_raw(&mut self, line: &[u8]) {
+        if self.out.is_none() && !self.try_reopen() {
+            self.lost += 1;
+            return;
+        }
+        let Some(out) = self.out.as_mut() else {
+            return;
+        };
+        let r = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+        self.pending += 1;
+        if let Err(e) = r {
+            self.fail(e);
+        }
+    }
+
     /// Flushes the buffer; a failure is handled as in [`JsonLines::write`].
     pub fn flush(&mut self) {
         let Some(out) = self.out.as_mut() else {

@@ -341,7 +341,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut n = 0;
         for e in events {
-            n += insert_event(&tx, e)?;
+            n += insert_event(&tx, e, &serde_json::to_string(e)?)?;
         }
         tx.commit()?;
         Ok(n)
@@ -785,7 +785,7 @@ impl Store {
         for item in items {
             match item {
                 StoreItem::Event(e) => {
-                    insert_event(&tx, e)?;
+                    insert_event(&tx, &e.event, e.json_str())?;
                 }
                 StoreItem::Alert(a) => {
                     insert_alert(&tx, a)?;
@@ -864,8 +864,8 @@ fn push_common(sql: &mut String, args: &mut Vec<SqlValue>, f: &Filter, t: &str) 
     }
 }
 
-fn insert_event(conn: &Connection, e: &Event) -> Result<usize> {
-    let json = serde_json::to_string(e)?;
+/// `json`: the event's line, serialized once by whoever has it.
+fn insert_event(conn: &Connection, e: &Event, json: &str) -> Result<usize> {
     let n = conn
         .prepare_cached(
             "INSERT INTO events (id, time, time_ns, kind, pid, json)

@@ -28,7 +28,7 @@ use std::{
 use chrono::{DateTime, Utc};
 
 use super::Store;
-use crate::{correlate::alert::Alert, event::Event, issuance::Issuance};
+use crate::{correlate::alert::Alert, event::EventLine, issuance::Issuance};
 
 /// Most items written in one transaction.
 pub const BATCH_MAX: usize = 1000;
@@ -43,7 +43,8 @@ pub const SIZE_CHECK_EVERY: Duration = Duration::from_secs(1);
 // the issuance would only add an allocation per record.
 #[allow(clippy::large_enum_variant)]
 pub enum StoreItem {
-    Event(Event),
+    /// An event and its line, serialized once by the agent.
+    Event(EventLine),
     Alert(Alert),
     /// The issuance and where the record came from.
     Issuance(Issuance, String),
