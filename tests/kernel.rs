@@ -18,12 +18,15 @@ fn kind(e: &Value, k: &str) -> bool {
     e["kind"] == k
 }
 
-/// A watched secret file and the agent watching its directory.
+/// A watched secret file and the agent watching its directory. These tests
+/// watch what any process does to the file with no holder issued, so the
+/// capture programs stay attached (`--capture-always`; on demand, see
+/// `capture_probes_attach_only_while_a_holder_is_alive`).
 fn setup(name: &str) -> (Scratch, String, String, Agent) {
     let sc = Scratch::new(name);
     let file = sc.file("secrets/db", SECRET);
     let pattern = format!("{}/secrets/*", sc.dir.display());
-    let agent = Agent::start(&["--watch", &pattern]);
+    let agent = Agent::start(&["--watch", &pattern, "--capture-always"]);
     (sc, file, pattern, agent)
 }
 
@@ -400,7 +403,7 @@ fn files_appearing_after_start_are_watched() {
     let sc = Scratch::new("late");
     std::fs::create_dir_all(sc.path("secrets")).unwrap();
     let pattern = format!("{}/secrets/*", sc.dir.display());
-    let agent = Agent::start(&["--watch", &pattern]);
+    let agent = Agent::start(&["--watch", &pattern, "--capture-always"]);
     let file = sc.file("secrets/late", SECRET);
     // The agent rescans watched patterns every 2 s.
     let t0 = std::time::Instant::now();
@@ -663,4 +666,143 @@ fn metrics_refuse_a_non_loopback_address_unless_allowed() {
     );
     // Nothing was loaded or created: the address is checked first.
     assert!(!sc.path("events.db").exists());
+}
+
+/// BPF links held by one process (`anon_inode:bpf_link` descriptors): the
+/// programs *this* agent has attached, whatever other agents run.
+fn bpf_links_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_str() == Some("anon_inode:bpf_link"))
+        .count()
+}
+
+/// Poll until `f` holds (EVENT_TIMEOUT), else panic with `what`.
+fn wait_until(what: &str, agent: &Agent, f: impl Fn() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < EVENT_TIMEOUT,
+            "{what} never happened; agent log:\n{}",
+            agent.stderr().join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn capture_probes_attach_only_while_a_holder_is_alive() {
+    let sc = Scratch::new("on-demand");
+    let file = sc.file("secrets/db", SECRET);
+    let pattern = format!("{}/secrets/*", sc.dir.display());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&["--watch", &pattern, "--metrics", &addr]);
+    agent.wait_log("metrics and health on");
+    let ready = agent
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("monitor: ready"))
+        .unwrap();
+    assert!(
+        ready.contains("capture on demand: capture probes detached (no tracked process alive)"),
+        "{ready}"
+    );
+    let metrics = || http_get(port, "/metrics").1;
+    let lifecycle = "monitor_probe_attached{probe=\"task_newtask\"}";
+    let write = "monitor_probe_attached{probe=\"sys_enter_write\"}";
+
+    // No holder: only the two lifecycle tracepoints are attached, no
+    // syscall tracepoint at all.
+    let idle = bpf_links_of(agent.pid());
+    assert_eq!(idle, 2, "links of an agent without holders");
+    let m = metrics();
+    assert_eq!(sample(&m, "monitor_capture_attached"), Some(0), "{m}");
+    assert_eq!(sample(&m, "monitor_capture_switches_total"), Some(0), "{m}");
+    assert_eq!(sample(&m, lifecycle), Some(1), "{m}");
+    assert_eq!(sample(&m, write), Some(0), "{m}");
+    assert_eq!(
+        sample(&m, "monitor_probe_attached{probe=\"sys_exit_openat\"}"),
+        Some(0),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "monitor_probes_attached"), Some(2), "{m}");
+    // Exec capture is detached too: an untracked exec gives its exit (a
+    // lifecycle tracepoint, after the exec in the ring) but no exec event.
+    let (quiet, _) = run(&mut Command::new("/bin/true"));
+    agent.wait_for("exit of an untracked process", |e| {
+        kind(e, "exit") && pid_is(e, quiet)
+    });
+    assert!(
+        agent.events_of(quiet).iter().all(|e| !kind(e, "exec")),
+        "{:?}",
+        agent.events_of(quiet)
+    );
+
+    // The first holder appears: the capture programs attach, and its
+    // writes are captured.
+    let mut holder = Py::spawn(&[]);
+    agent.cli(&[
+        "issue",
+        "--secret-id",
+        "on-demand-db",
+        "--file",
+        &file,
+        "--pid",
+        &holder.pid.to_string(),
+    ]);
+    wait_until("capture attached", &agent, || {
+        sample(&metrics(), "monitor_capture_attached") == Some(1)
+    });
+    let on = bpf_links_of(agent.pid());
+    let m = metrics();
+    let capture_probes = sample(&m, "monitor_probes_attached").unwrap() as usize - 2;
+    assert!(capture_probes >= 20, "{m}");
+    // Every attached probe is one link of this agent (TLS libraries the
+    // holder maps add theirs: python3 maps no libssl until it imports ssl).
+    assert!(
+        on >= 2 + capture_probes,
+        "links {on}, probes {capture_probes}"
+    );
+    assert_eq!(sample(&m, write), Some(1), "{m}");
+    assert_eq!(sample(&m, "monitor_capture_switches_total"), Some(1), "{m}");
+    assert!(agent
+        .stderr()
+        .iter()
+        .any(|l| l.contains("capture on demand:") && l.contains("tracked processes alive")));
+    holder.run("os.write(2, b'holder-bytes-on-demand')");
+    let w = agent.wait_for("holder write", |e| {
+        kind(e, "write") && pid_is(e, holder.pid) && e["fd"] == 2
+    });
+    assert_eq!(w["tracked"], true);
+    assert_eq!(w["bytes"], 22);
+    // Attached: an untracked exec is reported again (exec_all).
+    let (seen, _) = run(&mut Command::new("/bin/true"));
+    agent.wait_for("exec while attached", |e| {
+        kind(e, "exec") && pid_is(e, seen)
+    });
+
+    // The last holder exits: the capture programs detach (after the 2 s
+    // grace), back to the lifecycle tracepoints alone.
+    let gone = holder.pid;
+    drop(holder);
+    agent.wait_for("holder exit", |e| kind(e, "exit") && pid_is(e, gone));
+    wait_until("capture detached", &agent, || {
+        sample(&metrics(), "monitor_capture_attached") == Some(0)
+    });
+    assert_eq!(bpf_links_of(agent.pid()), idle);
+    let m = metrics();
+    assert_eq!(sample(&m, write), Some(0), "{m}");
+    assert_eq!(sample(&m, lifecycle), Some(1), "{m}");
+    assert_eq!(sample(&m, "monitor_capture_switches_total"), Some(2), "{m}");
+    agent.wait_log("capture on demand: capture probes detached");
+    // Detached again: no exec event, the exit still seen.
+    let (after, _) = run(&mut Command::new("/bin/true"));
+    agent.wait_for("exit after detach", |e| kind(e, "exit") && pid_is(e, after));
+    assert!(agent.events_of(after).iter().all(|e| !kind(e, "exec")));
 }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use monitor_common::{
     DataEvent, EventHeader, FdKey, FileInfo, InodeKey, SockAddr, TrackedFd, DATA_FIRST_BYTES,
-    HDR_TRACKED, TRACK_AGENT,
+    HDR_TRACKED, TRACK_AGENT, TRACK_OPENED_WATCHED,
 };
 use serde_json::json;
 use tokio::{
@@ -110,6 +110,9 @@ const SOURCE_CHUNK: usize = 256 << 10;
 /// How long the start may spend on the sources' backlog before the agent
 /// is ready (the rest is read in chunks interleaved with the events).
 const START_BACKLOG: Duration = Duration::from_secs(2);
+/// How long the capture programs stay attached after the last tracked
+/// process is gone (short-lived holders do not make them flap).
+const CAPTURE_GRACE: Duration = Duration::from_secs(2);
 /// Most secrets one source (an issuance file, the API) may define; records
 /// of new secrets past it are rejected with an error naming the source.
 pub const MAX_SECRETS_PER_SOURCE: u64 = 200_000;
@@ -169,6 +172,11 @@ pub struct Agent {
     pub bad_records: u64,
     /// Scope and the fleet link.
     fleet: crate::fleet::Fleet,
+    /// Since when no tracked process is alive while the capture programs
+    /// are attached (they are detached after [`CAPTURE_GRACE`]).
+    capture_idle_since: Option<Instant>,
+    /// Tracked processes alive at the last capture decision.
+    live_tracked: usize,
 }
 
 impl Agent {
@@ -312,6 +320,8 @@ impl Agent {
             alerts_sent: 0,
             bad_records: 0,
             fleet,
+            capture_idle_since: None,
+            live_tracked: 0,
         };
         // `Sensors::load` fails unless every required probe attached.
         agent.metrics.set_probes(
@@ -324,6 +334,8 @@ impl Agent {
         while agent.poll_sources_chunk() && t0.elapsed() < START_BACKLOG {}
         agent.sources_backlog = t0.elapsed() >= START_BACKLOG;
         agent.rescan();
+        agent.update_capture(Instant::now());
+        agent.publish_capture();
         agent.update_metrics();
         Ok((agent, observer))
     }
@@ -619,11 +631,15 @@ impl Agent {
             self.fleet.alert(&a);
             self.store.send(StoreItem::Alert(a));
         }
+        let tracked_any = !out.track.is_empty();
         for pid in out.track {
             if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
                 tracing::warn!("{e:#}");
             }
             self.sensors.scan_tls(&self.host_proc, pid);
+        }
+        if tracked_any {
+            self.capture_needed();
         }
         if !out.watch.is_empty() {
             // Literal paths: a delivery file is never a glob.
@@ -657,13 +673,133 @@ impl Agent {
 
     /// Track the live processes a cgroup/container/pod/exe holder takes in.
     fn track_selected(&mut self) {
+        let mut tracked_any = false;
         for pid in self.correlator.resolve_holders(&mut self.enricher) {
             if !self.sensors.is_tracked(pid) {
                 if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
                     tracing::warn!("{e:#}");
                 }
                 self.sensors.scan_tls(&self.host_proc, pid);
+                tracked_any = true;
             }
+        }
+        if tracked_any {
+            self.capture_needed();
+        }
+    }
+
+    /// A process was just tracked: attach the capture programs now if they
+    /// are not (its next write must be captured, not the next tick's).
+    fn capture_needed(&mut self) {
+        self.capture_idle_since = None;
+        if !self.sensors.capture_attached() {
+            self.update_capture(Instant::now());
+        }
+    }
+
+    /// A fanotify event as it arrives (before its dedup delay). While the
+    /// capture programs are detached, no tracepoint tracked the process
+    /// that opened or read a watched file: track it now (as the kernel
+    /// would have), which attaches the capture programs for what it does
+    /// with the bytes next.
+    pub fn fanotify_arrived(&mut self, f: &FanEvent) {
+        if self.sensors.capture_attached()
+            || !matches!(f.kind, FanKind::Open | FanKind::Read)
+            || self.sensors.is_tracked(f.pid)
+            || f.pid == std::process::id()
+        {
+            return;
+        }
+        if let Err(e) = self.sensors.track_pid(f.pid, TRACK_OPENED_WATCHED) {
+            tracing::warn!("{e:#}");
+            return;
+        }
+        self.sensors.scan_tls(&self.host_proc, f.pid);
+        self.capture_needed();
+    }
+
+    /// Tracked processes still alive; the entries of the gone ones (a pid
+    /// holder that exited before it was tracked) are removed.
+    fn count_live_tracked(&mut self) -> usize {
+        let mut n = 0;
+        for pid in self.sensors.tracked_pids() {
+            if self.host_proc.join(pid.to_string()).exists() {
+                n += 1;
+            } else {
+                self.sensors.untrack_pid(pid);
+            }
+        }
+        n
+    }
+
+    /// The capture programs attached while a tracked process is alive (or
+    /// always, with `capture_always`), detached [`CAPTURE_GRACE`] after the
+    /// last one is gone.
+    fn update_capture(&mut self, now: Instant) {
+        self.live_tracked = self.count_live_tracked();
+        let want = self.sensors.capture_always || self.live_tracked > 0;
+        let on = self.sensors.capture_attached();
+        let switch = if want {
+            self.capture_idle_since = None;
+            !on
+        } else if on {
+            let since = *self.capture_idle_since.get_or_insert(now);
+            now.duration_since(since) >= CAPTURE_GRACE
+        } else {
+            false
+        };
+        if switch && self.sensors.set_capture(want) {
+            self.capture_idle_since = None;
+            tracing::info!("capture {}", self.capture_reason());
+            self.publish_capture();
+        }
+    }
+
+    /// What is attached and why (the `ready` line, the log, `/metrics`).
+    pub fn capture_reason(&self) -> String {
+        let lifecycle = self
+            .sensors
+            .status
+            .iter()
+            .filter(|s| s.attached && s.probe.lifecycle())
+            .count();
+        let capture = self.sensors.attached() - lifecycle;
+        if self.sensors.capture_always {
+            format!(
+                "always (capture_always): {capture} capture and {lifecycle} lifecycle probes \
+                 attached"
+            )
+        } else if self.sensors.capture_attached() {
+            format!(
+                "on demand: {capture} capture and {lifecycle} lifecycle probes attached \
+                 ({} tracked processes alive)",
+                self.live_tracked
+            )
+        } else {
+            format!(
+                "on demand: capture probes detached (no tracked process alive), \
+                 {lifecycle} lifecycle probes attached"
+            )
+        }
+    }
+
+    /// The probes' state in the metrics and health.
+    fn publish_capture(&self) {
+        use crate::metrics::Metric;
+        let m = &self.metrics;
+        m.set_probes(
+            self.sensors.attached() as u64,
+            self.sensors.status.len() as u64,
+            true,
+        );
+        m.set(
+            Metric::CaptureAttached,
+            "",
+            self.sensors.capture_attached() as u64,
+        );
+        m.set(Metric::CaptureSwitches, "", self.sensors.capture_switches);
+        for st in &self.sensors.status {
+            m.set(Metric::ProbeAttached, st.probe.program, st.attached as u64);
         }
     }
 
@@ -1088,6 +1224,7 @@ impl Agent {
             ..Default::default()
         })?;
         self.refresh_enforcement();
+        self.update_capture(Instant::now());
         self.report_lost()?;
         self.update_metrics();
         Ok(())
@@ -1535,8 +1672,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     crate::logging::say(
         false,
         format_args!(
-            "monitor: ready: {attached}/{total} probes attached, {} watched files, {} secrets \
-         ({} restored from the store, {} issuance records read), {}",
+            "monitor: ready: {attached}/{total} probes attached, capture {}, {} watched files, \
+             {} secrets ({} restored from the store, {} issuance records read), {}",
+            agent.capture_reason(),
             agent.watches.watched_inodes(),
             agent.correlator.secret_count(),
             agent.secrets_restored,
@@ -1567,7 +1705,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
-            } => agent.fan_queue.push(f),
+            } => {
+                agent.fanotify_arrived(&f);
+                agent.fan_queue.push(f);
+            }
             _ = async {
                 match &dir_changed {
                     Some(n) => n.notified().await,

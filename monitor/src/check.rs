@@ -158,15 +158,31 @@ pub fn run(opts: &SensorOptions) -> Result<bool> {
         match Sensors::load(opts) {
             Ok(mut s) => {
                 println!(
-                    "{:<12} {:<4} {}/{} attached",
+                    "{:<12} {:<4} {}/{} attach ({} attached with no tracked process alive)",
                     "probes",
                     "ok",
-                    s.attached(),
-                    s.status.len()
+                    s.available(),
+                    s.status.len(),
+                    s.attached()
+                );
+                println!(
+                    "{:<12} {:<4} {}",
+                    "capture",
+                    "ok",
+                    if s.capture_always {
+                        "always (capture_always): every capture probe stays attached"
+                    } else {
+                        "on demand: the lifecycle probes (sched/task tracepoints) are always \
+                         attached; the capture probes (syscall and io_uring tracepoints, libc \
+                         uprobes) only while a tracked process (holder, reader of a delivery \
+                         file) is alive"
+                    }
                 );
                 for st in &s.status {
                     let state = if st.attached {
                         "attached".to_string()
+                    } else if st.available {
+                        "attached on demand (while a tracked process is alive)".to_string()
                     } else {
                         format!(
                             "NOT ATTACHED ({}): {}",

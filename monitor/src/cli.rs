@@ -99,6 +99,11 @@ pub struct RunArgs {
     /// `secret.read.foreign` can be enforced.
     #[arg(long = "enforce", value_name = "RULE")]
     pub enforce: Vec<String>,
+    /// Keep the syscall capture programs attached even while no tracked
+    /// process (holder, reader of a delivery file) is alive; by default
+    /// they are attached only while one is.
+    #[arg(long)]
+    pub capture_always: bool,
     #[command(flatten)]
     pub fleet: crate::fleet::FleetArgs,
 }
@@ -109,7 +114,12 @@ pub struct CheckArgs {
     pub config: Option<PathBuf>,
 }
 
-fn sensor_options(f: &FileConfig, capture: Option<u32>, ring: Option<u32>) -> SensorOptions {
+fn sensor_options(
+    f: &FileConfig,
+    capture: Option<u32>,
+    ring: Option<u32>,
+    capture_always: bool,
+) -> SensorOptions {
     let d = SensorOptions::default();
     SensorOptions {
         capture_bytes: capture.or(f.capture_bytes).unwrap_or(d.capture_bytes),
@@ -125,6 +135,7 @@ fn sensor_options(f: &FileConfig, capture: Option<u32>, ring: Option<u32>) -> Se
         exec_all: f.exec_all.unwrap_or(d.exec_all),
         btf_path: f.btf.clone().unwrap_or(d.btf_path),
         libc: f.libc.clone(),
+        capture_always: capture_always || f.capture_always.unwrap_or(d.capture_always),
     }
 }
 
@@ -155,7 +166,7 @@ pub fn run_options(a: &RunArgs, f: &FileConfig) -> Result<RunOptions> {
             every: Duration::from_secs(300),
         },
         feeds: f.feeds.clone(),
-        sensors: sensor_options(f, a.capture_bytes, a.ring_bytes),
+        sensors: sensor_options(f, a.capture_bytes, a.ring_bytes, a.capture_always),
         events: a.events.clone().or_else(|| f.events.clone()),
         alerts: a
             .alerts
@@ -297,7 +308,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check(a) => {
             let f = FileConfig::load(a.config.as_deref())?;
-            let sensors = sensor_options(&f, None, None);
+            let sensors = sensor_options(&f, None, None, false);
             crate::settings::check_sensors(&sensors)?;
             crate::settings::check_sensor_paths(&sensors)?;
             let ok = crate::check::run(&sensors)?;

@@ -55,6 +55,9 @@ pub struct FileConfig {
     pub capture_burst: Option<u32>,
     pub capture_new_connections: Option<bool>,
     pub exec_all: Option<bool>,
+    /// Keep the syscall capture programs attached even while no tracked
+    /// process is alive (default false: attached on demand).
+    pub capture_always: Option<bool>,
     pub host_proc: Option<PathBuf>,
     /// Where the kubelet's `pods/` and `containers/` log directories are
     /// (default `/var/log`): Kubernetes names of processes in pods.

@@ -136,10 +136,19 @@ pub enum Metric {
     /// `tls_attached{library}`: files with the TLS uprobes attached (1
     /// each), labelled `<library>:<path>` (`openssl:/lib/.../libssl.so.3`).
     TlsAttached,
+    /// `capture_attached`: 1 while the capture programs (syscall and
+    /// io_uring tracepoints, libc uprobes) are attached, 0 while detached
+    /// (no tracked process alive, see `capture_always`).
+    CaptureAttached,
+    /// `capture_switches_total`: times the capture programs were attached
+    /// or detached.
+    CaptureSwitches,
+    /// `probe_attached{probe}`: 1 per probe attached now, 0 if not.
+    ProbeAttached,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 19] = [
+    pub const ALL: [Metric; 22] = [
         Metric::Events,
         Metric::KernelLostEvents,
         Metric::Alerts,
@@ -159,6 +168,9 @@ impl Metric {
         Metric::IssuancesRefused,
         Metric::CaptureDropped,
         Metric::TlsAttached,
+        Metric::CaptureAttached,
+        Metric::CaptureSwitches,
+        Metric::ProbeAttached,
     ];
 
     /// The name without the `monitor_` prefix.
@@ -183,6 +195,9 @@ impl Metric {
             Metric::IssuancesRefused => "issuances_refused_total",
             Metric::CaptureDropped => "capture_dropped_total",
             Metric::TlsAttached => "tls_attached",
+            Metric::CaptureAttached => "capture_attached",
+            Metric::CaptureSwitches => "capture_switches_total",
+            Metric::ProbeAttached => "probe_attached",
         }
     }
 
@@ -200,13 +215,16 @@ impl Metric {
             | Metric::OutputFailures
             | Metric::OutputLost
             | Metric::IssuancesRefused
-            | Metric::CaptureDropped => Kind::Counter,
+            | Metric::CaptureDropped
+            | Metric::CaptureSwitches => Kind::Counter,
             Metric::QueueDepth
             | Metric::FeedPending
             | Metric::TrackedProcesses
             | Metric::Secrets
             | Metric::WatchedFiles
-            | Metric::TlsAttached => Kind::Gauge,
+            | Metric::TlsAttached
+            | Metric::CaptureAttached
+            | Metric::ProbeAttached => Kind::Gauge,
         }
     }
 
@@ -222,6 +240,7 @@ impl Metric {
             Metric::IssuancesRefused => Some("reason"),
             Metric::CaptureDropped => Some("holder"),
             Metric::TlsAttached => Some("library"),
+            Metric::ProbeAttached => Some("probe"),
             _ => None,
         }
     }
@@ -266,6 +285,12 @@ impl Metric {
             Metric::TlsAttached => {
                 "Files with the TLS uprobes attached (1 each), labelled library:path."
             }
+            Metric::CaptureAttached => {
+                "1 while the capture programs (syscall and io_uring tracepoints, libc uprobes) \
+                 are attached; 0 while no tracked process is alive (on demand)."
+            }
+            Metric::CaptureSwitches => "Times the capture programs were attached or detached.",
+            Metric::ProbeAttached => "1 per probe attached now, 0 if detached or unavailable.",
         }
     }
 }

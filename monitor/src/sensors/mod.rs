@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{TracePoint, UProbe},
+    programs::{trace_point::TracePointLinkId, uprobe::UProbeLinkId, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use monitor_common::{
@@ -47,6 +47,9 @@ pub struct SensorOptions {
     pub btf_path: PathBuf,
     /// libc for the getenv uprobes; found from our own mappings when unset.
     pub libc: Option<PathBuf>,
+    /// Keep the capture programs attached even without a tracked process
+    /// (default: attached on demand, see [`Sensors::set_capture`]).
+    pub capture_always: bool,
 }
 
 impl Default for SensorOptions {
@@ -62,16 +65,28 @@ impl Default for SensorOptions {
             exec_all: true,
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
             libc: None,
+            capture_always: false,
         }
     }
 }
 
-/// Outcome of attaching one probe.
+/// Outcome of loading and attaching one probe.
 #[derive(Clone, Debug)]
 pub struct ProbeStatus {
     pub probe: &'static Probe,
+    /// Loaded and attachable (it attached once at start).
+    pub available: bool,
+    /// Attached now (a capture program is detached while no tracked
+    /// process is alive, see [`Sensors::set_capture`]).
     pub attached: bool,
     pub error: Option<String>,
+}
+
+/// The link of an attached probe (dropping the program's link detaches it).
+#[derive(Debug)]
+enum Link {
+    Tp(TracePointLinkId),
+    Up(UProbeLinkId),
 }
 
 /// Everything the kernel side needs before load, found without loading.
@@ -142,6 +157,14 @@ pub struct Sensors {
     pub tls_load_errors: Vec<(&'static str, String)>,
     /// TLS library files tried and attached (see [`tls`]).
     pub tls: tls::TlsFiles,
+    /// Per row of `status`, its link while attached.
+    links: Vec<Option<Link>>,
+    libc: Option<PathBuf>,
+    /// The capture programs are attached (see [`Sensors::set_capture`]).
+    capture_on: bool,
+    pub capture_always: bool,
+    /// Times the capture programs were attached or detached since start.
+    pub capture_switches: u64,
 }
 
 impl Sensors {
@@ -191,13 +214,20 @@ impl Sensors {
         let tails = load_tails(&mut ebpf).context("tail-call programs")?;
         let libc = opts.libc.clone().or_else(find_libc);
         let mut status = Vec::new();
+        let mut links = Vec::new();
+        // Every probe is attached once, so a capture program that cannot
+        // attach is known at start (and a required one refuses the start);
+        // without `capture_always` the capture programs are detached again
+        // below until a tracked process appears.
         for probe in PROBES {
             let r = attach(&mut ebpf, probe, &pre, libc.as_deref());
             status.push(ProbeStatus {
                 probe,
+                available: r.is_ok(),
                 attached: r.is_ok(),
-                error: r.err().map(|e| short_error(&format!("{e:#}"))),
+                error: r.as_ref().err().map(|e| short_error(&format!("{e:#}"))),
             });
+            links.push(r.ok());
         }
         let missing: Vec<String> = status
             .iter()
@@ -232,7 +262,7 @@ impl Sensors {
         let counters = PerCpuArray::try_from(take(&mut ebpf, maps::COUNTERS)?)?;
         let budgets = take_hash(&mut ebpf, maps::CAPTURE_BUDGET)?;
         let ring = Some(RingBuf::try_from(take(&mut ebpf, maps::EVENTS)?)?);
-        Ok(Self {
+        let mut s = Self {
             ebpf,
             _tails: tails,
             status,
@@ -245,7 +275,62 @@ impl Sensors {
             ring,
             tls_load_errors,
             tls: tls::TlsFiles::default(),
-        })
+            links,
+            libc,
+            capture_on: true,
+            capture_always: opts.capture_always,
+            capture_switches: 0,
+        };
+        if !opts.capture_always {
+            s.set_capture(false);
+            s.capture_switches = 0;
+        }
+        Ok(s)
+    }
+
+    /// Attach (`on`) or detach the capture programs (every probe but the
+    /// lifecycle ones, see [`Probe::lifecycle`]). Returns whether anything
+    /// changed. A probe that fails to attach again is logged and left out
+    /// (its status says why).
+    pub fn set_capture(&mut self, on: bool) -> bool {
+        if on == self.capture_on {
+            return false;
+        }
+        let libc = self.libc.clone();
+        for (i, st) in self.status.iter_mut().enumerate() {
+            if st.probe.lifecycle() || !st.available {
+                continue;
+            }
+            if on && self.links[i].is_none() {
+                match attach(&mut self.ebpf, st.probe, &self.preflight, libc.as_deref()) {
+                    Ok(l) => {
+                        self.links[i] = Some(l);
+                        st.attached = true;
+                        st.error = None;
+                    }
+                    Err(e) => {
+                        let e = short_error(&format!("{e:#}"));
+                        tracing::warn!("capture probe {} not attached: {e}", st.probe.program);
+                        st.error = Some(e);
+                    }
+                }
+            } else if !on {
+                if let Some(l) = self.links[i].take() {
+                    if let Err(e) = detach(&mut self.ebpf, st.probe, l) {
+                        tracing::warn!("capture probe {} not detached: {e:#}", st.probe.program);
+                    }
+                }
+                st.attached = false;
+            }
+        }
+        self.capture_on = on;
+        self.capture_switches += 1;
+        true
+    }
+
+    /// Whether the capture programs are attached.
+    pub fn capture_attached(&self) -> bool {
+        self.capture_on
     }
 
     /// Attach the TLS probes that `file` (reached at `host_path`, named
@@ -344,6 +429,11 @@ impl Sensors {
 
     pub fn attached(&self) -> usize {
         self.status.iter().filter(|s| s.attached).count()
+    }
+
+    /// Probes that loaded and attach (attached now or on demand).
+    pub fn available(&self) -> usize {
+        self.status.iter().filter(|s| s.available).count()
     }
 
     pub fn watch_inode(&mut self, key: InodeKey, value: WatchValue) -> Result<()> {
@@ -472,7 +562,7 @@ fn take_hash<K: aya::Pod, V: aya::Pod>(
     Ok(BpfHashMap::try_from(take(ebpf, name)?)?)
 }
 
-fn attach(ebpf: &mut Ebpf, probe: &Probe, pre: &Preflight, libc: Option<&Path>) -> Result<()> {
+fn attach(ebpf: &mut Ebpf, probe: &Probe, pre: &Preflight, libc: Option<&Path>) -> Result<Link> {
     if probe.needs_btf && pre.offsets.is_err() {
         // Still attach: the program runs with the walk disabled.
         tracing::debug!("{} runs without kernel struct offsets", probe.program);
@@ -494,19 +584,34 @@ fn attach(ebpf: &mut Ebpf, probe: &Probe, pre: &Preflight, libc: Option<&Path>) 
                 bail!("tracepoint {category}/{name} not in this kernel");
             }
             let tp: &mut TracePoint = prog.try_into()?;
-            tp.load()?;
-            tp.attach(category, name)?;
+            if tp.fd().is_err() {
+                tp.load()?;
+            }
+            Ok(Link::Tp(tp.attach(category, name)?))
         }
         Attach::Uprobe { symbol } => {
             let libc = libc.context("libc not found (no getenv uprobe)")?;
             let up: &mut UProbe = prog.try_into()?;
-            up.load()?;
-            up.attach(
+            if up.fd().is_err() {
+                up.load()?;
+            }
+            Ok(Link::Up(up.attach(
                 symbol,
                 libc,
                 aya::programs::uprobe::UProbeScope::AllProcesses,
-            )?;
+            )?))
         }
+    }
+}
+
+/// Detach one probe (its program stays loaded).
+fn detach(ebpf: &mut Ebpf, probe: &Probe, link: Link) -> Result<()> {
+    let prog = ebpf
+        .program_mut(probe.program)
+        .with_context(|| format!("program {} missing", probe.program))?;
+    match link {
+        Link::Tp(id) => <&mut TracePoint>::try_from(prog)?.detach(id)?,
+        Link::Up(id) => <&mut UProbe>::try_from(prog)?.detach(id)?,
     }
     Ok(())
 }

@@ -430,6 +430,24 @@ pub const PROBES: &[Probe] = &[
     ),
 ];
 
+impl Probe {
+    /// A process-lifecycle program (the sched/task tracepoints: fork,
+    /// exit): always attached, it keeps the tracked flag inherited across
+    /// fork and cleared at exit. Every other program (syscall and io_uring
+    /// tracepoints, libc uprobes) is a capture program, attached only while
+    /// a tracked process is alive unless `capture_always` (see
+    /// [`crate::sensors::Sensors::set_capture`]).
+    pub fn lifecycle(&self) -> bool {
+        matches!(
+            self.attach,
+            Attach::Tracepoint {
+                category: "task" | "sched",
+                ..
+            }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +461,25 @@ mod tests {
             match p.attach {
                 Attach::Tracepoint { name, .. } => assert_eq!(name, p.program),
                 Attach::Uprobe { symbol } => assert_eq!(symbol, p.program),
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_sched_lifecycle_tracepoints_stay_attached_without_holders() {
+        let lifecycle: Vec<&str> = PROBES
+            .iter()
+            .filter(|p| p.lifecycle())
+            .map(|p| p.program)
+            .collect();
+        assert_eq!(lifecycle, ["task_newtask", "sched_process_exit"]);
+        // No syscall tracepoint among them: a node without holders takes
+        // no slow syscall path.
+        for p in PROBES {
+            if let Attach::Tracepoint { category, .. } = p.attach {
+                if category == "syscalls" || category == "io_uring" {
+                    assert!(!p.lifecycle(), "{}", p.program);
+                }
             }
         }
     }

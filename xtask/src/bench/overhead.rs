@@ -1,7 +1,8 @@
 //! Benchmarks 1 and 2: what the probes cost the processes on the node.
 //!
-//! 1. Untracked work under five configurations (none, monitor, bpftrace,
-//!    auditd, the empty-program floor), rounds alternating the order.
+//! 1. Untracked work under six configurations (none, monitor, monitor
+//!    without holders, bpftrace, auditd, the empty-program floor), rounds
+//!    alternating the order.
 //! 2. A tracked holder that writes and sends heavily: none vs monitor.
 
 use std::{
@@ -32,6 +33,8 @@ pub const WORKLOADS: &[(&str, &str)] = &[
 pub enum Config {
     None,
     Monitor,
+    /// The agent with no holders: its capture programs detached.
+    MonitorIdle,
     Bpftrace,
     Audit,
     Floor,
@@ -42,6 +45,7 @@ impl Config {
         match self {
             Config::None => "none",
             Config::Monitor => "monitor",
+            Config::MonitorIdle => "monitor-idle",
             Config::Bpftrace => "bpftrace",
             Config::Audit => "auditd",
             Config::Floor => "floor",
@@ -52,6 +56,10 @@ impl Config {
         match self {
             Config::None => "no probes",
             Config::Monitor => "monitor run (100 watched paths, 20 idle tracked holders)",
+            Config::MonitorIdle => {
+                "monitor run (100 watched paths, no holders: only the sched lifecycle \
+                 tracepoints and fanotify marks, capture probes detached)"
+            }
             Config::Bpftrace => "bpftrace: count per probe on the agent's tracepoints",
             Config::Audit => "auditd: -w on the 100 paths + execve rule",
             Config::Floor => "empty eBPF programs on the agent's tracepoints (floor)",
@@ -125,6 +133,14 @@ fn up(ctx: &Ctx, c: Config) -> Result<Active> {
     Ok(match c {
         Config::None => Active::None,
         Config::Monitor => Active::Monitor(start_monitor(ctx, "overhead")?),
+        Config::MonitorIdle => Active::Monitor(Agent::start(AgentOpts {
+            bin: &ctx.monitor,
+            scratch: &ctx.scratch,
+            name: "overhead-idle",
+            args: vec!["--watch".into(), ctx.watch_glob().into()],
+            cpu: None,
+            events: true,
+        })?),
         Config::Bpftrace => {
             let bin = ctx.bpftrace.as_ref().context("bpftrace not installed")?;
             let script = ctx.scratch.join("equivalent.bt");
@@ -189,7 +205,7 @@ fn workload(ctx: &Ctx, w: &str, iters: u64) -> Result<f64> {
 }
 
 pub fn untracked(ctx: &mut Ctx) -> Result<Untracked> {
-    let mut configs = vec![Config::None, Config::Monitor];
+    let mut configs = vec![Config::None, Config::Monitor, Config::MonitorIdle];
     let mut skipped = Vec::new();
     match &ctx.bpftrace {
         Some(_) => configs.push(Config::Bpftrace),

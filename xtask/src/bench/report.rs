@@ -269,6 +269,32 @@ pub fn targets(r: &Results) -> Vec<Target> {
             },
         });
     }
+    // 1a'. no holders on the node: the capture probes are detached.
+    let idle: Vec<(usize, f64)> = (0..WORKLOADS.len())
+        .filter_map(|w| Some((w, u.ratio(Config::MonitorIdle, w)?)))
+        .collect();
+    if !idle.is_empty() {
+        let met = idle.iter().all(|(_, x)| *x <= 1.02);
+        let worst = idle.iter().map(|(_, x)| *x).fold(f64::MIN, f64::max);
+        t.push(Target {
+            id: "idle_within_2pct",
+            what: "no holders on the node (capture probes detached): within 2% of no probes, \
+                   every workload"
+                .into(),
+            target: "≤ +2.0% on each workload".into(),
+            measured: idle
+                .iter()
+                .map(|(w, x)| format!("{} {}", WORKLOADS[*w].0, pct_over(*x)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            met: Some(met),
+            margin: format!(
+                "{}; worst {}",
+                if met { "met" } else { "missed" },
+                pct_over(worst)
+            ),
+        });
+    }
     // 1b. below bpftrace and audit.
     let others = if r.ran("untracked") {
         &[Config::Bpftrace, Config::Audit][..]
