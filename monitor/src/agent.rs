@@ -710,6 +710,7 @@ impl Agent {
         {
             return;
         }
+        self.enricher.refresh(f.pid);
         if let Err(e) = self.sensors.track_pid(f.pid, TRACK_OPENED_WATCHED) {
             tracing::warn!("{e:#}");
             return;
@@ -869,8 +870,11 @@ impl Agent {
         };
         let (id, out) = self.correlator.apply(rec, &mut self.enricher)?;
         self.store.send(stored);
+        // Logged once acted on: its holder is tracked and the capture
+        // probes attached by then.
+        let r = self.act(out).map_err(|e| format!("{e:#}"));
         tracing::info!("{origin}: secret {id} recorded");
-        self.act(out).map_err(|e| format!("{e:#}"))?;
+        r?;
         Ok(json!({"secret_id": id}))
     }
 

@@ -243,6 +243,16 @@ impl Enricher {
         e.cgroup = path;
     }
 
+    /// Forget what is cached of `pid` (its next event loads it from procfs
+    /// again): a process first seen through fanotify while the capture
+    /// probes were detached has, at best, the entry copied from its parent
+    /// at fork (its exec and cgroup move were not seen).
+    pub fn refresh(&mut self, pid: u32) {
+        if self.procfs.stat(pid).is_ok() {
+            self.procs.remove(&pid);
+        }
+    }
+
     /// The process behind a pid (cache, else procfs) for rules that look at
     /// another process than the actor.
     pub fn process_of(&mut self, pid: u32) -> Option<Process> {
