@@ -434,6 +434,19 @@ fn our_programs_loaded() -> usize {
         .count()
 }
 
+/// Ids of the BPF programs a process holds (its program and link fds).
+fn programs_of(pid: u32) -> std::collections::BTreeSet<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 #[test]
 fn agent_stops_cleanly_and_detaches() {
     let (_sc, _file, _pattern, agent) = setup("stop");
@@ -441,6 +454,9 @@ fn agent_stops_cleanly_and_detaches() {
         our_programs_loaded() >= 3,
         "programs not visible while running"
     );
+    // The programs of *this* agent (other agents may run meanwhile).
+    let ours = programs_of(agent.pid());
+    assert!(ours.len() >= 3, "{ours:?}");
     let (status, log) = agent.stop();
     assert!(status.success(), "exit {status}: {}", log.join("\n"));
     assert!(
@@ -449,7 +465,12 @@ fn agent_stops_cleanly_and_detaches() {
         log.join("\n")
     );
     // SIGTERM detached and unloaded everything.
-    assert_eq!(our_programs_loaded(), 0);
+    let left: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| p.id())
+        .filter(|id| ours.contains(id))
+        .collect();
+    assert!(left.is_empty(), "still loaded: {left:?}");
 }
 
 #[test]
