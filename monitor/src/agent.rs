@@ -738,7 +738,7 @@ impl Agent {
     /// last one is gone.
     fn update_capture(&mut self, now: Instant) {
         self.live_tracked = self.count_live_tracked();
-        let want = self.sensors.capture_always || self.live_tracked > 0;
+        let want = self.sensors.capture_always || self.live_tracked > 0 || self.replay_watch();
         let on = self.sensors.capture_attached();
         let switch = if want {
             self.capture_idle_since = None;
@@ -754,6 +754,14 @@ impl Agent {
             tracing::info!("capture {}", self.capture_reason());
             self.publish_capture();
         }
+    }
+
+    /// A secret's value is known here (learned, or imported from the fleet)
+    /// and first bytes of new connections are captured: a process that
+    /// never held it may replay it, so the capture programs stay attached
+    /// (`capture_new_connections = false` gives that up for the overhead).
+    fn replay_watch(&self) -> bool {
+        self.sensors.capture_new_conns && self.correlator.fingerprint_count() > 0
     }
 
     /// What is attached and why (the `ready` line, the log, `/metrics`).
@@ -773,13 +781,21 @@ impl Agent {
         } else if self.sensors.capture_attached() {
             format!(
                 "on demand: {capture} capture and {lifecycle} lifecycle probes attached \
-                 ({} tracked processes alive)",
-                self.live_tracked
+                 ({} tracked processes alive{})",
+                self.live_tracked,
+                if self.replay_watch() {
+                    format!(
+                        ", {} secret values known: new connections scanned for replays",
+                        self.correlator.fingerprint_count()
+                    )
+                } else {
+                    String::new()
+                }
             )
         } else {
             format!(
-                "on demand: capture probes detached (no tracked process alive), \
-                 {lifecycle} lifecycle probes attached"
+                "on demand: capture probes detached (no tracked process alive, no secret \
+                 value known), {lifecycle} lifecycle probes attached"
             )
         }
     }
@@ -1183,6 +1199,7 @@ impl Agent {
                         .adopt_fingerprint(id, r, format!("fleet node {}", m.node))
                     {
                         self.fleet.mark_foreign(id, &m.node);
+                        self.capture_needed();
                         tracing::info!("fleet: fingerprints of {id} from node {} imported", m.node);
                     }
                 }

@@ -163,6 +163,10 @@ pub struct Sensors {
     /// The capture programs are attached (see [`Sensors::set_capture`]).
     capture_on: bool,
     pub capture_always: bool,
+    /// First bytes of every new outbound connection are captured
+    /// (`capture_new_connections`): a replay by a process that never held
+    /// the secret needs the capture programs while a secret is known.
+    pub capture_new_conns: bool,
     /// Times the capture programs were attached or detached since start.
     pub capture_switches: u64,
 }
@@ -279,6 +283,7 @@ impl Sensors {
             libc,
             capture_on: true,
             capture_always: opts.capture_always,
+            capture_new_conns: opts.capture_new_conns,
             capture_switches: 0,
         };
         if !opts.capture_always {
