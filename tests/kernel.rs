@@ -731,7 +731,7 @@ fn capture_probes_attach_only_while_a_holder_is_alive() {
         .find(|l| l.contains("monitor: ready"))
         .unwrap();
     assert!(
-        ready.contains("capture on demand: capture probes detached (no tracked process alive, no secret value known)"),
+        ready.contains("capture on demand: capture probes detached (no tracked process alive, no secret value known, no selector holder)"),
         "{ready}"
     );
     let metrics = || http_get(port, "/metrics").1;

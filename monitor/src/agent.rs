@@ -738,7 +738,10 @@ impl Agent {
     /// last one is gone.
     fn update_capture(&mut self, now: Instant) {
         self.live_tracked = self.count_live_tracked();
-        let want = self.sensors.capture_always || self.live_tracked > 0 || self.replay_watch();
+        let want = self.sensors.capture_always
+            || self.live_tracked > 0
+            || self.replay_watch()
+            || self.correlator.has_selector_holders();
         let on = self.sensors.capture_attached();
         let switch = if want {
             self.capture_idle_since = None;
@@ -781,8 +784,13 @@ impl Agent {
         } else if self.sensors.capture_attached() {
             format!(
                 "on demand: {capture} capture and {lifecycle} lifecycle probes attached \
-                 ({} tracked processes alive{})",
+                 ({} tracked processes alive{}{})",
                 self.live_tracked,
+                if self.correlator.has_selector_holders() {
+                    ", selector holders issued: their processes are tracked from their exec"
+                } else {
+                    ""
+                },
                 if self.replay_watch() {
                     format!(
                         ", {} secret values known: new connections scanned for replays",
@@ -795,7 +803,7 @@ impl Agent {
         } else {
             format!(
                 "on demand: capture probes detached (no tracked process alive, no secret \
-                 value known), {lifecycle} lifecycle probes attached"
+                 value known, no selector holder), {lifecycle} lifecycle probes attached"
             )
         }
     }

@@ -1338,6 +1338,12 @@ impl Correlator {
     /// can join a holder's cgroup without an exec the agent would see).
     /// (Cost: live processes times their cgroup depth, whatever the
     /// number of secrets.)
+    /// A secret is issued to a selector holder (exe, cgroup, container,
+    /// pod): a process it takes in may start at any time.
+    pub fn has_selector_holders(&self) -> bool {
+        self.index.has_selectors()
+    }
+
     pub fn resolve_holders(&self, procs: &mut dyn ProcLookup) -> Vec<u32> {
         if !self.index.has_selectors() {
             return Vec::new();
