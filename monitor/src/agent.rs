@@ -631,15 +631,8 @@ impl Agent {
             self.fleet.alert(&a);
             self.store.send(StoreItem::Alert(a));
         }
-        let tracked_any = !out.track.is_empty();
         for pid in out.track {
-            if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
-                tracing::warn!("{e:#}");
-            }
-            self.sensors.scan_tls(&self.host_proc, pid);
-        }
-        if tracked_any {
-            self.capture_needed();
+            self.track(pid, TRACK_AGENT);
         }
         if !out.watch.is_empty() {
             // Literal paths: a delivery file is never a glob.
@@ -673,23 +666,27 @@ impl Agent {
 
     /// Track the live processes a cgroup/container/pod/exe holder takes in.
     fn track_selected(&mut self) {
-        let mut tracked_any = false;
         for pid in self.correlator.resolve_holders(&mut self.enricher) {
             if !self.sensors.is_tracked(pid) {
-                if let Err(e) = self.sensors.track_pid(pid, TRACK_AGENT) {
-                    tracing::warn!("{e:#}");
-                }
-                self.sensors.scan_tls(&self.host_proc, pid);
-                tracked_any = true;
+                self.track(pid, TRACK_AGENT);
             }
-        }
-        if tracked_any {
-            self.capture_needed();
         }
     }
 
-    /// A process was just tracked: attach the capture programs now if they
-    /// are not (its next write must be captured, not the next tick's).
+    /// The one way the agent tracks a process: in the kernel's tracked set
+    /// (`flag` says why), its TLS libraries attached, and the capture
+    /// programs attached now if they are not (its next write must be
+    /// captured, not the next tick's).
+    fn track(&mut self, pid: u32, flag: u32) {
+        if let Err(e) = self.sensors.track_pid(pid, flag) {
+            tracing::warn!("{e:#}");
+        }
+        self.sensors.scan_tls(&self.host_proc, pid);
+        self.capture_needed();
+    }
+
+    /// Something needs the capture programs: attach them now if they are
+    /// not, and restart the grace before a detach.
     fn capture_needed(&mut self) {
         self.capture_idle_since = None;
         if !self.sensors.capture_attached() {
@@ -711,12 +708,7 @@ impl Agent {
             return;
         }
         self.enricher.refresh(f.pid);
-        if let Err(e) = self.sensors.track_pid(f.pid, TRACK_OPENED_WATCHED) {
-            tracing::warn!("{e:#}");
-            return;
-        }
-        self.sensors.scan_tls(&self.host_proc, f.pid);
-        self.capture_needed();
+        self.track(f.pid, TRACK_OPENED_WATCHED);
     }
 
     /// Tracked processes still alive; the entries of the gone ones (a pid
@@ -733,9 +725,10 @@ impl Agent {
         n
     }
 
-    /// The capture programs attached while a tracked process is alive (or
-    /// always, with `capture_always`), detached [`CAPTURE_GRACE`] after the
-    /// last one is gone.
+    /// The capture programs attached while a tracked process is alive, a
+    /// secret value is known ([`Agent::replay_watch`]) or a selector holder
+    /// is issued (its processes are recognised by their exec), or always
+    /// with `capture_always`; detached [`CAPTURE_GRACE`] after none holds.
     fn update_capture(&mut self, now: Instant) {
         self.live_tracked = self.count_live_tracked();
         let want = self.sensors.capture_always

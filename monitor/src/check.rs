@@ -175,14 +175,15 @@ pub fn run(opts: &SensorOptions) -> Result<bool> {
                         "on demand: the lifecycle probes (sched/task tracepoints) are always \
                          attached; the capture probes (syscall and io_uring tracepoints, libc \
                          uprobes) only while a tracked process (holder, reader of a delivery \
-                         file) is alive"
+                         file) is alive, a selector holder is issued or a secret value is \
+                         known (replays)"
                     }
                 );
                 for st in &s.status {
                     let state = if st.attached {
                         "attached".to_string()
                     } else if st.available {
-                        "attached on demand (while a tracked process is alive)".to_string()
+                        "attached on demand (see capture)".to_string()
                     } else {
                         format!(
                             "NOT ATTACHED ({}): {}",

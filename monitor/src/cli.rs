@@ -99,9 +99,10 @@ pub struct RunArgs {
     /// `secret.read.foreign` can be enforced.
     #[arg(long = "enforce", value_name = "RULE")]
     pub enforce: Vec<String>,
-    /// Keep the syscall capture programs attached even while no tracked
-    /// process (holder, reader of a delivery file) is alive; by default
-    /// they are attached only while one is.
+    /// Keep the syscall capture programs attached always; by default they
+    /// are attached only while a tracked process (holder, reader of a
+    /// delivery file) is alive, a selector holder is issued or a secret
+    /// value is known.
     #[arg(long)]
     pub capture_always: bool,
     #[command(flatten)]

@@ -434,8 +434,8 @@ impl Probe {
     /// A process-lifecycle program (the sched/task tracepoints: fork,
     /// exit): always attached, it keeps the tracked flag inherited across
     /// fork and cleared at exit. Every other program (syscall and io_uring
-    /// tracepoints, libc uprobes) is a capture program, attached only while
-    /// a tracked process is alive unless `capture_always` (see
+    /// tracepoints, libc uprobes) is a capture program, attached on demand
+    /// unless `capture_always` (when: the agent's `update_capture`; how:
     /// [`crate::sensors::Sensors::set_capture`]).
     pub fn lifecycle(&self) -> bool {
         matches!(
