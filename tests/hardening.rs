@@ -228,20 +228,6 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// A sample's value in a Prometheus exposition (`name{labels}` exactly).
-fn sample(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Issue `id` (delivered in `file`) to the process `pid` through the CLI;
 /// `Err(stderr)` if the agent refused it.
 fn issue(agent: &Agent, id: &str, file: &str, pid: u32, extra: &[&str]) -> Result<(), String> {

@@ -560,22 +560,12 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// The value of one sample line (`name{labels} value`), if present.
-fn sample(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn metrics_and_health_count_what_the_agent_did() {
     let sc = Scratch::new("metrics");
     let file = sc.file("secrets/db", SECRET);
     let pattern = format!("{}/secrets/*", sc.dir.display());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let agent = Agent::start(&["--watch", &pattern, "--metrics", &addr]);
     agent.wait_log("metrics and health on");
@@ -717,11 +707,7 @@ fn capture_probes_attach_only_while_a_holder_is_alive() {
     let sc = Scratch::new("on-demand");
     let file = sc.file("secrets/db", SECRET);
     let pattern = format!("{}/secrets/*", sc.dir.display());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let agent = Agent::start(&["--watch", &pattern, "--metrics", &addr]);
     agent.wait_log("metrics and health on");

@@ -191,20 +191,6 @@ fn http_get(port: u16, path: &str) -> (u16, String, Duration) {
     (status, body.to_string(), t0.elapsed())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The value of one sample line (`name{labels} value`), if present.
-fn sample(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// A holder writing flat out (dd, one byte a write, tracked as the exe
 /// holder of a secret): `/healthz` answers within 1 s throughout, and
 /// SIGTERM during the flood ends the agent within 5 s.

@@ -728,3 +728,19 @@ impl Drop for Cgroup {
         }
     }
 }
+
+/// A loopback port free now (for an agent's `--metrics` or a test server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of one sample line (`name{labels} value`, labels exactly) of
+/// a Prometheus text exposition, if present.
+pub fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}

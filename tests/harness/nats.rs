@@ -3,9 +3,10 @@
 //! directories, torn down on drop.
 #![allow(dead_code)]
 
+use crate::harness::free_port;
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
     thread,
@@ -25,14 +26,6 @@ struct Server {
     client: u16,
     http: u16,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl NatsCluster {
