@@ -42,6 +42,17 @@ fn world_with(name: &str, args: &[&str]) -> World {
 }
 
 impl World {
+    /// [`world`] with a config file holding `toml`.
+    fn with_config(name: &str, toml: &str) -> World {
+        let sc = Scratch::new(name);
+        let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+        std::fs::write(sc.path("issuances.jsonl"), "").unwrap();
+        let issuances = sc.path("issuances.jsonl").display().to_string();
+        let config = sc.file("monitor.toml", toml.as_bytes());
+        let agent = Agent::start(&["--issuances", &issuances, "--config", &config]);
+        World { sc, file, agent }
+    }
+
     /// Append a record to the tailed issuance file and wait until applied.
     fn issue(&self, record: Value) {
         use std::io::Write;
@@ -1593,6 +1604,66 @@ fn a_secret_split_across_writes_is_found() {
 }
 
 #[test]
+fn a_secret_deep_in_one_large_send_is_found() {
+    let w = world("large");
+    let (allowed, ap) = listener();
+    let (other, op) = listener();
+    let (ta, to) = (drain(allowed), drain(other));
+    let mut holder = w.holder(json!({"allowed_destinations": [format!("127.0.0.1:{ap}")]}));
+    // One send of 50,000 bytes with the secret at 40,000: far past the
+    // first capture_bytes (4 KiB), within capture_write_bytes (64 KiB).
+    holder.run(&format!(
+        "c = socket.create_connection(('127.0.0.1', {op}))\n\
+         line = 'Authorization: Bearer ' + secret + '\\r\\n'\n\
+         body = 'x' * 40000 + line\n\
+         c.sendall((body + 'y' * (50000 - len(body))).encode()); c.close()"
+    ));
+    let dest = format!("127.0.0.1:{op}");
+    let a = w
+        .agent
+        .wait_alert("secret.send.unexpected_destination", |a| {
+            a["evidence"]["dest"] == dest.as_str()
+        });
+    assert_eq!(a["actor"]["pid"], holder.pid);
+    assert_eq!(a["secret_id"], "db-prod");
+    assert_eq!(a["evidence"]["bytes"], 50000);
+    // The send is one event with all of it captured.
+    let ev = w.agent.wait_for("the large send", |e| {
+        e["kind"] == "write" && e["dest"] == dest.as_str() && e["bytes"] == 50000
+    });
+    assert_eq!(ev["captured"], 50000, "{ev}");
+    assert_eq!(ev["truncated"], false, "{ev}");
+    // sendmsg with the secret in its fourth iovec, 9,000 bytes in.
+    let (other2, op2) = listener();
+    let t2 = drain(other2);
+    holder.run(&format!(
+        "c = socket.create_connection(('127.0.0.1', {op2}))\n\
+         parts = [b'a' * 3000, b'b' * 3000, b'c' * 3000,\n\
+                  ('Authorization: Bearer ' + secret + '\\r\\n').encode(), b'd' * 5000]\n\
+         n = c.sendmsg(parts); assert n == sum(map(len, parts)), n; c.close()"
+    ));
+    let dest2 = format!("127.0.0.1:{op2}");
+    let a = w
+        .agent
+        .wait_alert("secret.send.unexpected_destination", |a| {
+            a["evidence"]["dest"] == dest2.as_str()
+        });
+    assert_eq!(a["actor"]["pid"], holder.pid);
+    drop(ta);
+    for t in [to, t2] {
+        assert!(t
+            .join()
+            .unwrap()
+            .windows(VALUE.len())
+            .any(|x| x == VALUE.as_bytes()));
+    }
+    assert!(
+        !w.agent.stdout_text().contains(VALUE),
+        "plaintext on the agent's output"
+    );
+}
+
+#[test]
 fn evidence_paths_are_absolute_real_and_name_the_link_opened() {
     let w = world("paths");
     let mut holder = w.holder(json!({}));
@@ -1631,9 +1702,9 @@ fn evidence_paths_are_absolute_real_and_name_the_link_opened() {
     assert!(b["evidence"].get("delivery_path").is_none(), "{b}");
 }
 
-#[test]
-fn tar_of_twenty_delivery_files_is_one_copy_alert_listing_all() {
-    let w = world("tar");
+/// `tar cf` of 20 delivery files by their holder; the secret ids of the
+/// `secret.copy.file` alerts on the archive, and the alerts.
+fn tar_twenty(w: &World) -> (Vec<String>, Vec<Value>) {
     let dir = w.sc.path("many");
     std::fs::create_dir_all(&dir).unwrap();
     let mut holder = Py::spawn(&[]);
@@ -1650,12 +1721,61 @@ fn tar_of_twenty_delivery_files_is_one_copy_alert_listing_all() {
         "subprocess.run(['tar', 'cf', {out:?}, '-C', {:?}, '.'], check=True)",
         dir.display().to_string()
     ));
-    // tar writes 10 KiB blocks: only their first 4 KiB are captured; the
-    // agent reads the archive itself once tar is done.
-    let a = w.agent.wait_alert("secret.copy.file", |a| {
-        a["evidence"]["path"] == out.as_str()
-            && a["summary"].as_str().unwrap().contains("scanning the file")
-    });
+    let on_archive =
+        |a: &Value| a["rule"] == "secret.copy.file" && a["evidence"]["path"] == out.as_str();
+    let ids_of = |alerts: &[Value]| {
+        let mut got: Vec<String> = alerts
+            .iter()
+            .filter(|a| on_archive(a))
+            .flat_map(|a| a["secret_ids"].as_array().unwrap().clone())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        got.sort();
+        got.dedup();
+        got
+    };
+    let t0 = Instant::now();
+    while ids_of(&w.agent.alerts()) != ids && t0.elapsed() < Duration::from_secs(15) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let alerts: Vec<Value> = w
+        .agent
+        .alerts()
+        .into_iter()
+        .filter(|a| on_archive(a))
+        .collect();
+    assert_eq!(ids_of(&alerts), ids, "{alerts:?}");
+    for a in &alerts {
+        assert_eq!(a["actor"]["comm"], "tar");
+    }
+    assert!(
+        !w.agent.stdout_text().contains(VALUE),
+        "plaintext on the agent's output"
+    );
+    (ids, alerts)
+}
+
+#[test]
+fn tar_of_twenty_delivery_files_raises_copy_alerts_for_all() {
+    // tar writes 10 KiB blocks: each is captured whole (head and chunk
+    // records), so every secret is found in the write that copied it.
+    let w = world("tar");
+    let (_, alerts) = tar_twenty(&w);
+    for a in &alerts {
+        assert_eq!(a["evidence"]["syscall"], "write", "{a}");
+        assert!(
+            !a["summary"].as_str().unwrap().contains("scanning the file"),
+            "{a}"
+        );
+    }
+    // With captures cut at 4 KiB a write (capture_write_bytes), the agent
+    // reads the archive itself once tar is done: one alert lists them all.
+    let w = World::with_config("tar-scan", "capture_write_bytes = 4096\n");
+    let (ids, alerts) = tar_twenty(&w);
+    let a = alerts
+        .iter()
+        .find(|a| a["summary"].as_str().unwrap().contains("scanning the file"))
+        .unwrap_or_else(|| panic!("no file-scan alert: {alerts:?}"));
     let mut got: Vec<String> = a["secret_ids"]
         .as_array()
         .unwrap()
@@ -1664,11 +1784,6 @@ fn tar_of_twenty_delivery_files_is_one_copy_alert_listing_all() {
         .collect();
     got.sort();
     assert_eq!(got, ids, "{a}");
-    assert_eq!(a["actor"]["comm"], "tar");
-    assert!(
-        !w.agent.stdout_text().contains(VALUE),
-        "plaintext on the agent's output"
-    );
 }
 
 #[test]

@@ -129,6 +129,13 @@ pub const TAIL_WRITE_PATH: u32 = 0;
 pub const WRITE_PATH_PROGRAM: &str = "write_path";
 /// Where `sys_enter_write` leaves (file pointer, record length) for it.
 pub const TAIL_ARGS: usize = PATH_AREA - 16;
+/// `TAILS` slot of the program that captures the rest of a large write in
+/// chunk records after its head record.
+pub const TAIL_WRITE_CHUNKS: u32 = 1;
+/// Name of that program (loaded, not attached).
+pub const WRITE_CHUNKS_PROGRAM: &str = "write_chunks";
+/// Where the write programs leave a [`ChunkArgs`] for it (past the path area).
+pub const CHUNK_ARGS: usize = PATH_AREA + MAX_PATH;
 
 /// Name of the read-only global the agent fills before load.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
@@ -137,6 +144,12 @@ pub const CONFIG_GLOBAL: &str = "CONFIG";
 pub const MAX_CAPTURE: usize = 4096;
 /// Default payload capture (configurable up to [`MAX_CAPTURE`]).
 pub const DEFAULT_CAPTURE: u32 = 4096;
+/// Most chunk records after the head record of one write.
+pub const MAX_CHUNKS: u32 = 63;
+/// Largest capture of one write by a tracked process, head and chunks.
+pub const MAX_WRITE_CAPTURE: u32 = (MAX_CHUNKS + 1) * MAX_CAPTURE as u32;
+/// Default capture of one write by a tracked process.
+pub const DEFAULT_WRITE_CAPTURE: u32 = 65536;
 /// Largest argv + envp bytes captured from one exec.
 pub const MAX_EXEC_DATA: usize = 16384;
 /// Default argv bytes captured from one exec.
@@ -549,6 +562,33 @@ pub const DATA_TRACKED_FD: u32 = 16;
 /// Bits 5..8: the [`TlsLib`] whose plaintext this is (0: not TLS).
 pub const DATA_TLS_SHIFT: u32 = 5;
 pub const DATA_TLS_MASK: u32 = 7 << DATA_TLS_SHIFT;
+/// Chunk records of the same write follow this record (same thread).
+pub const DATA_MORE: u32 = 256;
+/// A chunk record: bytes `chunk_off..chunk_off + data_len` of the write
+/// whose head record came before it on the same thread.
+pub const DATA_CHUNK: u32 = 512;
+
+/// What the write programs leave at [`CHUNK_ARGS`] in scratch for the
+/// chunk program, which keeps its loop state there too (the verifier then
+/// sees the same registers on every round and prunes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChunkArgs {
+    /// A buffer, or an iovec array when `iovcnt` is not 0.
+    pub ptr: u64,
+    pub iovcnt: u64,
+    /// Bytes of the write captured so far (the head's capture, then each
+    /// chunk's).
+    pub done: u64,
+    /// Capture up to this many bytes of the write in all.
+    pub limit: u64,
+    /// The span being read: its start, length, the position in it and
+    /// (iovecs) its index.
+    pub base: u64,
+    pub len: u64,
+    pub at: u64,
+    pub iov: u64,
+}
 
 /// `ExecEvent.flags` bits.
 pub const EXEC_ARGV_TRUNCATED: u32 = 1;
@@ -603,7 +643,8 @@ pub struct DataEvent {
     /// Bytes of the file's path, after the captured bytes (writes to
     /// regular files by tracked processes), else 0.
     pub path_len: u32,
-    pub _pad: u32,
+    /// [`DATA_CHUNK`] records: offset of the captured bytes in the write.
+    pub chunk_off: u32,
 }
 
 /// mmap of a tracked fd.
@@ -896,6 +937,9 @@ pub struct Config {
     pub capture_rate: u32,
     /// Most captured writes in a burst per tracked process.
     pub capture_burst: u32,
+    /// Bytes captured per write by a tracked process (head plus chunk
+    /// records, <= MAX_WRITE_CAPTURE; at most `capture_bytes`: no chunks).
+    pub capture_write_bytes: u32,
     pub offsets: KernelOffsets,
     pub tp: TracepointOffsets,
     pub uring: UringOffsets,
@@ -912,6 +956,7 @@ impl Config {
             exec_all: 0,
             capture_rate: 0,
             capture_burst: 0,
+            capture_write_bytes: 0,
             offsets: KernelOffsets {
                 valid: 0,
                 task_files: 0,
@@ -1026,7 +1071,9 @@ const _: () = {
     assert!(size_of::<KernelOffsets>() == 30 * 4);
     assert!(size_of::<UringOffsets>() == 24 * 4);
     assert!(size_of::<UringCreateEvent>() == 64 + 16);
-    assert!(size_of::<Config>() == 32 + 120 + 16 + 96);
+    assert!(size_of::<Config>() == 36 + 120 + 16 + 96);
+    assert!(size_of::<ChunkArgs>() == 64);
+    assert!(CHUNK_ARGS + size_of::<ChunkArgs>() <= SCRATCH_LEN);
     assert!(size_of::<CaptureBudget>() == 32);
     assert!(size_of::<TlsPending>() == 32);
     assert!(size_of::<TlsFresh>() == 16);

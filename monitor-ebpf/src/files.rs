@@ -398,7 +398,7 @@ pub fn read_result(tgid: u32, s: Stash, r: i64) -> Res {
         (*e).data_len = n;
         (*e).watch_id = t.watch_id;
         (*e).path_len = 0;
-        (*e)._pad = 0;
+        (*e).chunk_off = 0;
     }
     output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Read);
     Ok(())

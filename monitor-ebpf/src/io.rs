@@ -1,9 +1,10 @@
 //! Writes and sends: write/pwrite64/writev/pwritev/sendto/sendmsg with the
 //! first bytes of the buffer, for tracked processes, and for the first send
-//! on a fresh outbound connection of any process.
+//! on a fresh outbound connection of any process. A tracked process's large
+//! write is captured further in chunk records (`write_chunks`).
 use core::{
     mem::size_of,
-    ptr::{addr_of_mut, write_bytes},
+    ptr::{addr_of, addr_of_mut, read_volatile, write_bytes, write_volatile},
 };
 
 use aya_ebpf::{
@@ -12,9 +13,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    DataEvent, EventKind, FileInfo, Hook, TlsFresh, TlsPending, DATA_EXPLICIT_DEST,
-    DATA_FIRST_BYTES, DATA_TLS_SHIFT, DATA_TRACKED, DATA_TRUNCATED, MAX_CAPTURE, MAX_PATH,
-    SCRATCH_LEN, TAIL_ARGS, TAIL_WRITE_PATH, TLS_MAX_AGE_NS,
+    ChunkArgs, DataEvent, EventKind, FileInfo, Hook, TlsFresh, TlsPending, CHUNK_ARGS, DATA_CHUNK,
+    DATA_EXPLICIT_DEST, DATA_FIRST_BYTES, DATA_MORE, DATA_TLS_SHIFT, DATA_TRACKED, DATA_TRUNCATED,
+    MAX_CAPTURE, MAX_CHUNKS, MAX_PATH, SCRATCH_LEN, TAIL_ARGS, TAIL_WRITE_CHUNKS, TAIL_WRITE_PATH,
+    TLS_MAX_AGE_NS,
 };
 
 use crate::{
@@ -158,8 +160,9 @@ fn emit_write(
         }
     }
 
-    // (bytes captured, bytes asked)
-    let (n, asked) = unsafe {
+    // (bytes captured, bytes asked, where the rest is: buffer or iovec
+    // array, iovec count or 0)
+    let (n, asked, rest, rest_iovs) = unsafe {
         match src {
             _ if tls.is_some() => {
                 let p = tls.unwrap_or_default();
@@ -168,11 +171,11 @@ fn emit_write(
                 } else {
                     cap as u64
                 };
-                (capture_user(data, p.ptr, want), p.len)
+                (capture_user(data, p.ptr, want), p.len, p.ptr, 0)
             }
             Src::Iov(iov, cnt) => {
                 let total = iov_total(iov, cnt);
-                (capture_iov(data, iov, cnt, cap), total)
+                (capture_iov(data, iov, cnt, cap), total, iov, cnt)
             }
             Src::Msg(msg) => {
                 // struct msghdr { name, namelen, iov, iovlen, ... }
@@ -185,7 +188,12 @@ fn emit_write(
                         flags |= DATA_EXPLICIT_DEST;
                     }
                 }
-                (capture_iov(data, iov, cnt, cap), iov_total(iov, cnt))
+                (
+                    capture_iov(data, iov, cnt, cap),
+                    iov_total(iov, cnt),
+                    iov,
+                    cnt,
+                )
             }
             Src::Buf(ptr, len, dest) => {
                 if dest != 0 {
@@ -195,10 +203,26 @@ fn emit_write(
                     }
                 }
                 let want = if len < cap as u64 { len } else { cap as u64 };
-                (capture_user(data, ptr, want), len)
+                (capture_user(data, ptr, want), len, ptr, 0)
             }
         }
     };
+    // A tracked process's large write: the rest follows in chunk records
+    // (`write_chunks`), up to `capture_write_bytes` of the write.
+    let wcap = cfg(&config().capture_write_bytes) as u64;
+    if flags & DATA_TRACKED != 0 && n > 0 && (n as u64) < asked && (n as u64) < wcap {
+        let limit = if asked < wcap { asked } else { wcap };
+        flags |= DATA_MORE;
+        unsafe {
+            *(buf.add(CHUNK_ARGS) as *mut ChunkArgs) = ChunkArgs {
+                ptr: rest,
+                iovcnt: rest_iovs,
+                done: n as u64,
+                limit,
+                ..ChunkArgs::default()
+            };
+        }
+    }
     if (n as u64) < asked {
         flags |= DATA_TRUNCATED;
     }
@@ -235,7 +259,7 @@ fn emit_write(
         (*e).data_len = n;
         (*e).watch_id = 0;
         (*e).path_len = 0;
-        (*e)._pad = 0;
+        (*e).chunk_off = 0;
     }
     // Where a tracked process writes a file: `write_path` appends its path
     // and outputs the record (a tail call keeps this program verifiable).
@@ -250,10 +274,14 @@ fn emit_write(
             // Tail call failed: send it without the path.
         }
     }
-    if !output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Write)
-        && flags & DATA_TRACKED != 0
-    {
-        crate::budget::ring_full(tgid);
+    if !output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Write) {
+        if flags & DATA_TRACKED != 0 {
+            crate::budget::ring_full(tgid);
+        }
+        return Ok(());
+    }
+    if flags & DATA_MORE != 0 {
+        unsafe { TAILS.tail_call(ctx, TAIL_WRITE_CHUNKS) };
     }
     Ok(())
 }
@@ -261,13 +289,13 @@ fn emit_write(
 /// Tail-call target of the write programs: append the path of the file
 /// being written (left by `try_write`) and output the record.
 #[tracepoint]
-pub fn write_path(_ctx: TracePointContext) -> u32 {
-    let _ = try_write_path();
+pub fn write_path(ctx: TracePointContext) -> u32 {
+    let _ = try_write_path(&ctx);
     0
 }
 
 #[inline(always)]
-fn try_write_path() -> Res {
+fn try_write_path(ctx: &TracePointContext) -> Res {
     let buf = scratch().ok_or(0i64)?;
     let (file, len) = unsafe {
         let args = buf.add(TAIL_ARGS) as *const u64;
@@ -290,8 +318,166 @@ fn try_write_path() -> Res {
     if !output_scratch(buf, len + plen, EventKind::Write) {
         // Only tracked writes come here.
         crate::budget::ring_full(tgid_of(pid_tgid()));
+        return Ok(());
+    }
+    if unsafe { (*(buf as *const DataEvent)).flags } & DATA_MORE != 0 {
+        unsafe { TAILS.tail_call(ctx, TAIL_WRITE_CHUNKS) };
     }
     Ok(())
+}
+
+/// Tail-call target of the write programs (and of `write_path`): after the
+/// head record of a tracked process's large write, its next bytes as chunk
+/// records (`DATA_CHUNK`, `chunk_off`), `capture_bytes` each, up to
+/// `capture_write_bytes` of the write. Each chunk takes budget like a
+/// write; the last one is the one without `DATA_MORE`.
+#[tracepoint]
+pub fn write_chunks(_ctx: TracePointContext) -> u32 {
+    let _ = try_write_chunks();
+    0
+}
+
+#[inline(always)]
+fn try_write_chunks() -> Res {
+    let buf = scratch().ok_or(0i64)?;
+    let st = unsafe { buf.add(CHUNK_ARGS) } as *mut ChunkArgs;
+    if !unsafe { chunk_start(st) } {
+        return Ok(());
+    }
+    let e = buf as *mut DataEvent;
+    unsafe {
+        (*e).flags = ((*e).flags & !(DATA_MORE | DATA_TRUNCATED)) | DATA_CHUNK;
+        (*e).path_len = 0;
+    }
+    let tgid = tgid_of(pid_tgid());
+    // Every chunk, plus a round per iovec boundary.
+    let mut k = 0u32;
+    while k < MAX_CHUNKS + 8 {
+        k += 1;
+        if !unsafe { chunk_step(buf, st, tgid) } {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Find the span holding byte `done` of the write (the iovec, or the
+/// buffer itself). False: nothing left to capture.
+#[inline(always)]
+unsafe fn chunk_start(st: *mut ChunkArgs) -> bool {
+    let (ptr, iovcnt, done, limit) = unsafe {
+        (
+            read_volatile(addr_of!((*st).ptr)),
+            read_volatile(addr_of!((*st).iovcnt)),
+            read_volatile(addr_of!((*st).done)),
+            read_volatile(addr_of!((*st).limit)),
+        )
+    };
+    if iovcnt == 0 {
+        unsafe {
+            write_volatile(addr_of_mut!((*st).base), ptr);
+            write_volatile(addr_of_mut!((*st).len), limit);
+            write_volatile(addr_of_mut!((*st).at), done);
+            write_volatile(addr_of_mut!((*st).iov), 0);
+        }
+        return true;
+    }
+    let mut skip = done;
+    let mut i = 0u64;
+    while i < 8 {
+        if i >= iovcnt {
+            return false;
+        }
+        let Some((b, l)) = (unsafe { read_iovec(ptr, i) }) else {
+            return false;
+        };
+        if skip < l {
+            unsafe {
+                write_volatile(addr_of_mut!((*st).base), b);
+                write_volatile(addr_of_mut!((*st).len), l);
+                write_volatile(addr_of_mut!((*st).at), skip);
+                write_volatile(addr_of_mut!((*st).iov), i);
+            }
+            return true;
+        }
+        skip -= l;
+        i += 1;
+    }
+    false
+}
+
+/// One round of `write_chunks`: the next chunk record, or a move to the
+/// next iovec. The state lives in scratch (volatile), not in registers.
+#[inline(always)]
+unsafe fn chunk_step(buf: *mut u8, st: *mut ChunkArgs, tgid: u32) -> bool {
+    let (done, limit, base, len, at) = unsafe {
+        (
+            read_volatile(addr_of!((*st).done)),
+            read_volatile(addr_of!((*st).limit)),
+            read_volatile(addr_of!((*st).base)),
+            read_volatile(addr_of!((*st).len)),
+            read_volatile(addr_of!((*st).at)),
+        )
+    };
+    if done >= limit {
+        return false;
+    }
+    if at >= len {
+        // The next iovec.
+        let (ptr, iovcnt, i) = unsafe {
+            (
+                read_volatile(addr_of!((*st).ptr)),
+                read_volatile(addr_of!((*st).iovcnt)),
+                read_volatile(addr_of!((*st).iov)) + 1,
+            )
+        };
+        if iovcnt == 0 || i >= 8 || i >= iovcnt {
+            return false;
+        }
+        let Some((b, l)) = (unsafe { read_iovec(ptr, i) }) else {
+            return false;
+        };
+        unsafe {
+            write_volatile(addr_of_mut!((*st).base), b);
+            write_volatile(addr_of_mut!((*st).len), l);
+            write_volatile(addr_of_mut!((*st).at), 0);
+            write_volatile(addr_of_mut!((*st).iov), i);
+        }
+        return true;
+    }
+    let mut want = cfg(&config().capture_bytes) as u64;
+    if len - at < want {
+        want = len - at;
+    }
+    if limit - done < want {
+        want = limit - done;
+    }
+    if !crate::budget::take(tgid) {
+        return false;
+    }
+    let data = unsafe { buf.add(size_of::<DataEvent>()) };
+    let n = unsafe { capture_user(data, base + at, want) };
+    if n == 0 {
+        return false;
+    }
+    let e = buf as *mut DataEvent;
+    let next = done + n as u64;
+    unsafe {
+        (*e).data_len = n;
+        (*e).chunk_off = done as u32;
+        if next < limit {
+            (*e).flags |= DATA_MORE;
+        } else {
+            (*e).flags &= !DATA_MORE;
+        }
+        write_volatile(addr_of_mut!((*st).done), next);
+        write_volatile(addr_of_mut!((*st).at), at + n as u64);
+    }
+    if !output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Write) {
+        crate::budget::ring_full(tgid);
+        return false;
+    }
+    true
 }
 
 /// Sum of the lengths of up to 8 iovecs (what the process asked to write).

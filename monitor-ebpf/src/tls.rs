@@ -136,7 +136,7 @@ fn first_plaintext(hook: Hook, lib: TlsLib, fd: u32, ptr: u64, len: u64) -> Res 
         (*e).data_len = n;
         (*e).watch_id = 0;
         (*e).path_len = 0;
-        (*e)._pad = 0;
+        (*e).chunk_off = 0;
     }
     output_scratch(buf, size_of::<DataEvent>() + n as usize, EventKind::Write);
     Ok(())

@@ -594,7 +594,7 @@ impl Agent {
                     data_len: 0,
                     watch_id: 0,
                     path_len: 0,
-                    _pad: 0,
+                    chunk_off: 0,
                 },
                 Captured::default(),
             );
@@ -1758,6 +1758,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 agent.flush()?;
             }
             _ = sources.tick() => {
+                observer.release_stale(&mut batch);
+                for raw in batch.drain(..) {
+                    agent.handle(raw)?;
+                }
                 agent.poll_sources()?;
                 agent.flush()?;
             }
@@ -1780,19 +1784,28 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             break;
         }
     }
+    observer.release_all(&mut batch);
+    for raw in batch.drain(..) {
+        agent.handle(raw)?;
+    }
     agent.finish()?;
     let c = agent.counters()?;
-    crate::logging::say(false, format_args!(
-        "monitor: stopped: {} events, {} alerts, {} lost in kernel, {} undecodable, {} bad records, \
-         {} issuance records read, {} secrets restored",
-        agent.events_seen,
-        agent.alerts_sent,
-        c.ringbuf_full,
-        observer.decode_errors,
-        agent.bad_records,
-        agent.records_read,
-        agent.secrets_restored
-    ));
+    crate::logging::say(
+        false,
+        format_args!(
+            "monitor: stopped: {} events, {} alerts, {} lost in kernel, {} undecodable, \
+         {} write chunks without their write, {} bad records, {} issuance records read, \
+         {} secrets restored",
+            agent.events_seen,
+            agent.alerts_sent,
+            c.ringbuf_full,
+            observer.decode_errors,
+            observer.orphan_chunks(),
+            agent.bad_records,
+            agent.records_read,
+            agent.secrets_restored
+        ),
+    );
     if let Some(path) = &opts.api {
         let _ = std::fs::remove_file(path);
     }

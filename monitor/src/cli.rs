@@ -124,6 +124,7 @@ fn sensor_options(
     let d = SensorOptions::default();
     SensorOptions {
         capture_bytes: capture.or(f.capture_bytes).unwrap_or(d.capture_bytes),
+        capture_write_bytes: f.capture_write_bytes.unwrap_or(d.capture_write_bytes),
         argv_bytes: f.argv_bytes.unwrap_or(d.argv_bytes),
         env_bytes: f.env_bytes.unwrap_or(d.env_bytes),
         ring_bytes: ring.or(f.ring_bytes).unwrap_or(d.ring_bytes),

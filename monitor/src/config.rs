@@ -45,6 +45,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub watch: Vec<String>,
     pub capture_bytes: Option<u32>,
+    /// Bytes captured of one write by a tracked process (chunk records
+    /// after the first `capture_bytes`).
+    pub capture_write_bytes: Option<u32>,
     pub argv_bytes: Option<u32>,
     pub env_bytes: Option<u32>,
     pub ring_bytes: Option<u32>,

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use monitor_common::{MAX_CAPTURE, MAX_EXEC_DATA};
+use monitor_common::{MAX_CAPTURE, MAX_EXEC_DATA, MAX_WRITE_CAPTURE};
 
 use crate::{agent::RunOptions, output::feed::FeedConfig, sensors::SensorOptions};
 
@@ -36,6 +36,14 @@ pub const CAPTURE_BYTES: Bound = Bound {
     max: MAX_CAPTURE as u64,
     unit: "bytes",
     why_min: "0 captures no payload and turns leak detection off",
+};
+pub const CAPTURE_WRITE_BYTES: Bound = Bound {
+    key: "capture_write_bytes",
+    flag: None,
+    min: 1,
+    max: MAX_WRITE_CAPTURE as u64,
+    unit: "bytes",
+    why_min: "",
 };
 pub const ARGV_BYTES: Bound = Bound {
     key: "argv_bytes",
@@ -145,6 +153,7 @@ pub const WEBHOOK_SPOOL: Bound = Bound {
 /// Every bound, for the README and tests.
 pub const ALL: &[Bound] = &[
     CAPTURE_BYTES,
+    CAPTURE_WRITE_BYTES,
     ARGV_BYTES,
     ENV_BYTES,
     RING_BYTES,
@@ -196,6 +205,7 @@ impl Bound {
 /// The kernel-side numbers (also what `monitor check` loads with).
 pub fn check_sensors(s: &SensorOptions) -> Result<()> {
     CAPTURE_BYTES.check(s.capture_bytes.into())?;
+    CAPTURE_WRITE_BYTES.check(s.capture_write_bytes.into())?;
     ARGV_BYTES.check(s.argv_bytes.into())?;
     ENV_BYTES.check(s.env_bytes.into())?;
     RING_BYTES.check(s.ring_bytes.into())?;
@@ -303,6 +313,20 @@ mod tests {
         assert!(CAPTURE_BYTES.check(1).is_ok());
         let e = ARGV_BYTES.check(0).unwrap_err().to_string();
         assert!(e.starts_with("setting argv_bytes is 0 bytes"), "{e}");
+        let e = CAPTURE_WRITE_BYTES.check(262_145).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "setting capture_write_bytes is 262145 bytes; it must be from 1 to 262144"
+            ),
+            "{e}"
+        );
+        let e = check_sensors(&SensorOptions {
+            capture_write_bytes: 0,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("capture_write_bytes is 0"), "{e}");
     }
 
     #[test]

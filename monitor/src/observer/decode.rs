@@ -232,7 +232,7 @@ mod tests {
             data_len,
             watch_id: 0,
             path_len: 0,
-            _pad: 0,
+            chunk_off: 0,
         }
     }
 

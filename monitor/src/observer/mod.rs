@@ -1,12 +1,17 @@
-//! Observer: drains the kernel ring buffer (async, tokio) and decodes every
-//! record into a typed [`RawEvent`](decode::RawEvent).
+//! Observer: drains the kernel ring buffer (async, tokio), decodes every
+//! record into a typed [`RawEvent`](decode::RawEvent) and joins a large
+//! write's chunk records back into one write ([`chunks`]).
+pub mod chunks;
 pub mod decode;
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use self::decode::{decode, RawEvent};
+use self::{
+    chunks::Reassembly,
+    decode::{decode, RawEvent},
+};
 
 /// Largest batch handed to the pipeline in one go.
 const BATCH: usize = 4096;
@@ -15,6 +20,7 @@ pub struct Observer {
     ring: AsyncFd<RingBuf<MapData>>,
     /// Records that did not decode (reported, never silently dropped).
     pub decode_errors: u64,
+    chunks: Reassembly,
 }
 
 impl Observer {
@@ -26,6 +32,7 @@ impl Observer {
         Ok(Self {
             ring,
             decode_errors: 0,
+            chunks: Reassembly::default(),
         })
     }
 
@@ -34,9 +41,10 @@ impl Observer {
         let mut guard = self.ring.readable_mut().await?;
         let ring = guard.get_inner_mut();
         let mut drained = true;
+        let now = std::time::Instant::now();
         while let Some(item) = ring.next() {
             match decode(&item) {
-                Ok(e) => out.push(e),
+                Ok(e) => self.chunks.push(e, now, out),
                 Err(e) => {
                     self.decode_errors += 1;
                     tracing::warn!("undecodable kernel record: {e}");
@@ -50,6 +58,23 @@ impl Observer {
         if drained {
             guard.clear_ready();
         }
+        self.chunks.release_stale(now, out);
         Ok(())
+    }
+
+    /// Large writes whose chunks stopped coming (see [`chunks`]); called
+    /// from the agent's timer, since an idle ring wakes nobody.
+    pub fn release_stale(&mut self, out: &mut Vec<RawEvent>) {
+        self.chunks.release_stale(std::time::Instant::now(), out);
+    }
+
+    /// Everything still waiting for chunks (at shutdown).
+    pub fn release_all(&mut self, out: &mut Vec<RawEvent>) {
+        self.chunks.release_all(out);
+    }
+
+    /// Chunk records that came without their write's head record.
+    pub fn orphan_chunks(&self) -> u64 {
+        self.chunks.orphan_chunks
     }
 }

@@ -18,7 +18,8 @@ use aya::{
 use monitor_common::{
     maps, CaptureBudget, Config, Counter, FdKey, InodeKey, KernelOffsets, TrackedFd, TrackedProc,
     UringOffsets, WatchValue, CONFIG_GLOBAL, COUNTER_SLOTS, DEFAULT_ARGV_BYTES, DEFAULT_CAPTURE,
-    DEFAULT_ENV_BYTES, LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA, TAIL_WRITE_PATH,
+    DEFAULT_ENV_BYTES, DEFAULT_WRITE_CAPTURE, LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA,
+    MAX_WRITE_CAPTURE, TAIL_WRITE_CHUNKS, TAIL_WRITE_PATH, WRITE_CHUNKS_PROGRAM,
     WRITE_PATH_PROGRAM,
 };
 
@@ -35,6 +36,9 @@ pub const DEFAULT_CAPTURE_RATE: u32 = 10_000;
 #[derive(Clone, Debug)]
 pub struct SensorOptions {
     pub capture_bytes: u32,
+    /// Bytes captured of one write by a tracked process, in chunk records
+    /// after the first `capture_bytes` (at most `capture_bytes`: no chunks).
+    pub capture_write_bytes: u32,
     pub argv_bytes: u32,
     pub env_bytes: u32,
     pub ring_bytes: u32,
@@ -56,6 +60,7 @@ impl Default for SensorOptions {
     fn default() -> Self {
         Self {
             capture_bytes: DEFAULT_CAPTURE,
+            capture_write_bytes: DEFAULT_WRITE_CAPTURE,
             argv_bytes: DEFAULT_ARGV_BYTES,
             env_bytes: DEFAULT_ENV_BYTES,
             ring_bytes: 16 << 20,
@@ -194,6 +199,7 @@ impl Sensors {
             exec_all: opts.exec_all as u32,
             capture_rate: opts.capture_rate,
             capture_burst: opts.capture_burst.max(1),
+            capture_write_bytes: opts.capture_write_bytes.min(MAX_WRITE_CAPTURE),
             offsets,
             tp: pre.tp,
             // Without the file walk (offsets) the requests' files are unknown.
@@ -542,16 +548,24 @@ fn short_error(e: &str) -> String {
 
 /// Load the programs reached by tail call and put them in `TAILS`.
 fn load_tails(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(WRITE_PATH_PROGRAM)
-        .with_context(|| format!("program {WRITE_PATH_PROGRAM} missing"))?
-        .try_into()?;
-    prog.load()
-        .map_err(|e| anyhow::anyhow!(short_error(&format!("{e:#}"))))
-        .with_context(|| format!("loading {WRITE_PATH_PROGRAM}"))?;
-    let fd = prog.fd()?.try_clone()?;
+    let mut fds = Vec::new();
+    for (slot, name) in [
+        (TAIL_WRITE_PATH, WRITE_PATH_PROGRAM),
+        (TAIL_WRITE_CHUNKS, WRITE_CHUNKS_PROGRAM),
+    ] {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
+        prog.load()
+            .map_err(|e| anyhow::anyhow!(short_error(&format!("{e:#}"))))
+            .with_context(|| format!("loading {name}"))?;
+        fds.push((slot, prog.fd()?.try_clone()?));
+    }
     let mut tails = ProgramArray::try_from(take(ebpf, maps::TAILS)?)?;
-    tails.set(TAIL_WRITE_PATH, &fd, 0)?;
+    for (slot, fd) in &fds {
+        tails.set(*slot, fd, 0)?;
+    }
     Ok(tails)
 }
 
