@@ -38,7 +38,7 @@ use crate::{
     metrics::Metrics,
     observer::decode::Captured,
     observer::{decode::RawEvent, Observer},
-    output::feed::Feed,
+    output::Feed,
     output::JsonLines,
     query::{filter_of, QueryArgs, QueryFormat, QueryKind},
     sensors::{
@@ -274,10 +274,7 @@ impl Agent {
         enricher.set_next_id(first_id);
         let mut feeds = Vec::new();
         for f in &opts.feeds {
-            let feed = crate::output::feed::build(f, |a| {
-                crate::output::ocsf::alert_to_ocsf(a, env!("CARGO_PKG_VERSION"))
-            })
-            .context("feed")?;
+            let feed = crate::output::feed::build(f).context("feed")?;
             tracing::info!("alerts also go to {}", feed.name());
             feeds.push(feed);
         }
@@ -1283,7 +1280,7 @@ impl Agent {
                  {ring} ring buffer full)",
                 budget + ring
             );
-            if let Some(p) = crate::correlate::ProcLookup::process_of(&mut self.enricher, tgid) {
+            if let Some(p) = crate::enrich::ProcLookup::process_of(&mut self.enricher, tgid) {
                 let now = UtcTime::now();
                 alerts.extend(self.correlator.capture_degraded(&p, now, budget, ring));
             }

@@ -456,7 +456,7 @@ pub struct Detail {
     /// Secrets this event touched (delivery file access, or their bytes
     /// found in the payload, argv or envp), with how they were found.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secrets: Option<Vec<crate::correlate::SecretMatch>>,
+    pub secrets: Option<Vec<SecretMatch>>,
     /// Rules whose alert a known reader (`[[allow]]`) kept from being raised.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed: Option<Vec<String>>,
@@ -625,4 +625,13 @@ mod tests {
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
     }
+}
+
+/// A secret's match in an event (kept on the event for the timeline).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretMatch {
+    pub secret_id: String,
+    /// How the bytes were found (`raw`, `base64`...), or `delivery` for an
+    /// access to the delivery file itself.
+    pub encoding: String,
 }

@@ -19,7 +19,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use monitor_common::{FileInfo, InodeKey};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroize;
 
@@ -38,21 +38,7 @@ use crate::{
 /// Largest delivery file the agent reads to learn a secret.
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
-/// A secret's match in an event (kept on the event for the timeline).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SecretMatch {
-    pub secret_id: String,
-    /// How the bytes were found (`raw`, `base64`...), or `delivery` for an
-    /// access to the delivery file itself.
-    pub encoding: String,
-}
-
-/// Process facts for a pid (the enricher's cache).
-pub trait ProcLookup {
-    fn process_of(&mut self, pid: u32) -> Option<Process>;
-    /// Every live pid (for resolving cgroup/container/pod/exe holders).
-    fn live_pids(&self) -> Vec<u32>;
-}
+pub use crate::{enrich::ProcLookup, event::SecretMatch};
 
 /// What the agent must do after a record or an event.
 #[derive(Debug, Default)]

@@ -740,7 +740,15 @@ pub fn link_kind(target: &str) -> FdKind {
     fd_kind_from_link(target)
 }
 
-impl crate::correlate::ProcLookup for Enricher {
+/// Process facts for a pid (the enricher's cache), as the correlator asks
+/// for them.
+pub trait ProcLookup {
+    fn process_of(&mut self, pid: u32) -> Option<Process>;
+    /// Every live pid (for resolving cgroup/container/pod/exe holders).
+    fn live_pids(&self) -> Vec<u32>;
+}
+
+impl ProcLookup for Enricher {
     fn process_of(&mut self, pid: u32) -> Option<Process> {
         Enricher::process_of(self, pid)
     }

@@ -18,7 +18,9 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::feed::{Feed, FileFeedConfig, Format};
+use serde::Deserialize;
+
+use super::Feed;
 use crate::correlate::alert::Alert;
 
 /// Files are created readable by the owner only: alerts name secrets,
@@ -29,7 +31,6 @@ pub struct RotatingFile {
     /// `None`: stdout.
     path: Option<PathBuf>,
     format: Format,
-    render_ocsf: fn(&Alert) -> serde_json::Value,
     max_bytes: u64,
     keep: u32,
     /// The open live file and its size; reopened after an error.
@@ -40,10 +41,7 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
-    pub fn open(
-        cfg: &FileFeedConfig,
-        render_ocsf: fn(&Alert) -> serde_json::Value,
-    ) -> Result<Self> {
+    pub fn open(cfg: &FileFeedConfig) -> Result<Self> {
         let path = if cfg.path.as_os_str() == "-" {
             None
         } else {
@@ -52,7 +50,6 @@ impl RotatingFile {
         let mut f = RotatingFile {
             path,
             format: cfg.format,
-            render_ocsf,
             max_bytes: cfg.max_bytes.max(1),
             keep: cfg.keep,
             file: None,
@@ -73,7 +70,9 @@ impl RotatingFile {
     fn line(&self, a: &Alert) -> Result<Vec<u8>> {
         let mut v = match self.format {
             Format::Native => serde_json::to_vec(a)?,
-            Format::Ocsf => serde_json::to_vec(&(self.render_ocsf)(a))?,
+            Format::Ocsf => {
+                serde_json::to_vec(&super::ocsf::alert_to_ocsf(a, env!("CARGO_PKG_VERSION")))?
+            }
         };
         v.push(b'\n');
         Ok(v)
@@ -263,6 +262,44 @@ impl Feed for RotatingFile {
     }
 }
 
+/// The JSON shape of an alert in a feed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The contract's native alert object.
+    #[default]
+    Native,
+    /// An OCSF 1.8.0 Detection Finding (class_uid 2004).
+    Ocsf,
+}
+
+pub const DEFAULT_FILE_MAX_BYTES: u64 = 100 * 1024 * 1024;
+pub const DEFAULT_FILE_KEEP: u32 = 5;
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFeedConfig {
+    /// The live file; `-` writes to stdout (no rotation).
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: Format,
+    /// Rotate before a line would take the file past this size.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` newest .. `path.<keep>` oldest); 0 keeps
+    /// none (the file is simply started anew).
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_max_bytes() -> u64 {
+    DEFAULT_FILE_MAX_BYTES
+}
+
+fn default_keep() -> u32 {
+    DEFAULT_FILE_KEEP
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -312,10 +349,6 @@ pub(crate) mod tests {
         }
     }
 
-    fn fake_ocsf(a: &Alert) -> serde_json::Value {
-        serde_json::json!({"class_uid": 2004, "finding_info": {"title": a.summary}})
-    }
-
     fn cfg(path: &Path, max_bytes: u64, keep: u32) -> FileFeedConfig {
         FileFeedConfig {
             path: path.into(),
@@ -347,7 +380,7 @@ pub(crate) mod tests {
         let p = d.join("alerts.json");
         let l = line_len(0);
         // Room for exactly three lines per file.
-        let mut f = RotatingFile::open(&cfg(&p, 3 * l, 10), fake_ocsf).unwrap();
+        let mut f = RotatingFile::open(&cfg(&p, 3 * l, 10)).unwrap();
         let alerts: Vec<Alert> = (0..10).map(alert).collect();
         f.send(&alerts[..2]).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 2 * l);
@@ -394,7 +427,7 @@ pub(crate) mod tests {
         let d = tmpdir("file-keep");
         let p = d.join("a.json");
         let l = line_len(0);
-        let mut f = RotatingFile::open(&cfg(&p, l, 2), fake_ocsf).unwrap();
+        let mut f = RotatingFile::open(&cfg(&p, l, 2)).unwrap();
         let alerts: Vec<Alert> = (0..6).map(alert).collect();
         for a in &alerts {
             f.send(std::slice::from_ref(a)).unwrap();
@@ -413,7 +446,7 @@ pub(crate) mod tests {
 
         // keep = 0: the live file is just started anew.
         let p0 = d.join("b.json");
-        let mut f = RotatingFile::open(&cfg(&p0, l, 0), fake_ocsf).unwrap();
+        let mut f = RotatingFile::open(&cfg(&p0, l, 0)).unwrap();
         f.send(&alerts[..3]).unwrap();
         assert_eq!(lines_of(&p0), vec![alert(2)]);
         assert!(!RotatingFile::rotated(&p0, 1).exists());
@@ -424,7 +457,7 @@ pub(crate) mod tests {
     fn a_line_longer_than_max_goes_alone_into_a_fresh_file() {
         let d = tmpdir("file-long");
         let p = d.join("a.json");
-        let mut f = RotatingFile::open(&cfg(&p, 10, 3), fake_ocsf).unwrap();
+        let mut f = RotatingFile::open(&cfg(&p, 10, 3)).unwrap();
         f.send(&[alert(0), alert(1)]).unwrap();
         assert_eq!(lines_of(&p), vec![alert(1)]);
         assert_eq!(lines_of(&RotatingFile::rotated(&p, 1)), vec![alert(0)]);
@@ -437,10 +470,10 @@ pub(crate) mod tests {
         let p = d.join("a.json");
         let l = line_len(0);
         {
-            let mut f = RotatingFile::open(&cfg(&p, 2 * l, 3), fake_ocsf).unwrap();
+            let mut f = RotatingFile::open(&cfg(&p, 2 * l, 3)).unwrap();
             f.send(&[alert(0)]).unwrap();
         }
-        let mut f = RotatingFile::open(&cfg(&p, 2 * l, 3), fake_ocsf).unwrap();
+        let mut f = RotatingFile::open(&cfg(&p, 2 * l, 3)).unwrap();
         f.send(&[alert(1), alert(2)]).unwrap();
         assert_eq!(
             lines_of(&RotatingFile::rotated(&p, 1)),
@@ -454,7 +487,7 @@ pub(crate) mod tests {
     fn a_removed_file_is_reopened_at_its_path() {
         let d = tmpdir("file-removed");
         let p = d.join("alerts.json");
-        let mut f = RotatingFile::open(&cfg(&p, 1 << 20, 1), fake_ocsf).unwrap();
+        let mut f = RotatingFile::open(&cfg(&p, 1 << 20, 1)).unwrap();
         f.send(&[alert(1)]).unwrap();
         std::fs::remove_file(&p).unwrap();
         f.send(&[alert(2)]).unwrap();
@@ -464,17 +497,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn ocsf_format_uses_the_renderer() {
+    fn ocsf_format_writes_the_one_ocsf_mapping() {
         let d = tmpdir("file-ocsf");
         let p = d.join("o.json");
         let mut c = cfg(&p, 1 << 20, 1);
         c.format = Format::Ocsf;
-        let mut f = RotatingFile::open(&c, fake_ocsf).unwrap();
+        let mut f = RotatingFile::open(&c).unwrap();
         f.send(&[alert(7)]).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(v["class_uid"], 2004);
-        assert_eq!(v["finding_info"]["title"], alert(7).summary);
+        assert_eq!(
+            v,
+            crate::output::ocsf::alert_to_ocsf(&alert(7), env!("CARGO_PKG_VERSION"))
+        );
         assert_eq!(f.name(), format!("file:{}", p.display()));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
@@ -488,7 +524,7 @@ pub(crate) mod tests {
         // A directory where the file should be.
         let p = d.join("dir");
         std::fs::create_dir_all(&p).unwrap();
-        assert!(RotatingFile::open(&cfg(&p, 100, 1), fake_ocsf).is_err());
+        assert!(RotatingFile::open(&cfg(&p, 100, 1)).is_err());
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -17,6 +17,28 @@ pub mod ocsf;
 pub mod syslog;
 pub mod webhook;
 
+use crate::correlate::alert::Alert;
+
+/// A destination for alerts. `send` is called from the agent's alert path:
+/// no implementation blocks for long (network feeds use timeouts or a
+/// background sender).
+pub trait Feed: Send {
+    /// A short human name for logs and metrics, e.g. `file:/var/log/x`.
+    fn name(&self) -> String;
+    /// Deliver (or durably queue) these alerts. An error means some of them
+    /// were not delivered or queued; it has also been counted in
+    /// [`Feed::failures`].
+    fn send(&mut self, alerts: &[Alert]) -> Result<()>;
+    /// Delivery failures so far (alerts not delivered, or for the webhook,
+    /// failed delivery attempts: its alerts wait in the spool).
+    fn failures(&self) -> u64;
+    /// Alerts accepted but not yet delivered (the webhook's spool); 0 for
+    /// feeds that deliver synchronously.
+    fn pending(&self) -> u64 {
+        0
+    }
+}
+
 /// Mode of every file the agent creates: events hold the argv of every
 /// exec on the node, alerts name secrets, paths and processes.
 pub const FILE_MODE: u32 = 0o600;

@@ -40,7 +40,9 @@ use std::{
 
 use anyhow::{anyhow, bail, Result};
 
-use super::feed::{FacilityValue, Feed, SyslogFeedConfig, SyslogTransport};
+use serde::Deserialize;
+
+use super::Feed;
 use crate::correlate::alert::Alert;
 
 /// Private enterprise number of the structured-data id (as specified for
@@ -478,6 +480,38 @@ impl Feed for Syslog {
     fn failures(&self) -> u64 {
         self.failures
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    Udp,
+    Tcp,
+    Unix,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogFeedConfig {
+    pub transport: SyslogTransport,
+    /// `host:port` (udp, tcp; `[v6]:port` for IPv6) or a unix datagram
+    /// socket path (unix, e.g. `/dev/log`).
+    pub address: String,
+    /// APP-NAME, default `monitor`.
+    pub app_name: Option<String>,
+    /// HOSTNAME, default this host's name.
+    pub hostname: Option<String>,
+    /// A facility name (`kern`, `user`, `daemon`, `auth`, `authpriv`,
+    /// `local0`..`local7`, ...) or its number 0..23; default `auth`.
+    pub facility: Option<FacilityValue>,
+}
+
+/// A syslog facility as written in the config: a name or a number.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum FacilityValue {
+    Code(u8),
+    Name(String),
 }
 
 #[cfg(test)]

@@ -54,10 +54,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::feed::{
-    Feed, WebhookFeedConfig, DEFAULT_WEBHOOK_BATCH, DEFAULT_WEBHOOK_MAX_SPOOL_BYTES,
-    DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
-};
+use super::Feed;
 use crate::correlate::alert::Alert;
 
 const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
@@ -879,6 +876,75 @@ fn acknowledge(sh: &Shared, cursor: &mut Cursor, b: &Batch) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!("spool: removing {}: {e}", p.display());
             }
+        }
+    }
+}
+
+pub const DEFAULT_WEBHOOK_BATCH: usize = 100;
+pub const DEFAULT_WEBHOOK_TIMEOUT_SECONDS: u64 = 10;
+pub const DEFAULT_WEBHOOK_MAX_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
+
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFeedConfig {
+    /// `http://` or `https://` (TLS by rustls).
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+    /// A file holding the token (trailing whitespace ignored); an
+    /// alternative to `bearer_token` that keeps it out of the config.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Most alerts in one POST (default 100).
+    pub batch_size: Option<usize>,
+    /// The on-disk spool (created if missing; one directory per feed).
+    pub spool_dir: PathBuf,
+    /// Whole-request timeout (default 10 s).
+    pub timeout_seconds: Option<u64>,
+    /// PEM root certificates trusted for https instead of the built-in
+    /// public (Mozilla/webpki) roots, e.g. a private SOC CA.
+    pub ca_file: Option<PathBuf>,
+    /// Most bytes the spool may hold; alerts beyond it are refused (and
+    /// counted as failures) until the endpoint drains it (default 1 GiB).
+    pub max_spool_bytes: Option<u64>,
+}
+
+/// Never prints the bearer token.
+impl std::fmt::Debug for WebhookFeedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookFeedConfig")
+            .field("url", &self.url)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("bearer_token_file", &self.bearer_token_file)
+            .field("batch_size", &self.batch_size)
+            .field("spool_dir", &self.spool_dir)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .field("ca_file", &self.ca_file)
+            .field("max_spool_bytes", &self.max_spool_bytes)
+            .finish()
+    }
+}
+
+impl WebhookFeedConfig {
+    /// The token from `bearer_token` or `bearer_token_file` (not both).
+    pub fn token(&self) -> Result<Option<String>> {
+        match (&self.bearer_token, &self.bearer_token_file) {
+            (Some(_), Some(_)) => {
+                bail!("webhook feed: set bearer_token or bearer_token_file, not both")
+            }
+            (Some(t), None) => Ok(Some(t.clone())),
+            (None, Some(p)) => {
+                let t = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading bearer_token_file {}", p.display()))?;
+                let t = t.trim_end().to_string();
+                if t.is_empty() {
+                    bail!("bearer_token_file {} is empty", p.display());
+                }
+                Ok(Some(t))
+            }
+            (None, None) => Ok(None),
         }
     }
 }
