@@ -131,7 +131,11 @@ fn sensor_options(
         capture_rate: f.capture_rate.unwrap_or(d.capture_rate),
         capture_burst: f
             .capture_burst
-            .or(f.capture_rate.map(|r| r.saturating_mul(2)))
+            // Twice the rate; with no limit (0) the burst is unused.
+            .or(f
+                .capture_rate
+                .filter(|&r| r > 0)
+                .map(|r| r.saturating_mul(2)))
             .unwrap_or(d.capture_burst),
         capture_new_conns: f.capture_new_connections.unwrap_or(d.capture_new_conns),
         exec_all: f.exec_all.unwrap_or(d.exec_all),
@@ -509,6 +513,22 @@ mod tests {
                 },
                 "setting btf is /nonexistent/vmlinux",
             ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    capture_rate: Some(2_000_000),
+                    ..d()
+                },
+                "setting capture_rate is 2000000;",
+            ),
+            (
+                RunArgs::default(),
+                FileConfig {
+                    capture_burst: Some(0),
+                    ..d()
+                },
+                "setting capture_burst is 0;",
+            ),
         ] {
             let e = err(a, f);
             assert!(e.contains(name), "want {name:?} in: {e}");
@@ -517,6 +537,27 @@ mod tests {
         let f = FileConfig::parse(toml, std::path::Path::new("t.toml")).unwrap();
         let e = err(RunArgs::default(), f);
         assert!(e.contains("feeds.max_bytes is 1 bytes"), "{e}");
+    }
+
+    #[test]
+    fn capture_burst_defaults_to_twice_a_limited_rate() {
+        let rate = |r: u32| FileConfig {
+            capture_rate: Some(r),
+            ..Default::default()
+        };
+        let o = run_options(&RunArgs::default(), &rate(500)).unwrap();
+        assert_eq!(
+            (o.sensors.capture_rate, o.sensors.capture_burst),
+            (500, 1000)
+        );
+        // No limit: the burst is unused and keeps its default, not 2 x 0
+        // (which the bounds refuse).
+        let o = run_options(&RunArgs::default(), &rate(0)).unwrap();
+        assert_eq!(o.sensors.capture_rate, 0);
+        assert_eq!(
+            o.sensors.capture_burst,
+            SensorOptions::default().capture_burst
+        );
     }
 
     #[test]

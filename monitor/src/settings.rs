@@ -69,6 +69,22 @@ pub const RING_BYTES: Bound = Bound {
     unit: "bytes",
     why_min: "the kernel ring buffer needs at least 64 KiB",
 };
+pub const CAPTURE_RATE: Bound = Bound {
+    key: "capture_rate",
+    flag: None,
+    min: 0,
+    max: 1_000_000,
+    unit: "",
+    why_min: "",
+};
+pub const CAPTURE_BURST: Bound = Bound {
+    key: "capture_burst",
+    flag: None,
+    min: 1,
+    max: 10_000_000,
+    unit: "",
+    why_min: "0 would leave no room for a single captured write",
+};
 pub const AGGREGATE_WINDOW: Bound = Bound {
     key: "aggregate_window_seconds",
     flag: None,
@@ -157,6 +173,8 @@ pub const ALL: &[Bound] = &[
     ARGV_BYTES,
     ENV_BYTES,
     RING_BYTES,
+    CAPTURE_RATE,
+    CAPTURE_BURST,
     AGGREGATE_WINDOW,
     ALERT_RATE_LIMIT,
     ALERT_RATE_SECONDS,
@@ -209,6 +227,8 @@ pub fn check_sensors(s: &SensorOptions) -> Result<()> {
     ARGV_BYTES.check(s.argv_bytes.into())?;
     ENV_BYTES.check(s.env_bytes.into())?;
     RING_BYTES.check(s.ring_bytes.into())?;
+    CAPTURE_RATE.check(s.capture_rate.into())?;
+    CAPTURE_BURST.check(s.capture_burst.into())?;
     Ok(())
 }
 
@@ -327,6 +347,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("capture_write_bytes is 0"), "{e}");
+        // The capture budget: a rate of 0 is "no limit", a burst of 0 is
+        // refused (it used to become 1 silently).
+        assert!(CAPTURE_RATE.check(0).is_ok());
+        let e = CAPTURE_RATE.check(4_000_000_000).unwrap_err().to_string();
+        assert!(e.starts_with("setting capture_rate is 4000000000;"), "{e}");
+        let e = check_sensors(&SensorOptions {
+            capture_burst: 0,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("setting capture_burst is 0;"), "{e}");
+        assert!(e.contains("no room for a single captured write"), "{e}");
+        let e = check_sensors(&SensorOptions {
+            capture_rate: 2_000_000,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("setting capture_rate is 2000000;"), "{e}");
     }
 
     #[test]

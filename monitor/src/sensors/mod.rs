@@ -198,7 +198,7 @@ impl Sensors {
             capture_new_conns: opts.capture_new_conns as u32,
             exec_all: opts.exec_all as u32,
             capture_rate: opts.capture_rate,
-            capture_burst: opts.capture_burst.max(1),
+            capture_burst: opts.capture_burst,
             capture_write_bytes: opts.capture_write_bytes.min(MAX_WRITE_CAPTURE),
             offsets,
             tp: pre.tp,
