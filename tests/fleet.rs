@@ -586,6 +586,40 @@ fn a_secret_replayed_on_another_node_names_both_nodes_and_nats_never_sees_it() {
         out.lines().all(|l| l.contains("\"node\":\"a\"")) && !out.is_empty(),
         "{out}"
     );
+    // The same query in OCSF: each line names its node under `unmapped`
+    // and is valid against the official schema it claims.
+    let out = monitor(&["query", "--fleet", &url, "--format", "ocsf", "--limit", "0"]);
+    let ocsf: Vec<String> = out.lines().map(String::from).collect();
+    let found: Vec<(String, String)> = ocsf
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let node = v["unmapped"]["node"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{l}"));
+            (
+                node.to_string(),
+                v["finding_info"]["analytic"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    for want in [("a", "secret.read.foreign"), ("b", "secret.replay.foreign")] {
+        assert!(
+            found.iter().any(|(n, r)| (n.as_str(), r.as_str()) == want),
+            "{want:?} not in the fleet's OCSF: {out}"
+        );
+    }
+    // Every alert of the json query above (more may have come since).
+    assert!(
+        ocsf.len() >= rows.len(),
+        "{} < {}: {out}",
+        ocsf.len(),
+        rows.len()
+    );
+    validate_ocsf(&ocsf);
     // The secret's timeline on every node that knows it.
     let tl: Value = serde_json::from_str(
         monitor(&[

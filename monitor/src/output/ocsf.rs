@@ -466,7 +466,7 @@ pub(crate) mod tests {
     use crate::correlate::{
         alert::{Actor, Aggregator, Evidence},
         rules::Rule,
-        rules::ALL_RULES,
+        rules::{ALL_RULES, MONITOR_RULES},
     };
 
     /// Validates OCSF lines with `tests/ocsf/validate.py` (the official
@@ -582,14 +582,37 @@ pub(crate) mod tests {
             .to_string()
     }
 
-    /// Every rule, full and bare, first alert and roll-up, plus shapes
-    /// other alerts may take (unknown rule, unknown fields, a blocked
-    /// open, a unix destination): all valid OCSF 1.8.0.
+    /// `monitor.capture.degraded` as the correlator raises it: its own
+    /// evidence (the writes not captured, every secret the actor holds).
+    fn degraded() -> Alert {
+        let mut a = alert(Rule::CaptureDegraded);
+        a.evidence = Evidence {
+            syscall: Some("write".into()),
+            dropped_budget: Some(120_000),
+            dropped_ring: Some(7),
+            held: Some(vec!["db-prod".into(), "db-test".into()]),
+            ..Default::default()
+        };
+        a.event_ids.clear();
+        a
+    }
+
+    /// Every rule (the contract's and the monitor's own), full and bare,
+    /// first alert and roll-up, plus shapes other alerts may take (unknown
+    /// rule, unknown fields, a blocked open, a unix destination): all
+    /// valid OCSF 1.8.0.
     #[test]
     fn every_shape_validates_against_the_official_schema() {
         let mut lines = Vec::new();
-        for rule in ALL_RULES {
-            let a = alert(rule);
+        let mut rules = ALL_RULES.to_vec();
+        rules.extend(MONITOR_RULES);
+        assert!(rules.contains(&Rule::CaptureDegraded));
+        for rule in rules {
+            let a = if rule == Rule::CaptureDegraded {
+                degraded()
+            } else {
+                alert(rule)
+            };
             lines.push(alert_to_ocsf(&a, "0.1.0").to_string());
             lines.push(alert_to_ocsf(&bare(rule.name()), "0.1.0").to_string());
             let mut agg = Aggregator::new(std::time::Duration::from_secs(3600));
@@ -604,6 +627,27 @@ pub(crate) mod tests {
         // A rule this module has never heard of, with fields added later.
         lines.push(odd().to_string());
         validate(&lines);
+    }
+
+    /// `monitor.capture.degraded`: its counts and held secrets under
+    /// `unmapped.evidence`, the actor where responders look.
+    #[test]
+    fn capture_degraded_keeps_its_counts_unmapped() {
+        let v = alert_to_ocsf(&degraded(), "0.1.0");
+        assert_eq!(
+            string(&v, "/finding_info/analytic/name"),
+            "monitor.capture.degraded"
+        );
+        assert_eq!(int(&v, "/severity_id"), 3);
+        assert_eq!(int(&v, "/actor/process/pid"), 5151);
+        assert_eq!(int(&v, "/unmapped/evidence/dropped_budget"), 120_000);
+        assert_eq!(int(&v, "/unmapped/evidence/dropped_ring"), 7);
+        assert_eq!(
+            v["unmapped"]["evidence"]["held"],
+            json!(["db-prod", "db-test"])
+        );
+        assert_eq!(string(&v, "/unmapped/evidence/syscall"), "write");
+        assert!(v.get("evidences").unwrap()[0].get("file").is_none(), "{v}");
     }
 
     /// The validator itself rejects what it must: a wrong version claim,
