@@ -1099,6 +1099,11 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
     assert_eq!(a["actor"]["k8s"], want_a);
     assert_eq!(a["actor"]["pod_uid"], uid_a);
     assert_eq!(a["actor"]["container_id"], id_a.as_str());
+    // ...and the holder B, as the agent saw it read the file.
+    let want_b = json!({"namespace": "payments", "pod": "db-0", "container": "postgres",
+                        "service_account": "db",
+                        "workload": {"kind": "StatefulSet", "name": "db", "derived": true}});
+    assert_eq!(a["evidence"]["holder_k8s"], want_b, "{a}");
     no_alert(&agent, "secret.read.foreign", holder.pid);
     // It scrapes the holder's environment: the alert names both pods.
     thief.run(&format!(
@@ -1134,6 +1139,7 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
         a["actor"]["pid"] == thief.pid && a["secret_id"] == "db-sa"
     });
     assert_eq!(a["actor"]["k8s"], want_a);
+    assert_eq!(a["evidence"]["holder_k8s"], want_b, "{a}");
 
     // The pod is deleted from the node: a new process still in its cgroup
     // (late, exiting) is still named.
@@ -1143,6 +1149,7 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
     late.run(&format!("open({file:?}).read()"));
     let a = agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == late.pid);
     assert_eq!(a["actor"]["k8s"], want_a);
+    assert_eq!(a["evidence"]["holder_k8s"], want_b, "{a}");
     // And the holder named by pod is still resolved.
     holder.run(&format!("open({file:?}).read()"));
     agent.wait_for("holder read again", |e| {
@@ -1188,6 +1195,27 @@ fn kubernetes_names_in_alerts_holder_by_pod_name_and_query_by_namespace() {
         "{alerts:?}"
     );
     assert!(alerts.iter().all(|a| a["actor"]["k8s"] == want_a));
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["evidence"]["holder_k8s"]["pod"] == "db-0"),
+        "{alerts:?}"
+    );
+    // In OCSF, the holder's names stay whole under `unmapped.evidence`
+    // (every line is validated against the schema when the agent stops).
+    let out = Command::new(MONITOR)
+        .args(["query", "--format", "ocsf", "--rule", "secret.read.foreign"])
+        .args(["--db", &db])
+        .output()
+        .unwrap();
+    let ocsf: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ocsf.len(), 3, "{ocsf:?}");
+    for v in &ocsf {
+        assert_eq!(v["unmapped"]["evidence"]["holder_k8s"], want_b, "{v}");
+    }
     assert_eq!(
         q(&["query", "--namespace", "payments", "--pod", pod_a]).len(),
         4

@@ -72,7 +72,10 @@ pub struct Evidence {
     /// `environ`, `mem`, `ptrace`, `process_vm_readv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
-    /// The Kubernetes names of that holder (`target_pid`).
+    /// The Kubernetes names of the secret's holder, when known: the
+    /// scraped holder's (`target_pid`) for a scrape, else the holder
+    /// process seen by the agent (or the pod a `{namespace, pod}` holder
+    /// names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder_k8s: Option<crate::enrich::k8s::K8s>,
     /// The syscall behind the deciding event.
@@ -209,6 +212,9 @@ impl Alert {
             if mine.is_none() {
                 mine.clone_from(theirs);
             }
+        }
+        if e.holder_k8s.is_none() {
+            e.holder_k8s.clone_from(&o.holder_k8s);
         }
         for id in &other.secret_ids {
             if !self.secret_ids.contains(id) {

@@ -29,6 +29,7 @@ use self::{
     rules::{Rule, ATTACK_CONTAINER_API},
 };
 use crate::{
+    enrich::k8s::K8s,
     event::{Dest, Event, EventKind, FdKind, Process, UtcTime},
     issuance::{jwt, Delivery, Issuance, Record},
     observer::decode::{split_nul, Captured, RawEvent},
@@ -61,6 +62,10 @@ struct SecretState {
     resolved: HashMap<String, Vec<IpAddr>>,
     /// Delivery files seen as inodes.
     inodes: BTreeSet<(u64, u32)>,
+    /// The Kubernetes names of a holder process, once seen (a pid holder
+    /// looked up, a holder reading its delivery file, a scraped holder):
+    /// every alert on the secret carries them (`evidence.holder_k8s`).
+    holder_k8s: Option<Box<K8s>>,
 }
 
 impl SecretState {
@@ -403,6 +408,8 @@ impl Correlator {
                     learned_from: prev.as_ref().and_then(|p| p.learned_from.clone()),
                     resolved: HashMap::new(),
                     inodes: prev.map(|p| p.inodes).unwrap_or_default(),
+                    // The holder may have changed: seen again.
+                    holder_k8s: None,
                 };
                 resolve_hosts(&mut s);
                 if let Some(lease) = s
@@ -772,6 +779,7 @@ impl Correlator {
                 if let Some(target) = procs.process_of(p.target_pid) {
                     let held = self.held_by(&target);
                     for id in held {
+                        self.saw_holder(&id, &target);
                         if self.is_holder(&id, &ev.process) {
                             continue;
                         }
@@ -843,8 +851,59 @@ impl Correlator {
                 }
             }
         }
+        self.name_holders(&mut out.alerts, |pid| procs.k8s_names(pid));
         self.one_alert_per_rule(ev, &mut out);
         out
+    }
+
+    /// A holder process of `id` was seen: its Kubernetes names, if known,
+    /// become the secret's holder names (kept once set: one holder, one pod).
+    fn saw_holder(&mut self, id: &str, p: &Process) {
+        if let (Some(s), Some(k)) = (self.secrets.get_mut(id), &p.k8s) {
+            if s.holder_k8s.is_none() {
+                s.holder_k8s = Some(Box::new(k.clone()));
+            }
+        }
+    }
+
+    /// The Kubernetes names of `id`'s holder: as seen ([`Self::saw_holder`]),
+    /// else a pid holder's looked up (`lookup`: a pid's names), else the pod a
+    /// `{namespace, pod}` holder names; `None` when unknown (no holder in
+    /// a pod, or not on this node).
+    fn holder_names(
+        &mut self,
+        id: &str,
+        lookup: &mut impl FnMut(u32) -> Option<K8s>,
+    ) -> Option<K8s> {
+        let s = self.secrets.get_mut(id)?;
+        if let Some(k) = &s.holder_k8s {
+            return Some((**k).clone());
+        }
+        let h = &s.issuance.holder;
+        if let Some(pid) = h.pid {
+            if let Some(k) = lookup(pid) {
+                s.holder_k8s = Some(Box::new(k.clone()));
+                return Some(k);
+            }
+        }
+        match (&h.namespace, &h.pod) {
+            (Some(ns), Some(pod)) => Some(K8s {
+                namespace: Some(ns.clone()),
+                pod: Some(pod.clone()),
+                ..Default::default()
+            }),
+            _ => None,
+        }
+    }
+
+    /// Every alert whose secret's holder has Kubernetes names carries them
+    /// as `evidence.holder_k8s` (a scrape already names the scraped one).
+    fn name_holders(&mut self, alerts: &mut [Alert], mut lookup: impl FnMut(u32) -> Option<K8s>) {
+        for a in alerts {
+            if a.evidence.holder_k8s.is_none() {
+                a.evidence.holder_k8s = self.holder_names(&a.secret_id, &mut lookup);
+            }
+        }
     }
 
     /// The rules raised their alerts into `out` one secret at a time: one
@@ -994,7 +1053,9 @@ impl Correlator {
                 );
                 self.raise(Rule::ReplayExpired, ev, id, summary, e, extra, out);
             }
-            if !self.is_holder(id, &ev.process) {
+            if self.is_holder(id, &ev.process) {
+                self.saw_holder(id, &ev.process);
+            } else {
                 let summary = format!(
                     "{id} ({}) read by {} (pid {}), not its holder",
                     path, ev.process.comm, ev.process.pid
@@ -1309,6 +1370,7 @@ impl Correlator {
                 a.summary
                     .push_str(" (found scanning the file after its writes)");
             }
+            self.name_holders(&mut out.alerts, |_| None);
             self.one_alert_per_rule(&mut ev, &mut out);
             alerts.extend(out.alerts);
         }
@@ -1698,6 +1760,77 @@ mod tests {
         .unwrap();
         c.apply(issue(r#"{"exe":"/d"}"#, ""), &mut NoProcs).unwrap();
         assert_eq!(c.secrets["s"].issuance.holder.exe.as_deref(), Some("/d"));
+    }
+
+    #[test]
+    fn alerts_name_the_holders_kubernetes_names() {
+        let mut c = Correlator::new(FingerprintKey::random().unwrap(), Duration::from_secs(60));
+        let rec = |line: &str| crate::issuance::parse_record(line, Utc::now()).unwrap();
+        for r in [
+            r#"{"secret_id":"by-pid","holder":{"pid":4242},"delivery":[{"env":"X"}]}"#,
+            r#"{"secret_id":"by-pod","holder":{"namespace":"payments","pod":"db-0"},"delivery":[{"env":"X"}]}"#,
+            r#"{"secret_id":"by-exe","holder":{"exe":"/usr/bin/db"},"delivery":[{"env":"X"}]}"#,
+        ] {
+            c.apply(rec(r), &mut NoProcs).unwrap();
+        }
+        let names = |pod: &str| K8s {
+            namespace: Some("payments".into()),
+            pod: Some(pod.into()),
+            container: Some("postgres".into()),
+            ..Default::default()
+        };
+        let alert = |id: &str| {
+            Alert::new(
+                Rule::ReadForeign,
+                UtcTime::parse("2026-11-22T10:01:02Z").unwrap(),
+                id,
+                "read".into(),
+                Actor {
+                    pid: 7,
+                    ..Default::default()
+                },
+                Evidence::default(),
+                vec![1],
+            )
+        };
+        let mut alerts: Vec<Alert> = ["by-pid", "by-pod", "by-exe"]
+            .into_iter()
+            .map(alert)
+            .collect();
+        // A pid holder's names are looked up (then kept); a pod holder's
+        // are the pod it names; an exe holder's are not known yet.
+        let mut looked = Vec::new();
+        c.name_holders(&mut alerts, |pid| {
+            looked.push(pid);
+            (pid == 4242).then(|| names("db-1"))
+        });
+        assert_eq!(looked, [4242]);
+        assert_eq!(alerts[0].evidence.holder_k8s, Some(names("db-1")));
+        let pod_only = K8s {
+            namespace: Some("payments".into()),
+            pod: Some("db-0".into()),
+            ..Default::default()
+        };
+        assert_eq!(alerts[1].evidence.holder_k8s, Some(pod_only));
+        assert_eq!(alerts[2].evidence.holder_k8s, None);
+        // A holder process of the exe holder is seen with its names: every
+        // later alert on that secret carries them, with no lookup.
+        let holder = Process {
+            pid: 99,
+            exe: Some("/usr/bin/db".into()),
+            k8s: Some(names("db-2")),
+            ..Default::default()
+        };
+        c.saw_holder("by-exe", &holder);
+        let mut alerts: Vec<Alert> = ["by-pid", "by-exe"].into_iter().map(alert).collect();
+        c.name_holders(&mut alerts, |_| panic!("looked up again"));
+        assert_eq!(alerts[0].evidence.holder_k8s, Some(names("db-1")));
+        assert_eq!(alerts[1].evidence.holder_k8s, Some(names("db-2")));
+        // The scraped holder's names, already set, are kept.
+        let mut scrape = vec![alert("by-pid")];
+        scrape[0].evidence.holder_k8s = Some(names("db-9"));
+        c.name_holders(&mut scrape, |_| None);
+        assert_eq!(scrape[0].evidence.holder_k8s, Some(names("db-9")));
     }
 
     #[test]

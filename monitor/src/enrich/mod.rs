@@ -746,6 +746,11 @@ pub trait ProcLookup {
     fn process_of(&mut self, pid: u32) -> Option<Process>;
     /// Every live pid (for resolving cgroup/container/pod/exe holders).
     fn live_pids(&self) -> Vec<u32>;
+    /// A live process's Kubernetes names (cheaper than a whole
+    /// [`ProcLookup::process_of`] where the lookup caches them).
+    fn k8s_names(&mut self, pid: u32) -> Option<k8s::K8s> {
+        self.process_of(pid).and_then(|p| p.k8s)
+    }
 }
 
 impl ProcLookup for Enricher {
@@ -754,6 +759,14 @@ impl ProcLookup for Enricher {
     }
     fn live_pids(&self) -> Vec<u32> {
         Enricher::live_pids(self)
+    }
+    /// From the cache of a known process (no /proc read).
+    fn k8s_names(&mut self, pid: u32) -> Option<k8s::K8s> {
+        if self.procs.contains_key(&pid) {
+            self.k8s_of(pid)
+        } else {
+            Enricher::process_of(self, pid).and_then(|p| p.k8s)
+        }
     }
 }
 

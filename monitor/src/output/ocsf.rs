@@ -531,6 +531,13 @@ pub(crate) mod tests {
                 fd_kind: Some(crate::event::FdKind::File),
                 encoding: Some("raw".into()),
                 bytes: Some(37),
+                holder_k8s: Some(crate::enrich::k8s::K8s {
+                    namespace: Some("payments".into()),
+                    pod: Some("db-0".into()),
+                    container: Some("postgres".into()),
+                    service_account: Some("db".into()),
+                    workload: crate::enrich::k8s::derive_workload("db-0"),
+                }),
                 ..Default::default()
             },
             vec![812, 815],
@@ -756,6 +763,13 @@ pub(crate) mod tests {
             assert_eq!(string(&v, "/unmapped/k8s/pod"), "api-7d9f8b6c5d-x2k4p");
             assert_eq!(string(&v, "/unmapped/k8s/container"), "app");
             assert!(v.pointer("/unmapped/actor/k8s").is_none());
+            // The holder's names, whole, under the evidence.
+            assert_eq!(
+                v["unmapped"]["evidence"]["holder_k8s"],
+                json!({"namespace": "payments", "pod": "db-0", "container": "postgres",
+                       "service_account": "db",
+                       "workload": {"kind": "StatefulSet", "name": "db", "derived": true}})
+            );
             // What OCSF has no place for, in the alert's own shape.
             assert_eq!(string(&v, "/unmapped/secret_id"), "db-prod");
             assert_eq!(v["unmapped"]["owasp_nhi"], json!(rule.owasp_nhi()));

@@ -199,20 +199,29 @@ pub fn format_message(h: &Header, a: &Alert) -> String {
             param(name, v);
         }
     }
-    if let Some(k) = &a.actor.k8s {
+    // The actor's Kubernetes names (`k8s_*`), then the holder's
+    // (`holder_k8s_*`).
+    for (prefix, k) in [
+        ("k8s_", &a.actor.k8s),
+        ("holder_k8s_", &a.evidence.holder_k8s),
+    ] {
+        let Some(k) = k else { continue };
         let k8s = [
-            ("k8s_namespace", &k.namespace),
-            ("k8s_pod", &k.pod),
-            ("k8s_container", &k.container),
-            ("k8s_service_account", &k.service_account),
+            ("namespace", &k.namespace),
+            ("pod", &k.pod),
+            ("container", &k.container),
+            ("service_account", &k.service_account),
         ];
         for (name, v) in k8s {
             if let Some(v) = v {
-                param(name, v);
+                param(&format!("{prefix}{name}"), v);
             }
         }
         if let Some(w) = &k.workload {
-            param("k8s_workload", &format!("{}/{}", w.kind, w.name));
+            param(
+                &format!("{prefix}workload"),
+                &format!("{}/{}", w.kind, w.name),
+            );
         }
     }
     if !a.attack.is_empty() {
@@ -559,6 +568,24 @@ mod tests {
             m.contains(
                 " k8s_namespace=\"payments\" k8s_pod=\"api-7d9f8b6c5d-x2k4p\" \
                  k8s_container=\"app\" k8s_workload=\"Deployment/api\" attack="
+            ),
+            "{m}"
+        );
+        // The holder's names after the actor's.
+        a.evidence.holder_k8s = Some(crate::enrich::k8s::K8s {
+            namespace: Some("payments".into()),
+            pod: Some("db-0".into()),
+            container: Some("postgres".into()),
+            service_account: Some("db".into()),
+            workload: crate::enrich::k8s::derive_workload("db-0"),
+        });
+        let m = format_message(&header(), &a);
+        assert!(
+            m.contains(
+                " k8s_workload=\"Deployment/api\" holder_k8s_namespace=\"payments\" \
+                 holder_k8s_pod=\"db-0\" holder_k8s_container=\"postgres\" \
+                 holder_k8s_service_account=\"db\" holder_k8s_workload=\"StatefulSet/db\" \
+                 attack="
             ),
             "{m}"
         );
