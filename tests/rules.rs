@@ -858,7 +858,7 @@ fn responders_query_the_store_and_rebuild_the_timeline() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|x| x["type_id"] == 11 && x["value"] == op.to_string()),
+            .any(|x| x["type_id"] == 11 && x["value"] == *op.to_string()),
         "{sent}"
     );
 

@@ -253,7 +253,7 @@ impl Alert {
             path: self.evidence.path.clone(),
             dest: self.evidence.dest.clone(),
             encoding: self.evidence.encoding.clone(),
-            fd_kind: self.evidence.fd_kind.clone(),
+            fd_kind: self.evidence.fd_kind,
         }
     }
 }

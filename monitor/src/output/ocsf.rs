@@ -663,7 +663,8 @@ pub(crate) mod tests {
     fn the_validator_rejects_invalid_lines() {
         let good = alert_to_ocsf(&alert(Rule::CopyFile), "0.1.0");
         validate(&[good.to_string()]);
-        let breakers: [(&str, fn(&mut Value)); 6] = [
+        type Breaker = (&'static str, fn(&mut Value));
+        let breakers: [Breaker; 6] = [
             ("1.1.0 claim", |v| v["metadata"]["version"] = json!("1.1.0")),
             ("unknown attribute", |v| {
                 v["finding_info"]["bogus"] = json!(1)

@@ -132,6 +132,10 @@ pub struct StoredRevocation {
 }
 
 /// A connection to the database.
+/// A secret to restore at start: its issuance JSON, its source and when
+/// it was revoked (if it was).
+pub type RestoredSecret = (String, String, Option<DateTime<Utc>>);
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -666,7 +670,7 @@ impl Store {
     /// [`Issuance::to_json`], with its source) and latest revocation, in
     /// the order they were recorded. (A revocation counts if it is not
     /// older than the issuance: a re-issue revives a secret.)
-    pub fn current_secrets(&self) -> Result<Vec<(String, String, Option<DateTime<Utc>>)>> {
+    pub fn current_secrets(&self) -> Result<Vec<RestoredSecret>> {
         let mut st = self.conn.prepare(
             "SELECT i.json, i.source,
                     (SELECT max(r.time_ns) FROM revocations r

@@ -96,7 +96,7 @@ pub fn matched(secret: &str, enc: &str) -> Option<Vec<SecretMatch>> {
 pub fn alert_for(rule: Rule, ev: &Event, secret: &str, summary: &str, evidence: Evidence) -> Alert {
     Alert::new(
         rule,
-        ev.time.clone(),
+        ev.time,
         secret,
         summary.into(),
         Actor::from(&ev.process),
