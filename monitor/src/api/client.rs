@@ -1,8 +1,9 @@
 //! The client half of the control API, and the commands that use it:
 //! `monitor issue` and `monitor revoke`.
 //!
-//! [`request`] sends one HTTP/1.1 request over the agent's unix socket
-//! (`Connection: close`) and returns the status and the JSON answer.
+//! [`request`] sends one HTTP/1.1 request (hyper's client) over the agent's
+//! unix socket (`Connection: close`) and returns the status and the JSON
+//! answer.
 use std::{
     collections::BTreeMap,
     io,
@@ -11,12 +12,12 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{client::conn::http1, header, Request};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
-    time::timeout,
-};
+use tokio::{net::UnixStream, time::timeout};
 
 use super::DEFAULT_SOCKET;
 
@@ -25,7 +26,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for one whole exchange, longer than the server's own
 /// deadline for the agent's answer so that its 504 gets through.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
-/// Largest answer head accepted.
+/// Largest answer head accepted (hyper's read buffer).
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// Largest answer body accepted.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
@@ -378,31 +379,29 @@ pub async fn request(
     {
         bail!("invalid request target {path_and_query:?}: must be /path?query, percent-encoded");
     }
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(header::HOST, "localhost")
+        .header(
+            header::USER_AGENT,
+            concat!("monitor/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONNECTION, "close");
     let body = match body {
-        Some(v) => Some(serde_json::to_vec(v).context("cannot serialise the request body")?),
-        None => None,
-    };
-    let mut head = format!(
-        "{method} {path_and_query} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: monitor/{}\r\nAccept: application/json\r\nConnection: close\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    match &body {
-        Some(b) => head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        )),
-        None if matches!(method, "POST" | "PUT" | "PATCH") => {
-            head.push_str("Content-Length: 0\r\n")
+        Some(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            serde_json::to_vec(v).context("cannot serialise the request body")?
         }
-        None => {}
-    }
-    head.push_str("\r\n");
-    let mut wire = head.into_bytes();
-    if let Some(b) = &body {
-        wire.extend_from_slice(b);
-    }
+        None => Vec::new(),
+    };
+    let req = req
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Full::new(Bytes::from(body)))
+        .with_context(|| format!("invalid request {method} {path_and_query}"))?;
 
-    let mut stream = match timeout(CONNECT_TIMEOUT, UnixStream::connect(sock)).await {
+    let stream = match timeout(CONNECT_TIMEOUT, UnixStream::connect(sock)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(unreachable_error(sock, &e)),
         Err(_) => bail!(
@@ -412,16 +411,30 @@ pub async fn request(
         ),
     };
     let exchange = async {
-        // If the write fails (the agent refused early and closed), its
-        // answer may still be there to read.
-        let write_err = stream.write_all(&wire).await.err();
-        match read_response(&mut stream).await {
-            Ok(r) => Ok(r),
-            Err(e) => match write_err {
-                Some(w) => Err(anyhow!("sending the request failed: {}", plain(&w))),
-                None => Err(e),
-            },
+        let (mut sender, conn) = http1::Builder::new()
+            .max_buf_size(MAX_RESPONSE_HEAD)
+            .handshake(TokioIo::new(stream))
+            .await?;
+        let fetch = async {
+            let response = sender.send_request(req).await?;
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
+                .collect()
+                .await
+                .map_err(|e| anyhow!("reading the answer failed: {e}"))?
+                .to_bytes();
+            Ok::<_, anyhow::Error>((status, body))
+        };
+        // The connection is driven beside the exchange; it ends after the
+        // answer (`Connection: close`).
+        let (fetched, _conn) = tokio::join!(fetch, conn);
+        let (status, body) = fetched?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok((status, Value::Null));
         }
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| anyhow!("the agent's answer (HTTP {status}) is not JSON: {e}"))?;
+        Ok::<_, anyhow::Error>((status, value))
     };
     match timeout(REQUEST_TIMEOUT, exchange).await {
         Ok(Ok(r)) => Ok(r),
@@ -432,122 +445,6 @@ pub async fn request(
             REQUEST_TIMEOUT.as_secs()
         ),
     }
-}
-
-/// Reads one answer (skipping any 1xx interim ones).
-async fn read_response(stream: &mut UnixStream) -> anyhow::Result<(u16, Value)> {
-    let mut buf = Vec::new();
-    let mut eof = false;
-    loop {
-        // The head.
-        let end = loop {
-            if let Some(end) = find_head_end(&buf) {
-                break end;
-            }
-            if buf.len() > MAX_RESPONSE_HEAD {
-                bail!("the answer's head is larger than {MAX_RESPONSE_HEAD} bytes");
-            }
-            if read_some(stream, &mut buf).await? == 0 {
-                if buf.is_empty() {
-                    bail!("the agent closed the connection without answering");
-                }
-                bail!("the agent closed the connection in the middle of its answer");
-            }
-        };
-        let head = std::str::from_utf8(&buf[..end])
-            .map_err(|_| anyhow!("the answer's head is not UTF-8"))?;
-        let (status, content_length) = parse_response_head(head)?;
-        buf.drain(..end);
-        if (100..200).contains(&status) {
-            continue;
-        }
-        let no_body = matches!(status, 204 | 304);
-        let body: Vec<u8> = match content_length {
-            _ if no_body => Vec::new(),
-            Some(n) => {
-                if n > MAX_RESPONSE_BODY {
-                    bail!("the answer's body is too large ({n} bytes)");
-                }
-                while buf.len() < n {
-                    if read_some(stream, &mut buf).await? == 0 {
-                        bail!("the answer was cut short ({} of {n} bytes)", buf.len());
-                    }
-                }
-                buf.truncate(n);
-                buf
-            }
-            None => {
-                while !eof {
-                    if buf.len() > MAX_RESPONSE_BODY {
-                        bail!("the answer's body is larger than {MAX_RESPONSE_BODY} bytes");
-                    }
-                    eof = read_some(stream, &mut buf).await? == 0;
-                }
-                buf
-            }
-        };
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok((status, Value::Null));
-        }
-        let value = serde_json::from_slice(&body)
-            .map_err(|e| anyhow!("the agent's answer (HTTP {status}) is not JSON: {e}"))?;
-        return Ok((status, value));
-    }
-}
-
-async fn read_some(stream: &mut UnixStream, buf: &mut Vec<u8>) -> anyhow::Result<usize> {
-    let mut chunk = [0u8; 8192];
-    let n = stream
-        .read(&mut chunk)
-        .await
-        .map_err(|e| anyhow!("reading the answer failed: {}", plain(&e)))?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
-}
-
-/// The length of the head through its blank line, if complete.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
-}
-
-/// Status and Content-Length of an answer head.
-fn parse_response_head(head: &str) -> anyhow::Result<(u16, Option<usize>)> {
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let code = parts.next().unwrap_or_default();
-    if !matches!(version, "HTTP/1.1" | "HTTP/1.0")
-        || code.len() != 3
-        || !code.bytes().all(|b| b.is_ascii_digit())
-    {
-        bail!("malformed answer status line {status_line:?}");
-    }
-    let status: u16 = code
-        .parse()
-        .map_err(|_| anyhow!("malformed answer status line {status_line:?}"))?;
-    let mut content_length = None;
-    for line in lines.filter(|l| !l.is_empty()) {
-        let Some((name, value)) = line.split_once(':') else {
-            bail!("malformed answer header {line:?}");
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value
-                .parse()
-                .map_err(|_| anyhow!("malformed answer Content-Length {value:?}"))?;
-            if content_length.is_some_and(|c| c != n) {
-                bail!("conflicting Content-Length in the answer");
-            }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            bail!("the answer uses Transfer-Encoding {value:?}, which this client does not read");
-        }
-    }
-    Ok((status, content_length))
 }
 
 #[cfg(test)]
@@ -831,26 +728,61 @@ mod tests {
     }
 
     #[test]
-    fn encoding_and_answer_heads() {
+    fn encoding_and_error_messages() {
         assert_eq!(percent_encode("a b+c/é~"), "a%20b%2Bc%2F%C3%A9~");
-        assert_eq!(
-            parse_response_head("HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\n").unwrap(),
-            (201, Some(5))
-        );
-        assert_eq!(
-            parse_response_head("HTTP/1.1 299 \r\n\r\n").unwrap(),
-            (299, None)
-        );
-        for bad in [
-            "HTTP/2 200 OK\r\n\r\n",
-            "HTTP/1.1 20 OK\r\n\r\n",
-            "garbage\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-        ] {
-            assert!(parse_response_head(bad).is_err(), "{bad:?}");
-        }
         assert_eq!(error_message(&json!({"error": "nope"})), "nope");
         assert_eq!(error_message(&json!({"x": 1})), "{\"x\":1}");
+    }
+
+    /// A one-shot server on `sock` that reads a request head, answers
+    /// `answer` and closes.
+    async fn canned(sock: &Path, answer: &'static [u8]) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::UnixListener::bind(sock).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = s.write_all(answer).await;
+        });
+    }
+
+    #[tokio::test]
+    async fn odd_answers_are_read_or_refused_by_name() {
+        let dir = temp_dir("odd");
+        type Want = Result<(u16, Value), &'static str>;
+        let cases: [(&[u8], Want); 5] = [
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[1\r\n1\r\n]\r\n0\r\n\r\n",
+                Ok((200, json!([1]))),
+            ),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", Ok((204, Value::Null))),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnope",
+                Err("the agent's answer (HTTP 200) is not JSON"),
+            ),
+            (b"garbage\r\n\r\n", Err("talking to the agent at")),
+            (b"", Err("talking to the agent at")),
+        ];
+        for (i, (answer, want)) in cases.into_iter().enumerate() {
+            let sock = dir.join(&format!("s{i}"));
+            canned(&sock, answer).await;
+            let got = request(&sock, "GET", "/x", None).await;
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "case {i}"),
+                (Err(e), Err(want)) => {
+                    let e = format!("{e:#}");
+                    assert!(e.contains(want), "case {i}: {e:?} lacks {want:?}");
+                    assert!(e.contains(&sock.display().to_string()), "case {i}: {e}");
+                }
+                (got, want) => panic!("case {i}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }
