@@ -1,13 +1,14 @@
 //! The agent's local control API: HTTP/1.1 with JSON bodies over a unix
 //! socket (default [`DEFAULT_SOCKET`], mode 0600).
 //!
-//! [`server`] owns the transport: it parses requests strictly, enforces the
-//! size and time limits, and hands every well-formed request to the agent as
-//! an [`ApiRequest`] over an mpsc channel. The agent routes it and answers
+//! [`server`] owns the transport (hyper's HTTP/1.1 server): it enforces the
+//! size, time and connection limits, and hands every well-formed request to
+//! the agent as an [`ApiRequest`] over an mpsc channel. The agent routes it and answers
 //! through the request's oneshot with an [`ApiResponse`]. [`client`] is the
 //! other end, used by `monitor issue` and `monitor revoke`.
 //!
-//! Every body the server writes is JSON; errors are `{"error": "..."}`.
+//! Every body the server writes is JSON; errors are `{"error": "..."}`
+//! (except hyper's own answers to a head it cannot parse, which have none).
 pub mod client;
 pub mod server;
 
