@@ -9,7 +9,11 @@
 //! 4. fingerprint scanning bytes/s with 10, 1,000, 10,000 secrets;
 //! 5. detection latency, syscall to alert line;
 //! 6. the agent's CPU and peak RSS, idle and with 10,000 secrets and 1,000
-//!    tracked processes.
+//!    tracked processes;
+//!
+//! 7-10. the hot path at scale and the fleet ([`scale`], [`fleet`]);
+//! 11. a TLS request loop by an untracked process with and without the
+//!     agent's uprobes on the same libssl, and by a tracked holder ([`tls`]).
 //!
 //! The workloads are compiled Rust (`bench/`, binary `monitor-bench`). The
 //! full run writes `BENCHMARKS.md` and `target/bench/results.json`; `--smoke`
@@ -25,6 +29,7 @@ mod pipeline;
 mod proc;
 mod report;
 mod scale;
+mod tls;
 
 use std::{
     cell::RefCell,
@@ -60,6 +65,8 @@ pub struct Plan {
     pub fp_holders: usize,
     pub fp_secrets_per: usize,
     pub file_load_ns: Vec<usize>,
+    /// TLS round trips per loop (benchmark 11).
+    pub tls_iters: u64,
 }
 
 impl Plan {
@@ -77,6 +84,7 @@ impl Plan {
             fp_holders: 1000,
             fp_secrets_per: 10,
             file_load_ns: vec![250, 500, 1000, 2000],
+            tls_iters: 20_000,
         }
     }
 
@@ -94,6 +102,7 @@ impl Plan {
             fp_holders: 20,
             fp_secrets_per: 5,
             file_load_ns: vec![20],
+            tls_iters: 200,
         }
     }
 }
@@ -245,7 +254,7 @@ fn step(msg: impl std::fmt::Display) {
 }
 
 /// The benchmarks, by the names `--only` takes, in the order they run.
-pub const SECTIONS: [&str; 10] = [
+pub const SECTIONS: [&str; 11] = [
     "untracked",
     "tracked",
     "throughput",
@@ -256,6 +265,7 @@ pub const SECTIONS: [&str; 10] = [
     "flood",
     "ingest",
     "fleet",
+    "tls",
 ];
 
 /// `only`: names from [`SECTIONS`] to run (empty: all). A partial run
@@ -413,6 +423,13 @@ pub fn bench(smoke: bool, only: &[String]) -> Result<()> {
         scale.fleet = Some(fleet::fleet(&ctx)?);
         timed("10. fleet", t);
     }
+    let mut tls_loop = Default::default();
+    if run("tls") {
+        let t = Instant::now();
+        step("11. TLS request loop, untracked and tracked");
+        tls_loop = tls::tls(&ctx)?;
+        timed("11. TLS", t);
+    }
 
     {
         let q = ctx.quiet.borrow();
@@ -446,6 +463,7 @@ pub fn bench(smoke: bool, only: &[String]) -> Result<()> {
         latency,
         footprint,
         scale,
+        tls: tls_loop,
         durations,
         total_secs: 0.0,
         notes,
@@ -1006,6 +1024,35 @@ pub fn why(id: &str, r: &Results) -> String {
             arrive it waits for the chunk being applied (256 KiB, about a thousand records). \
             Serving queries from the API thread against the store directly would close it."
             .to_string(),
+        "tls_untracked_within_3pct" => {
+            use tls::TlsConfig;
+            let x = &r.tls;
+            let ns = |c| x.median_ns(c).unwrap_or(f64::NAN);
+            let none = ns(TlsConfig::None);
+            let (notls, untracked) = (ns(TlsConfig::MonitorNoTls), ns(TlsConfig::MonitorUntracked));
+            format!(
+                "Per round trip ({:.1} µs without the agent) the untracked loop paid {:+.2} µs: \
+                 {:+.2} µs with the agent up but no TLS probes (its syscall tracepoints on the \
+                 loop's and the server's `write`/`read`, the cost benchmark 1 measures) and {:+.2} µs \
+                 more with the uprobes on libssl, i.e. about {:.0} ns for each of the two \
+                 `SSL_write_ex` traps of a round trip (the client's and the echo server's, both \
+                 untracked; the program itself is a tracked-flag lookup and exits). A uprobe \
+                 costs a breakpoint trap into the kernel and the single-stepping of the replaced \
+                 instruction on every call, whatever the program does. What would close it: \
+                 detach a library's uprobes when no tracked process maps it any more (today they \
+                 stay attached once a holder has used the file, for the agent's lifetime), so \
+                 untracked users pay only while a holder uses TLS; attach them to a holder's \
+                 private copy where it has one (a container's own libssl is a different inode); \
+                 the trap itself (a breakpoint, and the out-of-line single-step of the \
+                 instruction it replaced) is the kernel's, and only a cheaper uprobe mechanism \
+                 there would cut it.",
+                none / 1e3,
+                (untracked - none) / 1e3,
+                (notls - none) / 1e3,
+                (untracked - notls) / 1e3,
+                (untracked - notls) / 2.0,
+            )
+        }
         _ => String::new(),
     }
 }
@@ -1090,6 +1137,31 @@ mod tests {
             latency: Default::default(),
             footprint,
             scale: Default::default(),
+            tls: {
+                use tls::{TlsConfig, TlsSamples, TLS_CONFIGS};
+                let ns = |c| match c {
+                    TlsConfig::None => 40_000.0,
+                    TlsConfig::MonitorNoTls => 40_400.0,
+                    TlsConfig::MonitorUntracked => 42_000.0,
+                    TlsConfig::MonitorHolder => 60_000.0,
+                };
+                tls::TlsBench {
+                    rounds: 1,
+                    iters: 20_000,
+                    bytes: 64,
+                    attached: "openssl probes to /usr/lib/libssl.so.3 (SSL_write)".into(),
+                    python: "/usr/bin/python3".into(),
+                    configs: TLS_CONFIGS
+                        .iter()
+                        .map(|&config| TlsSamples {
+                            config,
+                            ns: vec![ns(config)],
+                            events: Vec::new(),
+                            lost: Vec::new(),
+                        })
+                        .collect(),
+                }
+            },
             durations: Vec::new(),
             total_secs: 1.0,
             notes: Vec::new(),
@@ -1107,6 +1179,7 @@ mod tests {
             "untracked_below_bpftrace",
             "untracked_below_auditd",
             "rss_10k_secrets",
+            "tls_untracked_within_3pct",
         ] {
             assert!(ids.contains(&id), "{id} not judged missed: {ids:?}");
         }
@@ -1151,5 +1224,13 @@ mod tests {
         let md = report::markdown(&r, &targets);
         assert!(md.contains("## Misses: why, and what would close them"));
         assert!(md.contains("took the peak to 94.9 MiB"), "{md}");
+        // TLS: +5.0%, split into the agent without TLS probes and the
+        // uprobes' two traps per round trip.
+        let tls = why("tls_untracked_within_3pct", &r);
+        assert!(
+            tls.contains("paid +2.00 µs: +0.40 µs") && tls.contains("about 800 ns for each"),
+            "{tls}"
+        );
+        assert!(md.contains("| 1.050 |"), "{md}");
     }
 }

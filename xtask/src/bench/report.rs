@@ -165,6 +165,7 @@ pub struct Results {
     pub latency: Latency,
     pub footprint: Footprint,
     pub scale: super::scale::Scale,
+    pub tls: super::tls::TlsBench,
     /// Seconds per benchmark, and in all.
     pub durations: Vec<(String, f64)>,
     pub total_secs: f64,
@@ -523,7 +524,38 @@ pub fn targets(r: &Results) -> Vec<Target> {
         });
     }
     scale_targets(r, &mut t);
+    tls_targets(r, &mut t);
     t
+}
+
+/// Section 11 (issue 13).
+fn tls_targets(r: &Results, t: &mut Vec<Target>) {
+    use super::tls::TlsConfig;
+    let x = &r.tls;
+    let Some(ratio) = x.ratio(TlsConfig::MonitorUntracked) else {
+        return;
+    };
+    let met = ratio <= 1.03;
+    let rr = x.round_ratios(TlsConfig::MonitorUntracked);
+    let above = rr.iter().filter(|q| **q > 1.03).count();
+    t.push(Target {
+        id: "tls_untracked_within_3pct",
+        what: "TLS request loop by an untracked process, the agent's uprobes on its libssl".into(),
+        target: "≤ +3.0% of no agent".into(),
+        measured: format!(
+            "{} ({} vs {} per round trip; per-round ratios above +3% in {above} of {} rounds)",
+            pct_over(ratio),
+            fmt_ns(x.median_ns(TlsConfig::MonitorUntracked).unwrap_or(f64::NAN)),
+            fmt_ns(x.median_ns(TlsConfig::None).unwrap_or(f64::NAN)),
+            rr.len()
+        ),
+        met: Some(met),
+        margin: if met {
+            format!("met; {:.1} points under", 3.0 - (ratio - 1.0) * 100.0)
+        } else {
+            format!("missed by {:.1} points", (ratio - 1.03) * 100.0)
+        },
+    });
 }
 
 /// Sections 7-9 (issue 10).
@@ -970,12 +1002,148 @@ pub fn json(r: &Results, targets: &[Target]) -> J {
             ),
         ),
         ("scale", scale_json(&r.scale)),
+        (
+            "tls",
+            if r.ran("tls") {
+                tls_json(&r.tls)
+            } else {
+                J::Null
+            },
+        ),
         ("total_secs", J::n(r.total_secs)),
         (
             "notes",
             J::Arr(r.notes.iter().map(|n| J::s(n.clone())).collect()),
         ),
     ])
+}
+
+fn tls_json(x: &super::tls::TlsBench) -> J {
+    J::obj(vec![
+        ("rounds", J::n(x.rounds as f64)),
+        ("round_trips_per_loop", J::n(x.iters as f64)),
+        ("bytes_per_request", J::n(x.bytes as f64)),
+        ("python", J::s(x.python.clone())),
+        ("attached", J::s(x.attached.clone())),
+        (
+            "configs",
+            J::Arr(
+                x.configs
+                    .iter()
+                    .map(|c| {
+                        J::obj(vec![
+                            ("name", J::s(c.config.name())),
+                            ("what", J::s(c.config.label())),
+                            ("ns_per_round_trip", J::nums(&c.ns)),
+                            (
+                                "ns_per_round_trip_median",
+                                x.median_ns(c.config).map(J::n).unwrap_or(J::Null),
+                            ),
+                            (
+                                "ratio_to_none",
+                                x.ratio(c.config).map(J::n).unwrap_or(J::Null),
+                            ),
+                            ("round_ratios", J::nums(&x.round_ratios(c.config))),
+                            (
+                                "events_stored",
+                                J::nums(&c.events.iter().map(|v| *v as f64).collect::<Vec<_>>()),
+                            ),
+                            (
+                                "events_lost",
+                                J::nums(&c.lost.iter().map(|v| *v as f64).collect::<Vec<_>>()),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
+fn tls_markdown(w: &mut String, r: &Results) {
+    use super::tls::TlsConfig;
+    if !r.ran("tls") {
+        return;
+    }
+    let x = &r.tls;
+    let _ = writeln!(w, "## 11. TLS request loop\n");
+    let _ = writeln!(
+        w,
+        "What the agent's uprobes on a TLS library cost a process that uses that library without \
+         being tracked. A Python TLS echo server on loopback (certificate made by the run with \
+         `openssl req`) and a Python client (`{}`) that opens one TLS connection and times {} \
+         round trips of a {}-byte request and its echo (`SSL_write_ex` and `SSL_read_ex` on each \
+         side; the agent probes the write), both pinned to CPU {}, the agent to CPU {}. {} \
+         rounds, configurations in rotated order, each with a fresh agent (`--watch` over the \
+         100 paths, `--events` to a file). The uprobes: {}. Cells: median ns per round trip, \
+         ratio of medians to no agent [range of the per-round ratios].\n",
+        x.python,
+        thousands(x.iters as f64),
+        x.bytes,
+        r.machine.work_cpu,
+        r.machine.agent_cpu,
+        x.rounds,
+        if x.attached.is_empty() {
+            "not attached in this run".to_string()
+        } else {
+            format!("`{}`", x.attached)
+        }
+    );
+    let _ = writeln!(
+        w,
+        "| configuration | ns per round trip | ratio to none |\n| --- | ---: | --- |"
+    );
+    for c in &x.configs {
+        let Some(ns) = x.median_ns(c.config) else {
+            continue;
+        };
+        let rr = x.round_ratios(c.config);
+        let ratio = match x.ratio(c.config) {
+            Some(q) if c.config != TlsConfig::None && rr.len() > 1 => {
+                format!("{q:.3} [{:.2}–{:.2}]", min(&rr), max(&rr))
+            }
+            Some(q) if c.config != TlsConfig::None => format!("{q:.3}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            w,
+            "| **{}**: {} | {} | {ratio} |",
+            c.config.name(),
+            c.config.label(),
+            fmt_ns(ns)
+        );
+    }
+    if let Some(h) = x.samples(TlsConfig::MonitorHolder) {
+        let ev: u64 = h.events.iter().sum();
+        let lost: u64 = h.lost.iter().sum();
+        let _ = writeln!(
+            w,
+            "\nThe holder runs: {} TLS writes over {} rounds; the agent stored {} events (all kinds) \
+             and reported {} lost in the kernel.",
+            thousands((x.iters * h.ns.len() as u64) as f64),
+            h.ns.len(),
+            thousands(ev as f64),
+            thousands(lost as f64)
+        );
+    }
+    if let (Some(u), Some(n), Some(none)) = (
+        x.median_ns(TlsConfig::MonitorUntracked),
+        x.median_ns(TlsConfig::MonitorNoTls),
+        x.median_ns(TlsConfig::None),
+    ) {
+        let _ = writeln!(
+            w,
+            "\nOf the untracked loop's {:+.2} µs per round trip, {:+.2} µs are the agent without TLS \
+             probes (its syscall tracepoints, benchmark 1) and {:+.2} µs the uprobes on libssl: \
+             two traps per round trip (the client's and the server's `SSL_write_ex`), about {:.0} ns \
+             each.",
+            (u - none) / 1e3,
+            (n - none) / 1e3,
+            (u - n) / 1e3,
+            (u - n) / 2.0
+        );
+    }
+    let _ = writeln!(w);
 }
 
 fn scale_json(sc: &super::scale::Scale) -> J {
@@ -1489,6 +1657,7 @@ pub fn markdown(r: &Results, targets: &[Target]) -> String {
         }
     }
     scale_markdown(w, r);
+    tls_markdown(w, r);
     // Misses.
     let missed: Vec<&Target> = targets.iter().filter(|t| t.met == Some(false)).collect();
     if !missed.is_empty() {
