@@ -1030,6 +1030,18 @@ pub fn why(id: &str, r: &Results) -> String {
             let ns = |c| x.median_ns(c).unwrap_or(f64::NAN);
             let none = ns(TlsConfig::None);
             let (notls, untracked) = (ns(TlsConfig::MonitorNoTls), ns(TlsConfig::MonitorUntracked));
+            let floor = match x.median_ns(TlsConfig::Floor) {
+                Some(f) => format!(
+                    " An empty uprobe on the same two functions (bpftrace, no agent) already \
+                     costs {:+.2} µs per round trip ({:.0} ns per trap): that much is the kernel's \
+                     uprobe mechanism on this machine, and the agent's programs add {:+.2} µs \
+                     above it.",
+                    (f - none) / 1e3,
+                    (f - none) / 2.0,
+                    ((untracked - notls) - (f - none)) / 1e3
+                ),
+                None => String::new(),
+            };
             format!(
                 "Per round trip ({:.1} µs without the agent) the untracked loop paid {:+.2} µs: \
                  {:+.2} µs with the agent up but no TLS probes (its syscall tracepoints on the \
@@ -1038,7 +1050,7 @@ pub fn why(id: &str, r: &Results) -> String {
                  `SSL_write_ex` traps of a round trip (the client's and the echo server's, both \
                  untracked; the program itself is a tracked-flag lookup and exits). A uprobe \
                  costs a breakpoint trap into the kernel and the single-stepping of the replaced \
-                 instruction on every call, whatever the program does. What would close it: \
+                 instruction on every call, whatever the program does.{floor} What would close it: \
                  detach a library's uprobes when no tracked process maps it any more (today they \
                  stay attached once a holder has used the file, for the agent's lifetime), so \
                  untracked users pay only while a holder uses TLS; attach them to a holder's \
@@ -1141,6 +1153,7 @@ mod tests {
                 use tls::{TlsConfig, TlsSamples, TLS_CONFIGS};
                 let ns = |c| match c {
                     TlsConfig::None => 40_000.0,
+                    TlsConfig::Floor => 41_000.0,
                     TlsConfig::MonitorNoTls => 40_400.0,
                     TlsConfig::MonitorUntracked => 42_000.0,
                     TlsConfig::MonitorHolder => 60_000.0,
@@ -1151,6 +1164,7 @@ mod tests {
                     bytes: 64,
                     attached: "openssl probes to /usr/lib/libssl.so.3 (SSL_write)".into(),
                     python: "/usr/bin/python3".into(),
+                    floor_skipped: None,
                     configs: TLS_CONFIGS
                         .iter()
                         .map(|&config| TlsSamples {
@@ -1229,6 +1243,11 @@ mod tests {
         let tls = why("tls_untracked_within_3pct", &r);
         assert!(
             tls.contains("paid +2.00 µs: +0.40 µs") && tls.contains("about 800 ns for each"),
+            "{tls}"
+        );
+        assert!(
+            tls.contains("costs +1.00 µs per round trip (500 ns per trap)")
+                && tls.contains("add +0.60 µs above it"),
             "{tls}"
         );
         assert!(md.contains("| 1.050 |"), "{md}");

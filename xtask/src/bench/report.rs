@@ -1136,12 +1136,26 @@ fn tls_markdown(w: &mut String, r: &Results) {
             "\nOf the untracked loop's {:+.2} µs per round trip, {:+.2} µs are the agent without TLS \
              probes (its syscall tracepoints, benchmark 1) and {:+.2} µs the uprobes on libssl: \
              two traps per round trip (the client's and the server's `SSL_write_ex`), about {:.0} ns \
-             each.",
+             each.{}",
             (u - none) / 1e3,
             (n - none) / 1e3,
             (u - n) / 1e3,
-            (u - n) / 2.0
+            (u - n) / 2.0,
+            match x.median_ns(TlsConfig::Floor) {
+                Some(f) => format!(
+                    " An empty uprobe on the same functions (bpftrace, no agent) costs {:+.2} µs \
+                     per round trip, about {:.0} ns per trap: the agent's programs add {:+.2} µs \
+                     to that floor.",
+                    (f - none) / 1e3,
+                    (f - none) / 2.0,
+                    ((u - n) - (f - none)) / 1e3
+                ),
+                None => String::new(),
+            }
         );
+    }
+    if let Some(why) = &x.floor_skipped {
+        let _ = writeln!(w, "\nThe uprobe floor was not measured: {why}.");
     }
     let _ = writeln!(w);
 }

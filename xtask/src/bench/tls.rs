@@ -8,6 +8,8 @@
 //! the agent CPU. Configurations, order rotated each round:
 //!
 //! * `none`: no agent;
+//! * `uprobe-floor`: no agent; bpftrace with an empty uprobe on the same
+//!   functions of the same libssl: what any uprobe there costs;
 //! * `monitor-no-tls`: the agent with a tracked holder that maps no TLS
 //!   library (a `sleep`): its capture programs attached, libssl not probed;
 //! * `monitor-untracked`: the agent with a tracked Python holder that
@@ -36,13 +38,15 @@ use super::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsConfig {
     None,
+    Floor,
     MonitorNoTls,
     MonitorUntracked,
     MonitorHolder,
 }
 
-pub const TLS_CONFIGS: [TlsConfig; 4] = [
+pub const TLS_CONFIGS: [TlsConfig; 5] = [
     TlsConfig::None,
+    TlsConfig::Floor,
     TlsConfig::MonitorNoTls,
     TlsConfig::MonitorUntracked,
     TlsConfig::MonitorHolder,
@@ -52,6 +56,7 @@ impl TlsConfig {
     pub fn name(self) -> &'static str {
         match self {
             TlsConfig::None => "none",
+            TlsConfig::Floor => "uprobe-floor",
             TlsConfig::MonitorNoTls => "monitor-no-tls",
             TlsConfig::MonitorUntracked => "monitor-untracked",
             TlsConfig::MonitorHolder => "monitor-holder",
@@ -61,6 +66,10 @@ impl TlsConfig {
     pub fn label(self) -> &'static str {
         match self {
             TlsConfig::None => "no agent",
+            TlsConfig::Floor => {
+                "no agent; bpftrace with an empty uprobe on `SSL_write` and `SSL_write_ex` of \
+                 the same libssl (what any uprobe there costs, the floor)"
+            }
             TlsConfig::MonitorNoTls => {
                 "the agent with one tracked holder that maps no TLS library (a `sleep`): \
                  capture programs attached, libssl not probed; the loop untracked"
@@ -97,6 +106,8 @@ pub struct TlsBench {
     pub attached: String,
     pub python: String,
     pub configs: Vec<TlsSamples>,
+    /// Why the floor was not measured, if it was not.
+    pub floor_skipped: Option<String>,
 }
 
 impl TlsBench {
@@ -219,6 +230,9 @@ struct Setup {
     python: PathBuf,
     cert: PathBuf,
     port: u16,
+    /// The libssl the server (and so the loop) maps.
+    libssl: String,
+    bpftrace: Option<PathBuf>,
     _server: Proc,
 }
 
@@ -259,10 +273,19 @@ fn setup(ctx: &Ctx) -> Result<Setup> {
     )?;
     let line = server.wait_line("port=", false, WAIT)?;
     let port = proc::field_f64(&line, "port")? as u16;
+    let maps = fs::read_to_string(format!("/proc/{}/maps", server.pid))?;
+    let libssl = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libssl.so"))
+        .with_context(|| format!("the TLS server ({}) maps no libssl", python.display()))?
+        .to_string();
     Ok(Setup {
         python,
         cert,
         port,
+        libssl,
+        bpftrace: crate::util::which("bpftrace"),
         _server: server,
     })
 }
@@ -342,6 +365,28 @@ fn run_one(
             p.write_line("go")?;
             Ok((finish_loop(p)?, None))
         }
+        TlsConfig::Floor => {
+            let bin = s.bpftrace.as_ref().context("bpftrace is not installed")?;
+            let probes: Vec<String> = ["SSL_write", "SSL_write_ex"]
+                .iter()
+                .map(|f| format!("uprobe:{}:{f}", s.libssl))
+                .collect();
+            let mut bt = Proc::spawn(
+                "bpftrace (empty uprobes)",
+                Command::new(bin).args(["-B", "line", "-e"]).arg(format!(
+                    "BEGIN {{ printf(\"bench-ready\\n\"); }}\n{} {{ }}\n",
+                    probes.join(", ")
+                )),
+            )?;
+            bt.stop_signal = proc::SIGINT;
+            bt.wait_line("bench-ready", false, WAIT)?;
+            let (mut p, _) = spawn_loop(ctx, s, iters, None)?;
+            p.write_line("go")?;
+            let ns = finish_loop(p);
+            let sig = bt.stop_signal;
+            bt.end(sig, Duration::from_secs(60))?;
+            Ok((ns?, None))
+        }
         TlsConfig::MonitorNoTls => {
             let agent = start_agent(ctx, "tls-no-tls")?;
             let sleeper = *ctx.idle_holders.first().context("no idle holder")?;
@@ -419,6 +464,9 @@ pub fn tls(ctx: &Ctx) -> Result<TlsBench> {
             .collect(),
         ..Default::default()
     };
+    if s.bpftrace.is_none() {
+        b.floor_skipped = Some("bpftrace is not installed".into());
+    }
     // Warm-up: page cache, the interpreter, the server's accept path.
     run_one(
         ctx,
@@ -432,6 +480,9 @@ pub fn tls(ctx: &Ctx) -> Result<TlsBench> {
         for k in 0..n {
             let ci = (k + r) % n;
             let c = TLS_CONFIGS[ci];
+            if c == TlsConfig::Floor && b.floor_skipped.is_some() {
+                continue;
+            }
             ctx.wait_quiet("TLS loop");
             let (ns, counters) = run_one(ctx, &s, c, iters, &mut b.attached)
                 .with_context(|| format!("TLS loop, {}", c.name()))?;
