@@ -1,4 +1,4 @@
-//! 10. The fleet: what one agent's link publishes to a real 3-server NATS
+//! Benchmark 10, the fleet: what one agent's link publishes to a real 3-server NATS
 //! JetStream cluster (Debian's `nats-server` on loopback, R3 streams), as
 //! events a second and alerts a second until the last is acknowledged; and
 //! the end-to-end latency of cross-node detection: two agents scoped to

@@ -1719,45 +1719,6 @@ pub fn growth_exponent(v: &[(usize, f64, f64)]) -> Option<f64> {
     (den > 0.0).then(|| num / den)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_interpolate() {
-        let v = [4.0, 1.0, 3.0, 2.0];
-        assert_eq!(median(&v), 2.5);
-        assert_eq!(pct(&v, 0.0), 1.0);
-        assert_eq!(pct(&v, 100.0), 4.0);
-        assert_eq!(pct(&[7.0], 99.0), 7.0);
-    }
-
-    #[test]
-    fn json_renders_and_escapes() {
-        let j = J::obj(vec![
-            ("a", J::s("x\"y")),
-            ("b", J::nums(&[1.0, 2.5])),
-            ("c", J::Null),
-        ]);
-        assert_eq!(
-            j.render(),
-            "{\n  \"a\": \"x\\\"y\",\n  \"b\": [1, 2.5],\n  \"c\": null\n}\n"
-        );
-    }
-
-    #[test]
-    fn thousands_groups() {
-        assert_eq!(thousands(1234567.0), "1,234,567");
-        assert_eq!(thousands(999.0), "999");
-    }
-
-    #[test]
-    fn exponent_of_a_square() {
-        let v = [(100, 1.0, 0.0), (200, 4.0, 0.0), (400, 16.0, 0.0)];
-        assert!((growth_exponent(&v).unwrap() - 2.0).abs() < 1e-9);
-    }
-}
-
 fn scale_markdown(w: &mut String, r: &Results) {
     let sc = &r.scale;
     if r.ran("secrets") {
@@ -1852,5 +1813,44 @@ fn scale_markdown(w: &mut String, r: &Results) {
             f.received,
             f.sent
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate() {
+        let v = [4.0, 1.0, 3.0, 2.0];
+        assert_eq!(median(&v), 2.5);
+        assert_eq!(pct(&v, 0.0), 1.0);
+        assert_eq!(pct(&v, 100.0), 4.0);
+        assert_eq!(pct(&[7.0], 99.0), 7.0);
+    }
+
+    #[test]
+    fn json_renders_and_escapes() {
+        let j = J::obj(vec![
+            ("a", J::s("x\"y")),
+            ("b", J::nums(&[1.0, 2.5])),
+            ("c", J::Null),
+        ]);
+        assert_eq!(
+            j.render(),
+            "{\n  \"a\": \"x\\\"y\",\n  \"b\": [1, 2.5],\n  \"c\": null\n}\n"
+        );
+    }
+
+    #[test]
+    fn thousands_groups() {
+        assert_eq!(thousands(1234567.0), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+
+    #[test]
+    fn exponent_of_a_square() {
+        let v = [(100, 1.0, 0.0), (200, 4.0, 0.0), (400, 16.0, 0.0)];
+        assert!((growth_exponent(&v).unwrap() - 2.0).abs() < 1e-9);
     }
 }

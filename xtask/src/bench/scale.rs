@@ -127,7 +127,7 @@ fn sample(text: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// 7. Agent CPU per event with 10, 1,000 and 10,000 secrets, the same
+/// Benchmark 7: agent CPU per event with 10, 1,000 and 10,000 secrets, the same
 /// generator load each time.
 pub fn secrets(ctx: &Ctx) -> Result<Vec<PerEvent>> {
     let counts = if ctx.smoke {
@@ -183,7 +183,7 @@ pub fn secrets(ctx: &Ctx) -> Result<Vec<PerEvent>> {
     Ok(out)
 }
 
-/// 8. One holder (dd, one byte a write) floods for a while; foreign
+/// Benchmark 8: one holder (dd, one byte a write) floods for a while; foreign
 /// processes read another secret meanwhile; `/healthz` is polled.
 pub fn flood(ctx: &Ctx) -> Result<Flood> {
     let secs = if ctx.smoke { 2.0 } else { 20.0 };
@@ -282,7 +282,7 @@ pub fn flood(ctx: &Ctx) -> Result<Flood> {
     })
 }
 
-/// 9. Records appended to a tailed issuance file while the agent runs:
+/// Benchmark 9: records appended to a tailed issuance file while the agent runs:
 /// how fast they are applied, and how `/healthz` and `GET /alerts` answer
 /// meanwhile.
 pub fn ingest(ctx: &Ctx) -> Result<Ingest> {
