@@ -69,6 +69,18 @@ impl Lines {
             .cloned()
     }
 
+    /// The first line from index `*from` on that contains `needle`;
+    /// `*from` then moves past what was searched. A poll of a long-running
+    /// child's output stays cheap however much it wrote: the lock is held
+    /// for the new lines only, so the reader thread (and the child writing
+    /// to its pipe) are not held up.
+    pub fn find_since(&self, needle: &str, from: &mut usize) -> Option<String> {
+        let v = self.0.lock().unwrap();
+        let start = (*from).min(v.len());
+        *from = v.len();
+        v[start..].iter().find(|l| l.contains(needle)).cloned()
+    }
+
     pub fn tail(&self, n: usize) -> String {
         let v = self.0.lock().unwrap();
         v[v.len().saturating_sub(n)..].join("\n")
