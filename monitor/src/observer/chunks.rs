@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::{DataEvent, DATA_CHUNK, DATA_MORE, DATA_TRUNCATED};
+use monitor_common::{DataEvent, DATA_CHUNK, DATA_MORE, DATA_TRUNCATED, MAX_WRITE_CAPTURE};
 use zeroize::Zeroize;
 
 use super::decode::{Captured, RawEvent};
@@ -96,7 +96,10 @@ impl Reassembly {
                 if self.pending.len() >= MAX_PENDING {
                     self.release_oldest(out);
                 }
-                let mut buf = Vec::with_capacity(e.count.min(1 << 20) as usize);
+                // Room for the whole capture up front: it never grows, so
+                // no reallocation leaves captured bytes behind unzeroed.
+                let room = e.count.min(u64::from(MAX_WRITE_CAPTURE)) as usize;
+                let mut buf = Vec::with_capacity(room.max(data.len()));
                 buf.extend_from_slice(data.bytes());
                 self.pending.insert(
                     tid,
