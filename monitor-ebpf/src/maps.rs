@@ -12,8 +12,13 @@ use monitor_common::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
+/// Watched files, by inode (only the agent adds them). Not preallocated:
+/// room for 131,072 delivery files costs kernel memory only as they come
+/// (programs only look up; a preallocated map of this size would pin
+/// ~10 MB on every node).
 #[map]
-pub static WATCHED_INODES: HashMap<InodeKey, WatchValue> = HashMap::with_max_entries(16384, 0);
+pub static WATCHED_INODES: HashMap<InodeKey, WatchValue> =
+    HashMap::with_max_entries(131072, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 #[map]
 pub static TRACKED_PROCS: HashMap<u32, TrackedProc> = HashMap::with_max_entries(32768, 0);

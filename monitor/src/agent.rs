@@ -153,6 +153,9 @@ pub struct Agent {
     /// once at its end, not once a record.
     batching: bool,
     rescan_due: bool,
+    /// Delivery files named by records since the last rescan (their
+    /// secrets are mapped to the files' inodes by the next one).
+    watch_paths: Vec<String>,
     /// A source had more to read at the last poll: poll again at once.
     pub sources_backlog: bool,
     /// Secrets defined through the API (capped like a source).
@@ -307,6 +310,7 @@ impl Agent {
             kinds_pending: [0; EventKind::ALL.len()],
             batching: false,
             rescan_due: false,
+            watch_paths: Vec::new(),
             sources_backlog: false,
             api_secrets: 0,
             records_read: 0,
@@ -417,6 +421,7 @@ impl Agent {
             self.sensors.tracked_pids().len() as u64,
             self.correlator.secret_count() as u64,
             self.watches.watched_inodes() as u64,
+            self.watches.refused_files() as u64,
         );
     }
 
@@ -633,15 +638,16 @@ impl Agent {
         }
         if !out.watch.is_empty() {
             // Literal paths: a delivery file is never a glob.
-            for p in &out.watch {
-                if let Err(e) = self.watches.add_literal(p) {
-                    tracing::warn!("{e:#}");
+            for p in out.watch {
+                match self.watches.add_literal(&p) {
+                    Ok(_) => self.watch_paths.push(p),
+                    Err(e) => tracing::warn!("{e:#}"),
                 }
             }
             if self.batching {
                 self.rescan_due = true;
             } else {
-                self.rescan();
+                self.rescan_added();
             }
         }
         Ok(())
@@ -653,7 +659,7 @@ impl Agent {
         let r = f(self);
         self.batching = false;
         if std::mem::take(&mut self.rescan_due) {
-            self.rescan();
+            self.rescan_added();
         }
         if self.correlator.take_selectors_added() {
             self.track_selected();
@@ -818,9 +824,52 @@ impl Agent {
         }
     }
 
+    /// Expand every watch (files created or replaced since), and map every
+    /// watched file to the secrets delivered there.
     fn rescan(&mut self) {
+        let found = self.watches.rescan(&mut self.sensors);
+        self.watch_found(&found);
+        for (path, key) in self.watches.watched() {
+            self.correlator.on_file(path, key);
+        }
+        self.watch_paths.clear();
+        self.refresh_enforcement();
+    }
+
+    /// After records: expand only the watches they added and map only the
+    /// files they name (a batch costs what it adds, not what is recorded).
+    fn rescan_added(&mut self) {
+        let found = self.watches.rescan_added(&mut self.sensors);
+        self.watch_found(&found);
+        for m in &found {
+            self.correlator.on_file(&m.path, m.key);
+        }
+        let mut elsewhere = std::collections::HashSet::new();
+        for path in std::mem::take(&mut self.watch_paths) {
+            match self.watches.watched_key(&path) {
+                Some(key) => self.correlator.on_file(&path, key),
+                // Replaced since it was watched (or not there yet): the
+                // inodes watched under that name, if any.
+                None => {
+                    elsewhere.insert(path);
+                }
+            }
+        }
+        if !elsewhere.is_empty() {
+            for (path, key) in self.watches.watched() {
+                if elsewhere.contains(path) {
+                    self.correlator.on_file(path, key);
+                }
+            }
+        }
+        self.refresh_enforcement();
+    }
+
+    /// Files newly watched: fanotify marks, and issuances for the
+    /// discovered ones.
+    fn watch_found(&mut self, found: &[crate::watch::NewMatch]) {
         let mut discovered = Vec::new();
-        for m in self.watches.rescan(&mut self.sensors) {
+        for m in found {
             if let Some(f) = self.fanotify.as_mut() {
                 if let Err(e) = f.mark(&m.path) {
                     tracing::warn!("{e:#}");
@@ -829,7 +878,7 @@ impl Agent {
             }
             tracing::info!("watching {} (inode {})", m.path, m.key.ino);
             if self.discover.contains(&m.watch_id) && !self.correlator.delivers(&m.path) {
-                discovered.push(m.path);
+                discovered.push(m.path.clone());
             }
         }
         for path in discovered {
@@ -838,10 +887,6 @@ impl Agent {
                 tracing::warn!("discovered {path}: {e}");
             }
         }
-        for (path, key) in self.watches.known() {
-            self.correlator.on_file(&path, key);
-        }
-        self.refresh_enforcement();
     }
 
     /// What the fanotify thread decides permission events from.

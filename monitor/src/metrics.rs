@@ -120,6 +120,8 @@ pub enum Metric {
     Secrets,
     /// `watched_files`: watched inodes.
     WatchedFiles,
+    /// `watch_refused_files`: files under a watch the kernel map refused.
+    WatchRefused,
     /// `bad_records_total`: issuance records rejected.
     BadRecords,
     /// `output_failures_total{output}`: failed writes, flushes and reopens
@@ -148,7 +150,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 22] = [
+    pub const ALL: [Metric; 23] = [
         Metric::Events,
         Metric::KernelLostEvents,
         Metric::Alerts,
@@ -162,6 +164,7 @@ impl Metric {
         Metric::TrackedProcesses,
         Metric::Secrets,
         Metric::WatchedFiles,
+        Metric::WatchRefused,
         Metric::BadRecords,
         Metric::OutputFailures,
         Metric::OutputLost,
@@ -189,6 +192,7 @@ impl Metric {
             Metric::TrackedProcesses => "tracked_processes",
             Metric::Secrets => "secrets",
             Metric::WatchedFiles => "watched_files",
+            Metric::WatchRefused => "watch_refused_files",
             Metric::BadRecords => "bad_records_total",
             Metric::OutputFailures => "output_failures_total",
             Metric::OutputLost => "output_lost_total",
@@ -222,6 +226,7 @@ impl Metric {
             | Metric::TrackedProcesses
             | Metric::Secrets
             | Metric::WatchedFiles
+            | Metric::WatchRefused
             | Metric::TlsAttached
             | Metric::CaptureAttached
             | Metric::ProbeAttached => Kind::Gauge,
@@ -270,6 +275,9 @@ impl Metric {
             Metric::TrackedProcesses => "Processes tracked in the kernel.",
             Metric::Secrets => "Secrets known to the agent (issued or discovered).",
             Metric::WatchedFiles => "Watched files (inodes).",
+            Metric::WatchRefused => {
+                "Files under a watch that the kernel's watch map refused (full): not watched."
+            }
             Metric::BadRecords => "Issuance records rejected (bad line or field).",
             Metric::OutputFailures => {
                 "Failed writes, flushes and reopens of the alerts and events outputs, by output."
@@ -518,8 +526,15 @@ impl Metrics {
     }
 
     /// Gauges refreshed on each tick.
-    pub fn set_sizes(&self, tracked_processes: u64, secrets: u64, watched_files: u64) {
+    pub fn set_sizes(
+        &self,
+        tracked_processes: u64,
+        secrets: u64,
+        watched_files: u64,
+        watch_refused: u64,
+    ) {
         let mut v = self.values();
+        v.insert((Metric::WatchRefused, String::new()), watch_refused);
         v.insert((Metric::TrackedProcesses, String::new()), tracked_processes);
         v.insert((Metric::Secrets, String::new()), secrets);
         v.insert((Metric::WatchedFiles, String::new()), watched_files);
@@ -1009,7 +1024,7 @@ mod tests {
         m.set_store_dropped(2);
         m.set_feed_failures("webhook", 1);
         m.set_feed_pending("webhook", 5);
-        m.set_sizes(9, 3, 4);
+        m.set_sizes(9, 3, 4, 2);
         m.set_bad_records(1);
         m.set_probes(40, 42, true);
         m.mark_drained();
@@ -1065,6 +1080,7 @@ mod tests {
         assert_eq!(value(&s, "monitor_tracked_processes", None), Some(9.0));
         assert_eq!(value(&s, "monitor_secrets", None), Some(3.0));
         assert_eq!(value(&s, "monitor_watched_files", None), Some(4.0));
+        assert_eq!(value(&s, "monitor_watch_refused_files", None), Some(2.0));
         assert_eq!(value(&s, "monitor_bad_records_total", None), Some(1.0));
         assert_eq!(value(&s, "monitor_probes_attached", None), Some(40.0));
         assert_eq!(value(&s, "monitor_probes_defined", None), Some(42.0));
@@ -1124,6 +1140,7 @@ mod tests {
                 "monitor_store_dropped_total counter",
                 "monitor_tls_attached gauge",
                 "monitor_tracked_processes gauge",
+                "monitor_watch_refused_files gauge",
                 "monitor_watched_files gauge",
             ]
         );

@@ -49,6 +49,13 @@ pub struct WatchSet {
     globs: Vec<u32>,
     /// Every inode put in the kernel map, with the path it was found at.
     inodes: HashMap<InodeKey, (u32, String)>,
+    /// Inodes the kernel map refused (full), with the path: not retried
+    /// (nothing leaves the map while the agent runs), counted in
+    /// `/metrics`, logged once a rescan in one line.
+    refused: HashMap<InodeKey, (u32, String)>,
+    /// Watches `0..expanded` were expanded at least once (what
+    /// [`WatchSet::rescan_added`] skips).
+    expanded: usize,
 }
 
 /// A file newly found under a watch.
@@ -132,8 +139,21 @@ impl WatchSet {
     /// replaced (new inode at the same path) are added too; old inodes stay
     /// watched (they may still be open).
     pub fn rescan(&mut self, sink: &mut dyn InodeSink) -> Vec<NewMatch> {
+        self.expand(0, sink)
+    }
+
+    /// [`WatchSet::rescan`] of the watches added since the last rescan
+    /// only: applying a batch of records costs what the batch adds, not
+    /// what was recorded before (100,000 delivery files were re-read on
+    /// every batch of a thousand).
+    pub fn rescan_added(&mut self, sink: &mut dyn InodeSink) -> Vec<NewMatch> {
+        self.expand(self.expanded, sink)
+    }
+
+    fn expand(&mut self, from: usize, sink: &mut dyn InodeSink) -> Vec<NewMatch> {
         let mut found = Vec::new();
-        for w in &self.watches {
+        let mut seen = std::collections::HashSet::new();
+        for w in &self.watches[from.min(self.watches.len())..] {
             let paths: Box<dyn Iterator<Item = std::path::PathBuf>> = if w.literal {
                 Box::new(std::iter::once(std::path::PathBuf::from(&w.pattern)))
             } else {
@@ -147,7 +167,10 @@ impl WatchSet {
             };
             for p in paths.take(MAX_MATCHES_PER_PATTERN) {
                 if let Some(key) = inode_key(&p) {
-                    if !self.inodes.contains_key(&key) {
+                    if !self.inodes.contains_key(&key)
+                        && !self.refused.contains_key(&key)
+                        && seen.insert(key)
+                    {
                         found.push(NewMatch {
                             watch_id: w.id,
                             path: p.display().to_string(),
@@ -157,7 +180,9 @@ impl WatchSet {
                 }
             }
         }
-        for m in &found {
+        self.expanded = self.watches.len();
+        let mut refused: Vec<(String, String)> = Vec::new();
+        found.retain(|m| {
             let v = WatchValue {
                 watch_id: m.watch_id,
                 flags: WATCH_FILE,
@@ -165,19 +190,44 @@ impl WatchSet {
             match sink.add(m.key, v) {
                 Ok(()) => {
                     self.inodes.insert(m.key, (m.watch_id, m.path.clone()));
+                    true
                 }
-                Err(e) => tracing::warn!("cannot watch {}: {e:#}", m.path),
+                Err(e) => {
+                    self.refused.insert(m.key, (m.watch_id, m.path.clone()));
+                    refused.push((m.path.clone(), format!("{e:#}")));
+                    false
+                }
             }
+        });
+        if let Some((path, why)) = refused.first() {
+            tracing::warn!(
+                "cannot watch {} more file(s) ({} in all, {} watched): {path}: {why}{}",
+                refused.len(),
+                self.refused.len(),
+                self.inodes.len(),
+                if refused.len() > 1 {
+                    ", and others"
+                } else {
+                    ""
+                }
+            );
         }
         found
     }
 
-    /// Every file found so far: (path, inode).
-    pub fn known(&self) -> Vec<(String, InodeKey)> {
-        self.inodes
-            .iter()
-            .map(|(k, (_, p))| (p.clone(), *k))
-            .collect()
+    /// The inode a watched path was found at (`None`: not watched).
+    pub fn watched_key(&self, path: &str) -> Option<InodeKey> {
+        inode_key(Path::new(path)).filter(|k| self.inodes.contains_key(k))
+    }
+
+    /// Files the kernel map refused (see [`WatchSet::rescan`]).
+    pub fn refused_files(&self) -> usize {
+        self.refused.len()
+    }
+
+    /// Every watched file: (path, inode), borrowed.
+    pub fn watched(&self) -> impl Iterator<Item = (&str, InodeKey)> {
+        self.inodes.iter().map(|(k, (_, p))| (p.as_str(), *k))
     }
 
     pub fn watched_inodes(&self) -> usize {
@@ -292,6 +342,66 @@ mod tests {
         assert!(e.contains("is a directory"), "{e}");
         let e = w.add_literal("rel/x").unwrap_err().to_string();
         assert!(e.contains("\"rel/x\" is not an absolute path"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Takes `room` inodes, then refuses like a full kernel map.
+    struct Full {
+        room: usize,
+        tries: usize,
+        taken: Vec<InodeKey>,
+    }
+    impl InodeSink for Full {
+        fn add(&mut self, key: InodeKey, _: WatchValue) -> Result<()> {
+            self.tries += 1;
+            if self.taken.len() == self.room {
+                bail!("`bpf_map_update_elem` failed: Argument list too long (os error 7)");
+            }
+            self.taken.push(key);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn records_cost_what_they_add_and_a_full_map_is_not_retried() {
+        let d = tempdir("added");
+        let mut w = WatchSet::new();
+        let mut sink = Full {
+            room: 3,
+            tries: 0,
+            taken: Vec::new(),
+        };
+        let file = |i: usize| {
+            let p = d.join(i.to_string());
+            std::fs::write(&p, "x").unwrap();
+            p.display().to_string()
+        };
+        for i in 0..2 {
+            w.add_literal(&file(i)).unwrap();
+        }
+        assert_eq!(w.rescan_added(&mut sink).len(), 2);
+        // Two more: only those are looked at; the second does not fit.
+        for i in 2..4 {
+            w.add_literal(&file(i)).unwrap();
+        }
+        let found = w.rescan_added(&mut sink);
+        assert_eq!(
+            found.iter().map(|m| m.path.clone()).collect::<Vec<_>>(),
+            [file(2)]
+        );
+        assert_eq!(
+            (sink.tries, w.watched_inodes(), w.refused_files()),
+            (4, 3, 1)
+        );
+        // Nothing added: nothing tried; a full rescan does not retry the
+        // refused file either, and finds nothing new.
+        assert!(w.rescan_added(&mut sink).is_empty());
+        assert!(w.rescan(&mut sink).is_empty());
+        assert_eq!(sink.tries, 4);
+        // A watched path maps to its inode; a refused one does not.
+        assert!(w.watched_key(&file(0)).is_some());
+        assert_eq!(w.watched_key(&file(3)), None);
+        assert_eq!(w.watched().count(), 3);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
