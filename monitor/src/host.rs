@@ -242,6 +242,19 @@ fn ensure_tracefs_at(target: &Path) -> Result<PathBuf, HostError> {
     Err(mount_err(err))
 }
 
+/// Hands the allocator's free heap back to the kernel. glibc keeps freed
+/// pages mapped for reuse, so a one-off peak stays resident: called once
+/// the probes are loaded (aya parsing the kernel's BTF, ~15 MiB) and
+/// before the ring buffer is mapped, so that peak and the ring never add
+/// up (idle agent: VmHWM 61 -> 48 MiB here).
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The running kernel's release string (`uname -r`), or `"unknown"`.
 pub fn kernel_release() -> String {
     // SAFETY: utsname is plain old data; uname fills it in.

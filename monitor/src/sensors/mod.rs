@@ -271,6 +271,9 @@ impl Sensors {
         let fds = take_hash(&mut ebpf, maps::TRACKED_FDS)?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, maps::COUNTERS)?)?;
         let budgets = take_hash(&mut ebpf, maps::CAPTURE_BUDGET)?;
+        // Start-up's heap peak (BTF, ELF relocation) back to the kernel
+        // before the ring buffer's pages are mapped.
+        crate::host::release_free_heap();
         let ring = Some(RingBuf::try_from(take(&mut ebpf, maps::EVENTS)?)?);
         let mut s = Self {
             ebpf,
