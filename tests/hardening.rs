@@ -94,8 +94,8 @@ fn out_of_range_settings_are_refused_with_their_name() {
         ("retention_max_bytes = 5", "setting retention_max_bytes is 5 bytes"),
         ("aggregate_window_seconds = 0", "setting aggregate_window_seconds is 0"),
         ("ring_bytes = 3", "setting ring_bytes (--ring-bytes) is 3 bytes"),
-        ("capture_rate = 2000000", "setting capture_rate is 2000000;"),
-        ("capture_burst = 0", "setting capture_burst is 0;"),
+        ("capture_rate = 2000000", "setting capture_rate is 2000000 full captures a second;"),
+        ("capture_burst = 0", "setting capture_burst is 0 full captures;"),
         ("host_proc = \"/nonexistent\"", "setting host_proc (--host-proc) is /nonexistent"),
         (
             "libc = \"/nonexistent/libc.so.6\"",
@@ -122,7 +122,7 @@ fn out_of_range_settings_are_refused_with_their_name() {
     let config = sc.file("check-burst.toml", b"capture_burst = 0\n");
     refused(
         &["check", "--config", &config],
-        "setting capture_burst is 0;",
+        "setting capture_burst is 0 full captures;",
     );
     assert!(!sc.path("db").exists(), "a refused start created the store");
 }

@@ -106,21 +106,52 @@ impl TlsLib {
 }
 
 /// A tracked process's budget for captured writes and sends (a token
-/// bucket refilled at `Config::capture_rate` a second, holding at most
-/// `Config::capture_burst`), and what it lost: writes not captured because
-/// the budget was spent, and records the full ring buffer refused. One
-/// noisy holder spends its own budget, not the ring everyone shares.
+/// bucket refilled at `Config::capture_rate` tokens a second, holding at
+/// most `Config::capture_burst`), and what it lost: records not captured
+/// because the budget was spent, and records the full ring buffer refused.
+/// A token is one full capture: a record of `capture_bytes` of data with
+/// its header, as it sits in the ring; a record pays in proportion to what
+/// it carries ([`capture_cost_milli`]). One noisy holder spends its own
+/// budget, not the ring everyone shares.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureBudget {
     /// When the bucket was last refilled (`bpf_ktime_get_boot_ns`).
     pub last_ns: u64,
-    /// Tokens left, in thousandths of a write.
+    /// Tokens left, in thousandths of a full capture.
     pub tokens_milli: u64,
-    /// Writes not captured: the budget was spent.
+    /// Records (a write's head or one of its chunks) not captured: the
+    /// budget was spent.
     pub budget_dropped: u64,
-    /// Writes captured but lost: the ring buffer was full.
+    /// Records captured but lost: the ring buffer was full.
     pub ring_dropped: u64,
+}
+
+/// What a captured write record takes of the ring beside its data: the
+/// `DataEvent` header and the ring buffer's own 8-byte record header (a
+/// file's path, appended to writes into regular files, is not counted).
+pub const CAPTURE_RECORD_OVERHEAD: u64 = core::mem::size_of::<DataEvent>() as u64 + 8;
+
+/// The least a captured record pays, in thousandths of a token: what the
+/// agent spends per event is not only bytes, so a holder of tiny writes
+/// is held to `8 x capture_rate` records a second (80,000 at defaults).
+pub const CAPTURE_MIN_COST_MILLI: u64 = 125;
+
+/// The price of one captured record carrying `data` bytes, in thousandths
+/// of a token (a token: one record of `capture_bytes` of data): its bytes
+/// in the ring over a full record's, at least [`CAPTURE_MIN_COST_MILLI`].
+/// A full capture costs 1000; a 1 KiB write (4 KiB captures), 276.
+#[inline(always)]
+pub const fn capture_cost_milli(data: u64, capture_bytes: u64) -> u64 {
+    let full = capture_bytes + CAPTURE_RECORD_OVERHEAD;
+    let cost = (data + CAPTURE_RECORD_OVERHEAD) * 1000 / full;
+    if cost < CAPTURE_MIN_COST_MILLI {
+        CAPTURE_MIN_COST_MILLI
+    } else if cost > 1000 {
+        1000
+    } else {
+        cost
+    }
 }
 
 /// `TAILS` slot of the program that appends a file path to a write record.
@@ -933,9 +964,10 @@ pub struct Config {
     pub capture_new_conns: u32,
     /// 1: emit exec events for every process (not only tracked ones).
     pub exec_all: u32,
-    /// Captured writes a second per tracked process (0: no limit).
+    /// Full captures a second per tracked process (tokens of
+    /// [`CaptureBudget`]; 0: no limit).
     pub capture_rate: u32,
-    /// Most captured writes in a burst per tracked process.
+    /// Most full captures in a burst per tracked process.
     pub capture_burst: u32,
     /// Bytes captured per write by a tracked process (head plus chunk
     /// records, <= MAX_WRITE_CAPTURE; at most `capture_bytes`: no chunks).
@@ -1075,6 +1107,12 @@ const _: () = {
     assert!(size_of::<ChunkArgs>() == 64);
     assert!(CHUNK_ARGS + size_of::<ChunkArgs>() <= SCRATCH_LEN);
     assert!(size_of::<CaptureBudget>() == 32);
+    // The capture budget's prices at the default capture_bytes.
+    assert!(size_of::<DataEvent>() == 144);
+    assert!(capture_cost_milli(4096, 4096) == 1000);
+    assert!(capture_cost_milli(1024, 4096) == 276);
+    assert!(capture_cost_milli(1, 4096) == CAPTURE_MIN_COST_MILLI);
+    assert!(capture_cost_milli(100, 100) == 1000);
     assert!(size_of::<TlsPending>() == 32);
     assert!(size_of::<TlsFresh>() == 16);
     assert!(SCRATCH_LEN.is_power_of_two());

@@ -84,10 +84,7 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
     // A TLS write in flight on this thread (tracked processes only).
     let mut tls: Option<TlsPending> = None;
     if is_tracked(tgid) {
-        // A holder past its budget: counted, not captured.
-        if !crate::budget::take(tgid) {
-            return Ok(());
-        }
+        // (Its capture budget is charged once the captured size is known.)
         flags |= DATA_TRACKED;
         if let Some(p) = unsafe { TLS_PENDING.get(&pid_tgid()) } {
             tls = Some(*p);
@@ -117,9 +114,6 @@ fn try_write(ctx: &TracePointContext, hook: Hook) -> Res {
 /// same record as its syscall twin (budget, capture, path, peer).
 #[inline(always)]
 pub fn uring_write(ctx: &TracePointContext, tgid: u32, hook: Hook, fd: u32, src: Src) -> Res {
-    if !crate::budget::take(tgid) {
-        return Ok(());
-    }
     emit_write(ctx, tgid, hook, fd, DATA_TRACKED, src, None)
 }
 
@@ -207,6 +201,12 @@ fn emit_write(
             }
         }
     };
+    // A tracked process pays for the record by what it captured (an iovec
+    // or msghdr source is only sized by reading it): past its budget, the
+    // write is counted, not sent, and its chunks are not captured.
+    if flags & DATA_TRACKED != 0 && !crate::budget::take(tgid, n as u64) {
+        return Ok(());
+    }
     // A tracked process's large write: the rest follows in chunk records
     // (`write_chunks`), up to `capture_write_bytes` of the write.
     let wcap = cfg(&config().capture_write_bytes) as u64;
@@ -329,8 +329,8 @@ fn try_write_path(ctx: &TracePointContext) -> Res {
 /// Tail-call target of the write programs (and of `write_path`): after the
 /// head record of a tracked process's large write, its next bytes as chunk
 /// records (`DATA_CHUNK`, `chunk_off`), `capture_bytes` each, up to
-/// `capture_write_bytes` of the write. Each chunk takes budget like a
-/// write; the last one is the one without `DATA_MORE`.
+/// `capture_write_bytes` of the write. Each chunk pays the capture budget
+/// for its bytes like a write; the last one is the one without `DATA_MORE`.
 #[tracepoint]
 pub fn write_chunks(_ctx: TracePointContext) -> u32 {
     let _ = try_write_chunks();
@@ -452,7 +452,8 @@ unsafe fn chunk_step(buf: *mut u8, st: *mut ChunkArgs, tgid: u32) -> bool {
     if limit - done < want {
         want = limit - done;
     }
-    if !crate::budget::take(tgid) {
+    // The chunk pays for what it will carry (`want`), before it is read.
+    if !crate::budget::take(tgid, want) {
         return false;
     }
     let data = unsafe { buf.add(size_of::<DataEvent>()) };

@@ -73,11 +73,12 @@ pub struct RunArgs {
     /// Watch files matching this glob (repeatable).
     #[arg(long = "watch", value_name = "GLOB")]
     pub watch: Vec<String>,
-    /// Payload bytes captured per read/write/send (1 to 4096).
+    /// Payload bytes captured per read/write/send (1 to 4096); with the
+    /// record's header, one token of the capture budget (capture_rate).
     #[arg(long)]
     pub capture_bytes: Option<u32>,
     /// Size of the kernel ring buffer in bytes (64 KiB to 1 GiB, rounded
-    /// up to a power of two).
+    /// up to a power of two); unless set, capture_burst is half of it.
     #[arg(long)]
     pub ring_bytes: Option<u32>,
     /// The host's /proc when the agent runs in a container.
@@ -122,21 +123,20 @@ fn sensor_options(
     capture_always: bool,
 ) -> SensorOptions {
     let d = SensorOptions::default();
+    let capture_bytes = capture.or(f.capture_bytes).unwrap_or(d.capture_bytes);
+    let ring_bytes = ring.or(f.ring_bytes).unwrap_or(d.ring_bytes);
+    let capture_rate = f.capture_rate.unwrap_or(d.capture_rate);
     SensorOptions {
-        capture_bytes: capture.or(f.capture_bytes).unwrap_or(d.capture_bytes),
+        capture_bytes,
         capture_write_bytes: f.capture_write_bytes.unwrap_or(d.capture_write_bytes),
         argv_bytes: f.argv_bytes.unwrap_or(d.argv_bytes),
         env_bytes: f.env_bytes.unwrap_or(d.env_bytes),
-        ring_bytes: ring.or(f.ring_bytes).unwrap_or(d.ring_bytes),
-        capture_rate: f.capture_rate.unwrap_or(d.capture_rate),
-        capture_burst: f
-            .capture_burst
-            // Twice the rate; with no limit (0) the burst is unused.
-            .or(f
-                .capture_rate
-                .filter(|&r| r > 0)
-                .map(|r| r.saturating_mul(2)))
-            .unwrap_or(d.capture_burst),
+        ring_bytes,
+        capture_rate,
+        // Unset: half the ring in full captures, at most twice the rate.
+        capture_burst: f.capture_burst.unwrap_or_else(|| {
+            crate::sensors::default_capture_burst(capture_rate, ring_bytes, capture_bytes)
+        }),
         capture_new_conns: f.capture_new_connections.unwrap_or(d.capture_new_conns),
         exec_all: f.exec_all.unwrap_or(d.exec_all),
         btf_path: f.btf.clone().unwrap_or(d.btf_path),
@@ -519,7 +519,7 @@ mod tests {
                     capture_rate: Some(2_000_000),
                     ..d()
                 },
-                "setting capture_rate is 2000000;",
+                "setting capture_rate is 2000000 full captures a second;",
             ),
             (
                 RunArgs::default(),
@@ -527,7 +527,7 @@ mod tests {
                     capture_burst: Some(0),
                     ..d()
                 },
-                "setting capture_burst is 0;",
+                "setting capture_burst is 0 full captures;",
             ),
         ] {
             let e = err(a, f);
@@ -540,24 +540,58 @@ mod tests {
     }
 
     #[test]
-    fn capture_burst_defaults_to_twice_a_limited_rate() {
+    fn capture_burst_defaults_to_half_the_ring_at_most_twice_the_rate() {
+        let burst = |f: FileConfig, ring: Option<u32>| {
+            let a = RunArgs {
+                ring_bytes: ring,
+                ..Default::default()
+            };
+            let o = run_options(&a, &f).unwrap();
+            (o.sensors.capture_rate, o.sensors.capture_burst)
+        };
         let rate = |r: u32| FileConfig {
             capture_rate: Some(r),
             ..Default::default()
         };
-        let o = run_options(&RunArgs::default(), &rate(500)).unwrap();
-        assert_eq!(
-            (o.sensors.capture_rate, o.sensors.capture_burst),
-            (500, 1000)
+        // Defaults: 8 MiB of a 16 MiB ring in full captures of 4,096 bytes
+        // and a 152-byte header (8388608 / 4248), not 2 x 10,000 (~85 MB).
+        assert_eq!(burst(FileConfig::default(), None), (10_000, 1974));
+        assert_eq!(SensorOptions::default().capture_burst, 1974);
+        // A small rate keeps twice the rate (below half the ring).
+        assert_eq!(burst(rate(500), None), (500, 1000));
+        // No limit (0): the burst is unused and derived from the ring, not
+        // 2 x 0 (which the bounds refuse).
+        assert_eq!(burst(rate(0), None), (0, 1974));
+        // A larger ring (--ring-bytes), smaller captures: more of them.
+        assert_eq!(burst(FileConfig::default(), Some(64 << 20)), (10_000, 7898));
+        let small = FileConfig {
+            capture_bytes: Some(1024),
+            ..Default::default()
+        };
+        assert_eq!(burst(small, None), (10_000, 8388608 / (1024 + 152)));
+        // A ring that is not a power of two is rounded up first.
+        assert_eq!(burst(FileConfig::default(), Some(10 << 20)), (10_000, 1974));
+        // An explicit burst is the operator's (warned about if it exceeds
+        // the ring, see settings).
+        let explicit = FileConfig {
+            capture_burst: Some(20_000),
+            ..Default::default()
+        };
+        assert_eq!(burst(explicit, None), (10_000, 20_000));
+        // Out-of-bounds sizes do not overflow the derivation: the settings
+        // check refuses them with the setting named.
+        let e = format!(
+            "{:#}",
+            run_options(
+                &RunArgs {
+                    ring_bytes: Some(u32::MAX),
+                    ..Default::default()
+                },
+                &FileConfig::default()
+            )
+            .unwrap_err()
         );
-        // No limit: the burst is unused and keeps its default, not 2 x 0
-        // (which the bounds refuse).
-        let o = run_options(&RunArgs::default(), &rate(0)).unwrap();
-        assert_eq!(o.sensors.capture_rate, 0);
-        assert_eq!(
-            o.sensors.capture_burst,
-            SensorOptions::default().capture_burst
-        );
+        assert!(e.contains("ring_bytes (--ring-bytes) is 4294967295"), "{e}");
     }
 
     #[test]

@@ -51,10 +51,12 @@ pub struct FileConfig {
     pub argv_bytes: Option<u32>,
     pub env_bytes: Option<u32>,
     pub ring_bytes: Option<u32>,
-    /// Captured writes a second per tracked process (0: no limit).
+    /// Full captures (`capture_bytes` of data with the record's header) a
+    /// second per tracked process (0: no limit); a smaller record pays for
+    /// what it carries, at least an eighth.
     pub capture_rate: Option<u32>,
-    /// Most captured writes in a burst per tracked process (default: twice
-    /// the rate).
+    /// Most full captures in a burst per tracked process (default: half
+    /// the ring buffer's worth, at most twice the rate).
     pub capture_burst: Option<u32>,
     pub capture_new_connections: Option<bool>,
     pub exec_all: Option<bool>,

@@ -69,20 +69,24 @@ pub const RING_BYTES: Bound = Bound {
     unit: "bytes",
     why_min: "the kernel ring buffer needs at least 64 KiB",
 };
+/// Full captures (`capture_bytes` of data with the record's header) a
+/// second per tracked process; 0: no limit.
 pub const CAPTURE_RATE: Bound = Bound {
     key: "capture_rate",
     flag: None,
     min: 0,
     max: 1_000_000,
-    unit: "",
+    unit: "full captures a second",
     why_min: "",
 };
+/// Full captures a tracked process may burst (see
+/// [`capture_burst_warning`] for one larger than the ring).
 pub const CAPTURE_BURST: Bound = Bound {
     key: "capture_burst",
     flag: None,
     min: 1,
     max: 10_000_000,
-    unit: "",
+    unit: "full captures",
     why_min: "0 would leave no room for a single captured write",
 };
 pub const AGGREGATE_WINDOW: Bound = Bound {
@@ -232,6 +236,39 @@ pub fn check_sensors(s: &SensorOptions) -> Result<()> {
     Ok(())
 }
 
+/// A `capture_burst` whose bytes exceed the ring buffer: one holder
+/// bursting large writes within its budget can fill the ring, and every
+/// other process's events are lost until the agent drains it (the default
+/// is half the ring). Allowed (an operator may trust a fast agent), but
+/// said at start and by `monitor check`.
+pub fn capture_burst_warning(s: &SensorOptions) -> Option<String> {
+    use crate::sensors::{default_capture_burst, full_capture_bytes, ring_size};
+    if s.capture_rate == 0 {
+        // No budget at all: the burst is unused.
+        return None;
+    }
+    let full = full_capture_bytes(s.capture_bytes);
+    let bytes = s.capture_burst as u64 * full;
+    let ring = ring_size(s.ring_bytes);
+    if bytes <= ring {
+        return None;
+    }
+    Some(format!(
+        "setting capture_burst is {} full captures of {full} bytes each (capture_bytes {} \
+         and a {} byte record header): {:.1} MiB, more than the {:.1} MiB ring buffer \
+         (ring_bytes {}); one holder bursting large writes within its budget can fill the \
+         ring, and every other process's events are then lost until the agent drains it. \
+         Leave capture_burst unset for the default ({}, half the ring) or raise ring_bytes",
+        s.capture_burst,
+        s.capture_bytes,
+        monitor_common::CAPTURE_RECORD_OVERHEAD,
+        bytes as f64 / MIB as f64,
+        ring as f64 / MIB as f64,
+        s.ring_bytes,
+        default_capture_burst(s.capture_rate, s.ring_bytes, s.capture_bytes),
+    ))
+}
+
 /// Paths of this machine the kernel side needs: an explicit `libc` or
 /// `btf` must exist (the default BTF may be missing: file and socket
 /// details are then off, with a warning).
@@ -351,14 +388,23 @@ mod tests {
         // refused (it used to become 1 silently).
         assert!(CAPTURE_RATE.check(0).is_ok());
         let e = CAPTURE_RATE.check(4_000_000_000).unwrap_err().to_string();
-        assert!(e.starts_with("setting capture_rate is 4000000000;"), "{e}");
+        assert!(
+            e.starts_with("setting capture_rate is 4000000000 full captures a second;"),
+            "{e}"
+        );
         let e = check_sensors(&SensorOptions {
             capture_burst: 0,
             ..Default::default()
         })
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("setting capture_burst is 0;"), "{e}");
+        assert!(
+            e.starts_with(
+                "setting capture_burst is 0 full captures; it must be from 1 to 10000000 \
+                 full captures"
+            ),
+            "{e}"
+        );
         assert!(e.contains("no room for a single captured write"), "{e}");
         let e = check_sensors(&SensorOptions {
             capture_rate: 2_000_000,
@@ -366,7 +412,64 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(e.contains("setting capture_rate is 2000000;"), "{e}");
+        assert!(
+            e.contains("setting capture_rate is 2000000 full captures a second;"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_capture_burst_larger_than_the_ring_is_warned_about() {
+        // The defaults, a derived burst and one up to the ring: quiet.
+        assert_eq!(capture_burst_warning(&SensorOptions::default()), None);
+        let fits = SensorOptions {
+            // 3949 x 4248 = 16,775,352 bytes <= 16 MiB.
+            capture_burst: 3949,
+            ..Default::default()
+        };
+        assert_eq!(capture_burst_warning(&fits), None);
+        // The old default (20,000 writes of ~4.2 KB: ~81 MiB): named, with
+        // both settings and the way out.
+        let old = SensorOptions {
+            capture_burst: 20_000,
+            ..Default::default()
+        };
+        let w = capture_burst_warning(&old).expect("no warning for 81 MiB of burst");
+        for want in [
+            "setting capture_burst is 20000 full captures of 4248 bytes each",
+            "capture_bytes 4096",
+            "81.0 MiB, more than the 16.0 MiB ring buffer (ring_bytes 16777216)",
+            "every other process's events are then lost",
+            "default (1974, half the ring) or raise ring_bytes",
+        ] {
+            assert!(w.contains(want), "want {want:?} in: {w}");
+        }
+        // Just past the ring; and a larger ring makes room for it.
+        let over = SensorOptions {
+            capture_burst: 3950,
+            ..Default::default()
+        };
+        assert!(capture_burst_warning(&over).is_some());
+        let big_ring = SensorOptions {
+            capture_burst: 20_000,
+            ring_bytes: 128 << 20,
+            ..Default::default()
+        };
+        assert_eq!(capture_burst_warning(&big_ring), None);
+        // Smaller captures are smaller tokens: 20,000 of 252 bytes fit.
+        let small = SensorOptions {
+            capture_burst: 20_000,
+            capture_bytes: 100,
+            ..Default::default()
+        };
+        assert_eq!(capture_burst_warning(&small), None);
+        // No limit (capture_rate 0): the burst is unused.
+        let unlimited = SensorOptions {
+            capture_rate: 0,
+            capture_burst: 10_000_000,
+            ..Default::default()
+        };
+        assert_eq!(capture_burst_warning(&unlimited), None);
     }
 
     #[test]

@@ -17,10 +17,10 @@ use aya::{
 };
 use monitor_common::{
     maps, CaptureBudget, Config, Counter, FdKey, InodeKey, KernelOffsets, TrackedFd, TrackedProc,
-    UringOffsets, WatchValue, CONFIG_GLOBAL, COUNTER_SLOTS, DEFAULT_ARGV_BYTES, DEFAULT_CAPTURE,
-    DEFAULT_ENV_BYTES, DEFAULT_WRITE_CAPTURE, LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA,
-    MAX_WRITE_CAPTURE, TAIL_WRITE_CHUNKS, TAIL_WRITE_PATH, WRITE_CHUNKS_PROGRAM,
-    WRITE_PATH_PROGRAM,
+    UringOffsets, WatchValue, CAPTURE_RECORD_OVERHEAD, CONFIG_GLOBAL, COUNTER_SLOTS,
+    DEFAULT_ARGV_BYTES, DEFAULT_CAPTURE, DEFAULT_ENV_BYTES, DEFAULT_WRITE_CAPTURE,
+    LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_EXEC_DATA, MAX_WRITE_CAPTURE, TAIL_WRITE_CHUNKS,
+    TAIL_WRITE_PATH, WRITE_CHUNKS_PROGRAM, WRITE_PATH_PROGRAM,
 };
 
 use self::probes::{Attach, Probe, PROBES};
@@ -28,9 +28,44 @@ use self::probes::{Attach, Probe, PROBES};
 /// The eBPF object, built by `build.rs` for the BPF target.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
 
-/// Default captured writes a second per tracked process: far above what a
-/// holder that is not flooding writes, far below what the agent drains.
+/// Default full captures (tokens: `capture_bytes` of data with the
+/// record's header, ~4.2 KB at defaults) a second per tracked process:
+/// ~42 MB/s of captures, at most 80,000 records a second (tiny writes pay
+/// `CAPTURE_MIN_COST_MILLI`); far above what a holder that is not flooding
+/// writes, far below what the agent drains (~1 GB/s scanned, ~480,000
+/// events a CPU-second).
 pub const DEFAULT_CAPTURE_RATE: u32 = 10_000;
+
+/// Default ring buffer size (`ring_bytes`).
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+/// The ring buffer the kernel gets for `ring_bytes`: a power of two, at
+/// least 64 KiB (computed in 64 bits: an out-of-bounds value, refused
+/// later by the settings check, does not overflow here).
+pub fn ring_size(ring_bytes: u32) -> u64 {
+    (ring_bytes as u64).next_power_of_two().max(1 << 16)
+}
+
+/// Bytes one full capture (a token of the capture budget) takes in the
+/// ring: `capture_bytes` of data and the record's headers.
+pub fn full_capture_bytes(capture_bytes: u32) -> u64 {
+    capture_bytes.min(MAX_CAPTURE as u32) as u64 + CAPTURE_RECORD_OVERHEAD
+}
+
+/// The default `capture_burst`, in full captures: half the ring buffer, so
+/// one holder's burst within budget leaves the other half to everyone else
+/// however large its writes, and at most twice a limited rate (the old
+/// default, which smaller rates keep). At defaults: 1,974 (8 MiB of a
+/// 16 MiB ring).
+pub fn default_capture_burst(rate: u32, ring_bytes: u32, capture_bytes: u32) -> u32 {
+    let half = ring_size(ring_bytes) / 2 / full_capture_bytes(capture_bytes);
+    let burst = if rate > 0 {
+        half.min(rate as u64 * 2)
+    } else {
+        half
+    };
+    burst.clamp(1, u32::MAX as u64) as u32
+}
 
 /// What the operator can tune about the kernel side.
 #[derive(Clone, Debug)]
@@ -42,9 +77,12 @@ pub struct SensorOptions {
     pub argv_bytes: u32,
     pub env_bytes: u32,
     pub ring_bytes: u32,
-    /// Captured writes a second per tracked process (0: no limit).
+    /// Full captures (`capture_bytes` of data with the record's header) a
+    /// second per tracked process (0: no limit); a record pays for what it
+    /// carries (`monitor_common::capture_cost_milli`).
     pub capture_rate: u32,
-    /// Most captured writes in a burst per tracked process.
+    /// Most full captures in a burst per tracked process (default:
+    /// [`default_capture_burst`], half the ring).
     pub capture_burst: u32,
     pub capture_new_conns: bool,
     pub exec_all: bool,
@@ -63,9 +101,13 @@ impl Default for SensorOptions {
             capture_write_bytes: DEFAULT_WRITE_CAPTURE,
             argv_bytes: DEFAULT_ARGV_BYTES,
             env_bytes: DEFAULT_ENV_BYTES,
-            ring_bytes: 16 << 20,
+            ring_bytes: DEFAULT_RING_BYTES,
             capture_rate: DEFAULT_CAPTURE_RATE,
-            capture_burst: DEFAULT_CAPTURE_RATE * 2,
+            capture_burst: default_capture_burst(
+                DEFAULT_CAPTURE_RATE,
+                DEFAULT_RING_BYTES,
+                DEFAULT_CAPTURE,
+            ),
             capture_new_conns: true,
             exec_all: true,
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
@@ -212,7 +254,11 @@ impl Sensors {
                 (Ok(_), false) => UringOffsets::default(),
             },
         };
-        let ring = opts.ring_bytes.next_power_of_two().max(1 << 16);
+        if let Some(w) = crate::settings::capture_burst_warning(opts) {
+            tracing::warn!("{w}");
+        }
+        // At most 1 GiB (the settings check).
+        let ring = ring_size(opts.ring_bytes).min(1 << 30) as u32;
         let mut ebpf = EbpfLoader::new()
             .override_global(CONFIG_GLOBAL, &cfg, true)
             .map_max_entries(maps::EVENTS, ring)
