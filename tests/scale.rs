@@ -372,3 +372,195 @@ fn a_flooding_holder_does_not_blind_the_others() {
         );
     }
 }
+
+/// A holder in a cgroup of its own with the secret `burst`, another secret
+/// (`other`) held by nobody here, and an agent at the default capture
+/// settings: the capture budget as an operator gets it.
+struct BurstWorld {
+    // Dropped in this order: the holder, then its cgroup, then the files.
+    holder: Py,
+    agent: Agent,
+    other_file: String,
+    _cg: Cgroup,
+    sc: Scratch,
+}
+
+fn burst_world(name: &str) -> BurstWorld {
+    let sc = Scratch::new(name);
+    let cg = Cgroup::new(&format!("monitor-it-{name}-{}", std::process::id()));
+    let own_file = sc.file("s/burst", format!("{}\n", value(3)).as_bytes());
+    let other_file = sc.file("s/other", format!("{}\n", value(4)).as_bytes());
+    let issuances = sc.path("issuances.jsonl");
+    std::fs::write(
+        &issuances,
+        format!(
+            "{}\n{}\n",
+            json!({"secret_id": "burst", "holder": {"cgroup": cg.rel},
+                   "delivery": [{"file": own_file}]}),
+            json!({"secret_id": "other", "holder": {"cgroup": "/monitor-it-nobody"},
+                   "delivery": [{"file": other_file}]})
+        ),
+    )
+    .unwrap();
+    // No capture settings: the defaults are what is tested.
+    let agent = Agent::start(&["--issuances", issuances.to_str().unwrap()]);
+    agent.wait_log("secret other recorded");
+    let mut holder = Py::spawn(&[]);
+    cg.add(holder.pid);
+    // Tracked once its read of its own secret is seen (quietly).
+    holder.run(&format!("v = open({own_file:?}).read()"));
+    agent.wait_for("the holder's read", |e| {
+        e["kind"] == "read" && e["process"]["pid"] == holder.pid
+    });
+    BurstWorld {
+        holder,
+        agent,
+        other_file,
+        _cg: cg,
+        sc,
+    }
+}
+
+/// The holder's `monitor.capture.degraded` alerts: (dropped by its budget,
+/// dropped by a full ring), summed.
+fn degraded_counts(agent: &Agent, pid: u32) -> (u64, u64, usize) {
+    let alerts: Vec<_> = agent
+        .alerts()
+        .into_iter()
+        .filter(|a| a["rule"] == "monitor.capture.degraded" && a["actor"]["pid"] == pid)
+        .collect();
+    let sum = |k: &str| {
+        alerts
+            .iter()
+            .map(|a| a["evidence"][k].as_u64().unwrap_or(0))
+            .sum()
+    };
+    (sum("dropped_budget"), sum("dropped_ring"), alerts.len())
+}
+
+/// The capture budget is counted in bytes of the ring, not in writes: a
+/// holder bursting large writes (4,000 of 64 KiB: 16 records of ~4.2 KB
+/// each, ~270 MB of captures if unbounded) at the default settings is
+/// stopped by its own budget (half the 16 MiB ring in a burst) before the
+/// ring fills, so nothing is lost for anyone else and a foreign read of
+/// another secret during the burst alerts. (The old budget counted 20,000
+/// records in a burst, ~85 MB: the ring filled and everyone's events were
+/// lost meanwhile.)
+#[test]
+fn a_holder_bursting_large_writes_is_stopped_by_its_budget_not_the_ring() {
+    let BurstWorld {
+        mut holder,
+        agent,
+        other_file,
+        _cg,
+        sc,
+    } = burst_world("burst-big");
+    let pid = holder.pid;
+    let started = sc.path("started");
+    let started_py = started.display().to_string();
+    let writer = std::thread::spawn(move || {
+        holder.run(&format!(
+            "f = os.open('/dev/null', os.O_WRONLY)\n\
+             big = b'z' * 65536\n\
+             open({started_py:?}, 'w').close()\n\
+             for i in range(4000): os.write(f, big)\n\
+             os.close(f)"
+        ));
+        holder
+    });
+    // Foreign reads of the other secret while the holder bursts (at least
+    // one; the first as soon as its writes start).
+    let t0 = Instant::now();
+    while !started.exists() {
+        assert!(t0.elapsed() < EVENT_TIMEOUT, "the holder never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let burst_at = Instant::now();
+    let mut readers = Vec::new();
+    let mut during = 0;
+    loop {
+        let (rpid, _) = run(std::process::Command::new("cat").arg(&other_file));
+        readers.push(rpid);
+        if writer.is_finished() {
+            break;
+        }
+        during += 1;
+    }
+    let holder = writer.join().unwrap();
+    let burst_took = burst_at.elapsed();
+    for rpid in &readers {
+        agent.wait_alert("secret.read.foreign", |a| {
+            a["secret_id"] == "other" && a["actor"]["pid"] == *rpid
+        });
+    }
+    // Stopped by its budget, reported (checked every second).
+    let a = agent.wait_alert("monitor.capture.degraded", |a| a["actor"]["pid"] == pid);
+    assert_eq!(a["evidence"]["held"], json!(["burst"]), "{a}");
+    // Past the next report tick, then every report of the burst counted.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (budget, ring, n) = degraded_counts(&agent, pid);
+    eprintln!(
+        "burst of 4,000 x 64 KiB in {burst_took:?}: {budget} records over budget, \
+         {ring} lost to a full ring ({n} alerts); {} foreign reads, {during} during the burst",
+        readers.len()
+    );
+    assert!(budget > 0, "the budget did not stop the burst");
+    assert_eq!(ring, 0, "the burst filled the ring within its budget");
+    let lost: Vec<_> = agent
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("kernel events (ring buffer full)"))
+        .collect();
+    assert!(lost.is_empty(), "events lost during the burst: {lost:?}");
+    drop(holder);
+    let (st, _) = agent.stop();
+    assert!(st.success());
+}
+
+/// Small writes pay for what they carry: a holder writing 2,000 writes of
+/// 1 KiB and 5,000 of 16 bytes in a burst (7,000 records, ~1,200 full
+/// captures' worth) stays within the default budget: every write is
+/// captured and nothing is reported.
+#[test]
+fn a_holder_bursting_small_writes_stays_within_its_budget() {
+    let BurstWorld {
+        mut holder,
+        agent,
+        other_file: _,
+        _cg,
+        sc: _sc,
+    } = burst_world("burst-small");
+    holder.run(
+        "f = os.open('/dev/null', os.O_WRONLY)\n\
+         kib = b'k' * 1024\n\
+         for i in range(2000): os.write(f, kib)\n\
+         tiny = b't' * 16\n\
+         for i in range(5000): os.write(f, tiny)\n\
+         os.close(f)",
+    );
+    let writes = |len: u64| {
+        agent
+            .events()
+            .iter()
+            .filter(|e| {
+                e["kind"] == "write" && e["process"]["pid"] == holder.pid && e["bytes"] == len
+            })
+            .count()
+    };
+    let t0 = Instant::now();
+    while (writes(1024), writes(16)) != (2000, 5000) && t0.elapsed() < EVENT_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        (writes(1024), writes(16)),
+        (2000, 5000),
+        "writes not captured"
+    );
+    // Past a report tick: nothing dropped, nothing reported.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(degraded_counts(&agent, holder.pid), (0, 0, 0));
+    assert!(agent.alerts().is_empty(), "{:?}", agent.alerts());
+    drop(holder);
+    let (st, _) = agent.stop();
+    assert!(st.success());
+}
