@@ -125,6 +125,31 @@ fn out_of_range_settings_are_refused_with_their_name() {
         "setting capture_burst is 0 full captures;",
     );
     assert!(!sc.path("db").exists(), "a refused start created the store");
+    // A burst larger than the ring is allowed but said, naming the
+    // settings (the old default: 20,000 full captures, ~81 MiB).
+    let config = sc.file("check-big-burst.toml", b"capture_burst = 20000\n");
+    let out = Command::new(MONITOR)
+        .args(["check", "--config", &config])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "WARN",
+        "setting capture_burst is 20000 full captures of 4248 bytes each",
+        "ring_bytes 16777216",
+    ] {
+        assert!(
+            err.contains(want),
+            "want {want:?} from monitor check:\n{err}"
+        );
+    }
+    let config = sc.file("check-default-burst.toml", b"capture_rate = 10000\n");
+    let out = Command::new(MONITOR)
+        .args(["check", "--config", &config])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("capture_burst"), "{err}");
 }
 
 #[test]
