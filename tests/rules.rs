@@ -1819,19 +1819,21 @@ fn a_holder_writing_100_mb_of_unrelated_data_raises_nothing() {
     let w = world("bulk");
     let mut holder = w.holder(json!({}));
     let out = w.sc.path("bulk.bin").display().to_string();
-    // 2 MB in 1 KiB writes, then 98 MB in 1 MiB writes. Their captures
-    // (2,048 records of ~1.2 KB, and 98 writes of 64 KiB in 16 records of
-    // ~4.3 KB: ~9 MB) fit the default 16 MiB ring even if the agent drained
-    // nothing meanwhile, so nothing here depends on the agent being
-    // scheduled during the burst. (10 MB in 1 KiB writes, ~19 MB of
-    // captures within the write-count budget, filled the ring on a loaded
-    // machine: an honest `monitor.capture.degraded`, not what this tests.)
+    // 2 MB in 1 KiB writes, then 98 MB in 2 MiB writes. Their captures
+    // (2,048 records of ~1.2 KB, and 49 writes of 64 KiB in 16 records of
+    // ~4.2 KB: ~5.7 MB, ~1,350 full captures) fit the default capture
+    // budget's burst (1,974 full captures, half the 16 MiB ring), so
+    // nothing here depends on the refill or on the agent being scheduled
+    // during the burst. (10 MB in 1 KiB writes, ~19 MB of captures within
+    // the old write-count budget, filled the ring on a loaded machine; the
+    // byte-counted budget now stops such a burst itself: an honest
+    // `monitor.capture.degraded`, not what this tests.)
     holder.run(&format!(
         "f = os.open({out:?}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n\
          small = os.urandom(1024)\n\
          for i in range(2 * 1024): os.write(f, small)\n\
-         big = os.urandom(1 << 20)\n\
-         for i in range(98): os.write(f, big)\n\
+         big = os.urandom(2 << 20)\n\
+         for i in range(49): os.write(f, big)\n\
          os.close(f)"
     ));
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 100 << 20);
