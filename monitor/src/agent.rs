@@ -18,13 +18,14 @@ use monitor_common::{
     HDR_TRACKED, TRACK_AGENT, TRACK_OPENED_WATCHED,
 };
 use serde_json::json;
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    sync::mpsc,
-};
+use tokio::sync::mpsc;
 
 use crate::{
-    api::{ApiRequest, ApiResponse},
+    api::{
+        routes::{Control, IssueRefused, StoreQueries},
+        serve::{serve_thread, Endpoints, Stop, API_BACKLOG},
+        ApiRequest,
+    },
     correlate::{fingerprint::FingerprintKey, Correlator, Outcome},
     enrich::WatchNames,
     enrich::{cgroup::CgroupResolver, k8s::K8sResolver, procfs::ProcFs, Enricher},
@@ -40,13 +41,11 @@ use crate::{
     observer::{decode::RawEvent, Observer},
     output::Feed,
     output::JsonLines,
-    query::{filter_of, QueryArgs, QueryFormat, QueryKind},
     sensors::{
         fanotify::{FanEvent, FanKind, FanQueue, Fanotify},
         KernelCounters, SensorOptions, Sensors,
     },
     store::{
-        timeline::Timeline,
         worth_storing,
         writer::{RetentionPolicy, SourceOffset, StoreItem, StoreWriter},
         Store,
@@ -1090,114 +1089,6 @@ impl Agent {
         read
     }
 
-    /// The store's read-only endpoints, for the serving thread.
-    pub fn queries(&self) -> StoreQueries {
-        StoreQueries {
-            db: self.db.clone(),
-            store: self.store.sender(),
-        }
-    }
-
-    /// One API request (routing lives here; transport in `api::server`).
-    pub fn api(&mut self, req: ApiRequest) {
-        let resp = match (req.method.as_str(), req.path.as_str()) {
-            ("POST", "/issuances") => self.api_records(&req.body),
-            ("GET", "/secrets") => ApiResponse::ok(self.correlator.secrets_json()),
-            ("GET", "/watches") => ApiResponse::ok(json!(self
-                .watches
-                .patterns()
-                .map(|(id, p)| json!({"id": id, "pattern": p}))
-                .collect::<Vec<_>>())),
-            ("POST", "/watches") => {
-                let pattern = serde_json::from_slice::<serde_json::Value>(&req.body)
-                    .ok()
-                    .and_then(|v| v["pattern"].as_str().map(str::to_string));
-                match pattern {
-                    None => ApiResponse::error(400, "body must be {\"pattern\": \"/abs/glob\"}"),
-                    Some(p) => match self.watches.add(&p) {
-                        Ok(id) => {
-                            self.rescan();
-                            ApiResponse::created(json!({"id": id, "pattern": p}))
-                        }
-                        Err(e) => ApiResponse::error(400, format!("{e:#}")),
-                    },
-                }
-            }
-            _ if StoreQueries::wants(&req) => self.queries().answer(&req),
-            (_, "/issuances" | "/secrets" | "/watches" | "/alerts" | "/events") => {
-                ApiResponse::error(405, "method not allowed")
-            }
-            _ => ApiResponse::error(404, format!("no such endpoint: {}", req.path)),
-        };
-        let _ = req.reply.send(resp);
-    }
-
-    /// One record, or several (one JSON object a line). All or nothing:
-    /// a bad line rejects the request and names the line and field.
-    fn api_records(&mut self, body: &[u8]) -> ApiResponse {
-        let Ok(text) = std::str::from_utf8(body) else {
-            return ApiResponse::error(400, "body is not UTF-8");
-        };
-        let now = Utc::now();
-        let mut records = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            match parse_record(line, now) {
-                Ok(r) => records.push(r),
-                Err(e) => {
-                    self.bad_records += 1;
-                    return ApiResponse::error(400, format!("line {}: {e}", i + 1));
-                }
-            }
-        }
-        if records.is_empty() {
-            return ApiResponse::error(
-                400,
-                "empty body: expected an issuance or revocation record",
-            );
-        }
-        let new = records
-            .iter()
-            .filter(|r| matches!(r, Record::Issue(i) if !self.correlator.knows(&i.secret_id)))
-            .count() as u64;
-        if self.api_secrets + new > MAX_SECRETS_PER_SOURCE {
-            self.bad_records += new;
-            return ApiResponse::error(
-                429,
-                format!(
-                    "the API already defines {} secrets: {new} more would pass the \
-                     per-source cap of {MAX_SECRETS_PER_SOURCE}",
-                    self.api_secrets
-                ),
-            );
-        }
-        self.api_secrets += new;
-        let applied = self.batched(|agent| {
-            let mut done = Vec::new();
-            for r in records {
-                done.push(agent.apply_record(r, "api")?);
-            }
-            Ok::<_, String>(done)
-        });
-        let mut done = match applied {
-            Ok(d) => d,
-            Err(e) => {
-                self.bad_records += 1;
-                tracing::warn!("api: {e}");
-                return ApiResponse::error(400, e);
-            }
-        };
-        self.fleet.publish_records(text);
-        ApiResponse::created(if done.len() == 1 {
-            done.remove(0)
-        } else {
-            json!(done)
-        })
-    }
-
     /// A message from the fleet: a record (issuance, revocation) this node
     /// applies, or a node's fingerprints.
     pub fn fleet_inbound(&mut self, m: crate::fleet::link::Inbound) {
@@ -1424,280 +1315,66 @@ impl Agent {
     }
 }
 
-/// API requests waiting for the event loop; past it a client gets 503
-/// (and each waits at most the API's agent timeout) instead of a hang.
-const API_BACKLOG: usize = 64;
-/// After SIGTERM/SIGINT the agent exits within this, whatever the load: the
-/// event loop stops at once, and if the final flush takes longer the
-/// process exits anyway (the kernel detaches the probes with its fds).
-pub const SHUTDOWN_LIMIT: Duration = Duration::from_millis(4500);
-
-/// A stop request from the signal thread.
-#[derive(Default)]
-struct Stop {
-    flag: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl Stop {
-    fn requested(&self) -> bool {
-        self.flag.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// The store's read-only endpoints (`GET /alerts`, `GET /events`,
-/// `GET /timeline/<id>`), answered from the database itself on the serving
-/// thread, never on the event loop: a saturated loop does not hold up a
-/// responder's query (and a long query does not hold up the events).
-#[derive(Clone)]
-pub struct StoreQueries {
-    db: PathBuf,
-    /// To wait for what was queued before the request (read your writes).
-    store: crate::store::writer::StoreSender,
-}
-
-impl StoreQueries {
-    /// Is this request one of the store's?
-    pub fn wants(req: &ApiRequest) -> bool {
-        req.method == "GET"
-            && (matches!(req.path.as_str(), "/alerts" | "/events")
-                || req.path.starts_with("/timeline/"))
+/// The narrow interface the API's routes use.
+impl Control for Agent {
+    fn secrets(&self) -> serde_json::Value {
+        self.correlator.secrets_json()
     }
 
-    /// The answer to a request [`StoreQueries::wants`] (blocks: SQLite).
-    pub fn answer(&self, req: &ApiRequest) -> ApiResponse {
-        match req.path.as_str() {
-            "/alerts" => self.query(QueryKind::Alerts, req),
-            "/events" => self.query(QueryKind::Events, req),
-            p => match p.strip_prefix("/timeline/") {
-                Some(id) => self.timeline(id, req),
-                None => ApiResponse::error(404, format!("no such endpoint: {}", req.path)),
-            },
+    fn watches(&self) -> Vec<(u32, String)> {
+        self.watches
+            .patterns()
+            .map(|(id, p)| (id, p.to_string()))
+            .collect()
+    }
+
+    fn add_watch(&mut self, pattern: &str) -> Result<u32> {
+        let id = self.watches.add(pattern)?;
+        self.rescan();
+        Ok(id)
+    }
+
+    fn issue(
+        &mut self,
+        records: Vec<Record>,
+        text: &str,
+    ) -> Result<Vec<serde_json::Value>, IssueRefused> {
+        let new = records
+            .iter()
+            .filter(|r| matches!(r, Record::Issue(i) if !self.correlator.knows(&i.secret_id)))
+            .count() as u64;
+        if self.api_secrets + new > MAX_SECRETS_PER_SOURCE {
+            self.bad_records += new;
+            return Err(IssueRefused::OverCap {
+                defined: self.api_secrets,
+                new,
+                cap: MAX_SECRETS_PER_SOURCE,
+            });
         }
-    }
-
-    /// `GET /alerts` and `GET /events`: the query flags as parameters
-    /// (`secret`, `rule`, `pid`, `namespace`, `pod`, `since`, `until`,
-    /// `limit`), paginated with
-    /// `after` (the `next` of the previous page).
-    pub fn query(&self, kind: QueryKind, req: &ApiRequest) -> ApiResponse {
-        self.store.flush();
-        let q = |k: &str| req.query_param(k).map(str::to_string);
-        let args = QueryArgs {
-            db: Some(self.db.clone()),
-            kind,
-            secret: q("secret"),
-            rule: q("rule"),
-            pid: match q("pid").map(|p| p.parse::<u32>()) {
-                Some(Ok(p)) => Some(p),
-                Some(Err(_)) => return ApiResponse::error(400, "pid must be a number"),
-                None => None,
-            },
-            namespace: q("namespace"),
-            pod: q("pod"),
-            since: q("since"),
-            until: q("until"),
-            limit: match q("limit").map(|l| l.parse::<usize>()) {
-                Some(Ok(l)) => l.min(10_000),
-                Some(Err(_)) => return ApiResponse::error(400, "limit must be a number"),
-                None => 100,
-            },
-            format: QueryFormat::Json,
-        };
-        let mut f = match filter_of(&args, Utc::now()) {
-            Ok(f) => f,
-            Err(e) => return ApiResponse::error(400, format!("{e:#}")),
-        };
-        // Pages run oldest first from the cursor; `next` is set only when
-        // more remain (the filter asks for one row beyond the limit).
-        f.after_id = match q("after").map(|a| a.parse::<u64>()) {
-            Some(Ok(a)) => Some(a),
-            Some(Err(_)) => return ApiResponse::error(400, "after must be a number"),
-            None => Some(0),
-        };
-        let limit = args.limit;
-        let store = match Store::open_readonly(&self.db) {
-            Ok(s) => s,
-            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
-        };
-        let page = match kind {
-            QueryKind::Alerts => store.query_alert_rows(&f).map(|rows| {
-                rows.into_iter()
-                    .map(|r| (r.id, json!(r.alert)))
-                    .collect::<Vec<_>>()
-            }),
-            QueryKind::Events => store.query_events(&f).map(|evs| {
-                evs.into_iter()
-                    .map(|e| (e.id, json!(e)))
-                    .collect::<Vec<_>>()
-            }),
-        }
-        .map(|mut rows| {
-            let more = limit > 0 && rows.len() > limit;
-            if more {
-                rows.truncate(limit);
+        self.api_secrets += new;
+        let applied = self.batched(|agent| {
+            let mut done = Vec::new();
+            for r in records {
+                done.push(agent.apply_record(r, "api")?);
             }
-            let next = if more {
-                rows.last().map(|(id, _)| *id)
-            } else {
-                None
-            };
-            (rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), next)
+            Ok::<_, String>(done)
         });
-        match page {
-            Ok((items, next)) => ApiResponse::ok(json!({"items": items, "next": next})),
-            Err(e) => ApiResponse::error(500, format!("{e:#}")),
-        }
+        let done = applied.map_err(|e| {
+            self.bad_records += 1;
+            tracing::warn!("api: {e}");
+            IssueRefused::Invalid(e)
+        })?;
+        self.fleet.publish_records(text);
+        Ok(done)
     }
 
-    /// `GET /timeline/<secret_id>[?format=json|text|dot]`.
-    pub fn timeline(&self, secret_id: &str, req: &ApiRequest) -> ApiResponse {
-        self.store.flush();
-        let store = match Store::open_readonly(&self.db) {
-            Ok(s) => s,
-            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
-        };
-        let t = match Timeline::build(&store, secret_id) {
-            Ok(t) if !t.is_empty() => t,
-            Ok(_) => {
-                return ApiResponse::error(404, format!("nothing known about secret {secret_id:?}"))
-            }
-            Err(e) => return ApiResponse::error(500, format!("{e:#}")),
-        };
-        match req.query_param("format").unwrap_or("json") {
-            "json" => match serde_json::from_str(&t.render_json()) {
-                Ok(v) => ApiResponse::ok(v),
-                Err(e) => ApiResponse::error(500, e.to_string()),
-            },
-            "text" => ApiResponse::ok(
-                json!({"secret_id": secret_id, "format": "text", "text": t.render_text()}),
-            ),
-            "dot" => ApiResponse::ok(
-                json!({"secret_id": secret_id, "format": "dot", "text": t.render_dot()}),
-            ),
-            other => ApiResponse::error(
-                400,
-                format!("format must be json, text or dot, not {other:?}"),
-            ),
-        }
+    fn count_bad_records(&mut self, n: u64) {
+        self.bad_records += n;
     }
-}
 
-/// Requests from the API server: the store's queries answered here (on a
-/// blocking thread of the serving runtime), the rest handed to the event
-/// loop. Ends when the event loop is gone (the server then stops too).
-async fn route_api(
-    mut front: mpsc::Receiver<ApiRequest>,
-    to_loop: mpsc::Sender<ApiRequest>,
-    queries: StoreQueries,
-) {
-    loop {
-        let req = tokio::select! {
-            _ = to_loop.closed() => return,
-            r = front.recv() => match r {
-                Some(r) => r,
-                None => return,
-            },
-        };
-        if StoreQueries::wants(&req) {
-            let q = queries.clone();
-            tokio::task::spawn_blocking(move || {
-                let resp = q.answer(&req);
-                let _ = req.reply.send(resp);
-            });
-        } else {
-            // Waits for room in the loop's backlog without holding up the
-            // queries behind it.
-            let tx = to_loop.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(req).await;
-            });
-        }
+    fn queries(&self) -> StoreQueries {
+        StoreQueries::new(self.db.clone(), self.store.sender())
     }
-}
-
-/// Liveness independent of load: `/healthz`, `/metrics`, the API's accept
-/// loop and the signal handlers run on a thread (and runtime) of their
-/// own, so a saturated event loop neither hides the agent from the kubelet
-/// nor ignores SIGTERM. Binding errors come back before the agent is ready.
-fn serve_thread(
-    opts: &RunOptions,
-    api_tx: mpsc::Sender<ApiRequest>,
-    queries: StoreQueries,
-    metrics: Arc<Metrics>,
-    stop: Arc<Stop>,
-) -> Result<()> {
-    let api = opts.api.clone();
-    let metrics_addr = opts.metrics;
-    let allow = opts.metrics_allow_non_loopback;
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
-    std::thread::Builder::new()
-        .name("monitor-serve".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.into()));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let setup = async {
-                    let sigint = signal(SignalKind::interrupt())?;
-                    let sigterm = signal(SignalKind::terminate())?;
-                    if let Some(path) = &api {
-                        let listener = crate::api::server::bind(path).await?;
-                        let (front_tx, front_rx) = mpsc::channel::<ApiRequest>(API_BACKLOG);
-                        tokio::spawn(crate::api::server::serve(listener, front_tx));
-                        tokio::spawn(route_api(front_rx, api_tx, queries));
-                        tracing::info!("API on {}", path.display());
-                    }
-                    if let Some(addr) = metrics_addr {
-                        let listener = crate::metrics::bind(addr, allow).await?;
-                        let addr = listener.local_addr().unwrap_or(addr);
-                        tokio::spawn(crate::metrics::serve_listener(listener, metrics));
-                        tracing::info!("metrics and health on http://{addr}/metrics, /healthz");
-                    }
-                    Ok::<_, anyhow::Error>((sigint, sigterm))
-                };
-                let (mut sigint, mut sigterm) = match setup.await {
-                    Ok(s) => {
-                        let _ = ready_tx.send(Ok(()));
-                        s
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let which = tokio::select! {
-                    _ = sigint.recv() => "SIGINT",
-                    _ = sigterm.recv() => "SIGTERM",
-                };
-                tracing::info!("{which}: stopping");
-                stop.flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                stop.notify.notify_one();
-                // The event loop finishes what it can; past the limit the
-                // process goes anyway.
-                tokio::time::sleep(SHUTDOWN_LIMIT).await;
-                crate::logging::say(
-                    false,
-                    format_args!(
-                        "monitor: stopped: forced after {:.1}s ({which}): the last queued \
-                     events and alerts may not be in the store",
-                        SHUTDOWN_LIMIT.as_secs_f64()
-                    ),
-                );
-                std::process::exit(0);
-            });
-        })
-        .context("spawning the serve thread")?;
-    ready_rx
-        .recv()
-        .context("the serve thread died while starting")?
 }
 
 /// Run until SIGINT/SIGTERM.
@@ -1715,7 +1392,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let metrics = agent.metrics();
     let stop = Arc::new(Stop::default());
     serve_thread(
-        &opts,
+        &Endpoints {
+            api: opts.api.clone(),
+            metrics: opts.metrics,
+            metrics_allow_non_loopback: opts.metrics_allow_non_loopback,
+        },
         api_tx,
         agent.queries(),
         metrics.clone(),
@@ -1787,7 +1468,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 agent.flush()?;
             }
             Some(req) = api_rx.recv() => {
-                agent.api(req);
+                crate::api::routes::answer(&mut agent, req);
                 agent.flush()?;
             }
             Some(m) = async {

@@ -3,13 +3,17 @@
 //!
 //! [`server`] owns the transport (hyper's HTTP/1.1 server): it enforces the
 //! size, time and connection limits, and hands every well-formed request to
-//! the agent as an [`ApiRequest`] over an mpsc channel. The agent routes it and answers
-//! through the request's oneshot with an [`ApiResponse`]. [`client`] is the
+//! the agent as an [`ApiRequest`] over an mpsc channel. [`routes`] routes it
+//! (the store's queries on the serving thread, the rest through the agent's
+//! narrow [`routes::Control`]) and answers through the request's oneshot
+//! with an [`ApiResponse`]. [`serve`] is the thread that serves it all. [`client`] is the
 //! other end, used by `monitor issue` and `monitor revoke`.
 //!
 //! Every body the server writes is JSON; errors are `{"error": "..."}`
 //! (except hyper's own answers to a head it cannot parse, which have none).
 pub mod client;
+pub mod routes;
+pub mod serve;
 pub mod server;
 
 use serde_json::{json, Value};
