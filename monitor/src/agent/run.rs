@@ -1,0 +1,172 @@
+//! The event loop: ring buffer batches, fanotify, API requests, the fleet,
+//! sources and ticks, until SIGINT/SIGTERM.
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Result;
+use tokio::sync::mpsc;
+
+use super::{Agent, RunOptions};
+use crate::api::{
+    routes::Control,
+    serve::{serve_thread, Endpoints, Stop, API_BACKLOG},
+    ApiRequest,
+};
+
+/// Run until SIGINT/SIGTERM.
+pub async fn run(opts: RunOptions) -> Result<()> {
+    // A refused metrics address fails before anything is loaded.
+    if let Some(addr) = opts.metrics {
+        crate::metrics::check_bind_addr(addr, opts.metrics_allow_non_loopback)?;
+    }
+    // Everything the agent creates is private (0600 files, 0700
+    // directories), whatever mode a library asks for.
+    // SAFETY: umask only sets the process's file mode creation mask.
+    unsafe { libc::umask(0o077) };
+    let (mut agent, mut observer) = Agent::start(&opts)?;
+    let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(API_BACKLOG);
+    let metrics = agent.metrics();
+    let stop = Arc::new(Stop::default());
+    serve_thread(
+        &Endpoints {
+            api: opts.api.clone(),
+            metrics: opts.metrics,
+            metrics_allow_non_loopback: opts.metrics_allow_non_loopback,
+        },
+        api_tx,
+        agent.queries(),
+        metrics.clone(),
+        stop.clone(),
+    )?;
+    metrics.mark_drained();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sources = tokio::time::interval(Duration::from_millis(250));
+    let rescan_ticks = opts.rescan_every.as_secs().max(1);
+    let mut ticks: u64 = 0;
+    let attached = agent.sensors().attached();
+    let total = agent.sensors().status.len();
+    let mut fan_rx = agent.fanotify.as_mut().and_then(|f| f.take_events());
+    // Something created or renamed next to a watched file: rescan now.
+    let dir_changed = agent.fanotify.as_ref().map(|f| f.changed());
+    let mut fan_tick = tokio::time::interval(crate::sensors::fanotify::DEDUP_DELAY / 3);
+    let mut fleet_rx = agent.fleet.take_inbound();
+    crate::logging::say(
+        false,
+        format_args!(
+            "monitor: ready: {attached}/{total} probes attached, capture {}, {} watched files, \
+             {} secrets ({} restored from the store, {} issuance records read), {}",
+            agent.capture_reason(),
+            agent.watches.watched_inodes(),
+            agent.correlator.secret_count(),
+            agent.secrets_restored,
+            agent.records_read,
+            agent
+                .fanotify
+                .as_ref()
+                .map_or_else(|| "fanotify: off".to_string(), |f| f.describe())
+        ),
+    );
+    let mut batch = Vec::with_capacity(4096);
+    loop {
+        tokio::select! {
+            r = observer.next_batch(&mut batch) => {
+                r?;
+                for raw in batch.drain(..) {
+                    // A signal is not kept waiting by a long batch.
+                    if stop.requested() {
+                        break;
+                    }
+                    agent.handle(raw)?;
+                }
+                agent.flush()?;
+                metrics.mark_drained();
+            }
+            Some(f) = async {
+                match fan_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                agent.fanotify_arrived(&f);
+                agent.fan_queue.push(f);
+            }
+            _ = async {
+                match &dir_changed {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                agent.rescan();
+                agent.flush()?;
+            }
+            _ = fan_tick.tick(), if !agent.fan_queue.is_empty() => {
+                agent.fanotify_due()?;
+                agent.flush()?;
+            }
+            Some(req) = api_rx.recv() => {
+                crate::api::routes::answer(&mut agent, req);
+                agent.flush()?;
+            }
+            Some(m) = async {
+                match fleet_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                agent.fleet_inbound(m);
+                agent.flush()?;
+            }
+            _ = sources.tick() => {
+                observer.release_stale(&mut batch);
+                for raw in batch.drain(..) {
+                    agent.handle(raw)?;
+                }
+                agent.poll_sources()?;
+                agent.flush()?;
+            }
+            // A backlog is read a chunk at a time, between event batches.
+            _ = std::future::ready(()), if agent.sources_backlog => {
+                agent.poll_sources()?;
+                agent.flush()?;
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                agent.tick(ticks.is_multiple_of(rescan_ticks))?;
+                agent.flush()?;
+                // The loop that polls the ring buffer is alive (an idle
+                // node has no batches to prove it).
+                metrics.mark_drained();
+            }
+            _ = stop.notify.notified() => break,
+        }
+        if stop.requested() {
+            break;
+        }
+    }
+    observer.release_all(&mut batch);
+    for raw in batch.drain(..) {
+        agent.handle(raw)?;
+    }
+    agent.finish()?;
+    let c = agent.counters()?;
+    crate::logging::say(
+        false,
+        format_args!(
+            "monitor: stopped: {} events, {} alerts, {} lost in kernel, {} undecodable, \
+         {} write chunks without their write, {} bad records, {} issuance records read, \
+         {} secrets restored",
+            agent.events_seen,
+            agent.alerts_sent,
+            c.ringbuf_full,
+            observer.decode_errors,
+            observer.orphan_chunks(),
+            agent.bad_records,
+            agent.records_read,
+            agent.secrets_restored
+        ),
+    );
+    if let Some(path) = &opts.api {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(agent); // detaches every program
+    Ok(())
+}
