@@ -33,5 +33,7 @@ pub mod query;
 pub mod sensors;
 pub mod settings;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod timefmt;
 pub mod watch;

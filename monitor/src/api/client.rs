@@ -771,7 +771,7 @@ mod tests {
             (b"", Err("talking to the agent at")),
         ];
         for (i, (answer, want)) in cases.into_iter().enumerate() {
-            let sock = dir.join(&format!("s{i}"));
+            let sock = dir.join(format!("s{i}"));
             canned(&sock, answer).await;
             let got = request(&sock, "GET", "/x", None).await;
             match (got, want) {

@@ -544,11 +544,7 @@ impl AsyncWrite for WriteTimeout {
 /// Helpers shared by the API tests: temp dirs, a fake agent, raw exchanges.
 #[cfg(test)]
 pub(super) mod test_support {
-    use std::{
-        path::PathBuf,
-        sync::atomic::{AtomicU32, Ordering},
-        time::Duration,
-    };
+    use std::time::Duration;
 
     use serde_json::{json, Value};
     use tokio::{
@@ -559,38 +555,11 @@ pub(super) mod test_support {
 
     use crate::api::{ApiRequest, ApiResponse};
 
-    /// A fresh, empty directory (short enough for socket paths), removed
-    /// on drop.
-    pub struct TempDir(pub PathBuf);
-
-    impl TempDir {
-        /// `path` inside the directory.
-        pub fn join(&self, path: &str) -> PathBuf {
-            self.0.join(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    pub use crate::testutil::TempDir;
 
     /// A fresh [`TempDir`].
     pub fn temp_dir(tag: &str) -> TempDir {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "monitor-api-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut dir = std::env::temp_dir().join(&name);
-        if dir.as_os_str().len() > 60 {
-            dir = PathBuf::from("/tmp").join(&name);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        TempDir::new(&format!("api-{tag}"))
     }
 
     /// A fake agent: echoes every request as

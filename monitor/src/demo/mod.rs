@@ -1392,9 +1392,7 @@ mod tests {
 
     #[test]
     fn the_tail_takes_complete_lines_only() {
-        let dir = std::env::temp_dir().join(format!("monitor-demo-tail-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::TempDir::new("demo-tail");
         let p = dir.join("alerts.jsonl");
         let mut t = AlertTail::new(p.clone());
         assert!(t.poll().is_empty(), "no file yet");
@@ -1408,7 +1406,6 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].rule, "secret.copy.file");
         assert!(t.poll().is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -579,8 +579,8 @@ mod tests {
     /// Builds a fake tree in a temp dir; exercises scan, throttle, cap.
     #[test]
     fn resolver_on_plain_dirs() {
-        let base = std::env::temp_dir().join(format!("monitor-cgtree-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&base);
+        let tmp = crate::testutil::TempDir::new("cgtree");
+        let base = tmp.to_path_buf();
         fs::create_dir_all(base.join("a/b")).unwrap();
         let mut r = CgroupResolver::new(base.clone())
             .with_handle_lookup(false)
@@ -603,7 +603,6 @@ mod tests {
             .with_max_dirs(2);
         assert_eq!(capped.rescan(), 2);
         assert!(capped.truncated());
-        fs::remove_dir_all(&base).unwrap();
     }
 
     fn live_cgroup2_root() -> Option<PathBuf> {

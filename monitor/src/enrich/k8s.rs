@@ -549,8 +549,8 @@ mod tests {
 
     #[test]
     fn resolves_from_a_kubelet_tree_and_keeps_names_after_removal() {
-        let root = std::env::temp_dir().join(format!("monitor-k8s-unit-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let tmp = crate::testutil::TempDir::new("k8s-unit");
+        let root = tmp.to_path_buf();
         let uid = "8e2b6a0c-6f7d-4c1e-9b3a-5d4f2e1a0b9c";
         let id = "cd".repeat(32);
         let pod = "api-7d9f8b6c5d-x2k4p";
@@ -601,7 +601,6 @@ mod tests {
         assert_eq!(other.container, None);
         assert_eq!(other.pod.as_deref(), Some(pod));
         // The pod is deleted: the names stay.
-        fs::remove_dir_all(&root).unwrap();
         std::thread::sleep(RETRY_AFTER);
         assert_eq!(r.lookup(uid, Some(&id)), Some(k));
         // An unknown pod: nothing.
@@ -610,8 +609,8 @@ mod tests {
 
     #[test]
     fn token_only_pod_and_static_pods() {
-        let root = std::env::temp_dir().join(format!("monitor-k8s-unit2-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let tmp = crate::testutil::TempDir::new("k8s-unit2");
+        let root = tmp.to_path_buf();
         let uid = "0123456789abcdef0123456789abcdef";
         let tok = root.join(format!(
             "kubelet/pods/{uid}/volumes/kubernetes.io~secret/default-token-abcde/token"
@@ -633,6 +632,5 @@ mod tests {
         assert_eq!(k.container.as_deref(), Some("etcd"));
         // A static pod has no derived workload.
         assert_eq!(k.workload, None);
-        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -544,27 +544,7 @@ mod tests {
     use std::os::unix::fs::symlink;
     use std::os::unix::io::AsRawFd;
 
-    /// A temp dir removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "monitor-procfs-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn me() -> u32 {
         std::process::id()
@@ -642,8 +622,8 @@ mod tests {
     fn live_fds() {
         let p = ProcFs::default();
         let tmp = TempDir::new("fds");
-        let f = fs::File::create(tmp.0.join("secret.txt")).unwrap();
-        let dir = fs::File::open(&tmp.0).unwrap();
+        let f = fs::File::create(tmp.join("secret.txt")).unwrap();
+        let dir = fs::File::open(&*tmp).unwrap();
         let null = fs::File::open("/dev/null").unwrap();
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut fds = [0i32; 2];
@@ -657,7 +637,7 @@ mod tests {
         let file_target = p.fd_target(me(), fd(f.as_raw_fd())).unwrap();
         assert_eq!(
             Path::new(&file_target),
-            fs::canonicalize(tmp.0.join("secret.txt")).unwrap()
+            fs::canonicalize(tmp.join("secret.txt")).unwrap()
         );
         assert_eq!(p.fd_kind(me(), fd(f.as_raw_fd())), Some(FdKind::File));
         assert_eq!(
@@ -753,7 +733,7 @@ mod tests {
 
     fn fake_proc() -> (TempDir, ProcFs) {
         let t = TempDir::new("fake");
-        let d = t.0.join("4242");
+        let d = t.join("4242");
         fs::create_dir_all(d.join("fd")).unwrap();
         fs::write(d.join("stat"), stat_line(4242, "a) (b c)", "S", 17, 987654)).unwrap();
         fs::write(
@@ -781,7 +761,7 @@ mod tests {
         symlink("anon_inode:[eventfd]", d.join("fd/5")).unwrap();
         symlink("/dev/pts/3", d.join("fd/6")).unwrap();
         // Process 7: a kernel-thread-like entry with empty cmdline, no exe.
-        let k = t.0.join("7");
+        let k = t.join("7");
         fs::create_dir_all(&k).unwrap();
         fs::write(
             k.join("stat"),
@@ -791,9 +771,9 @@ mod tests {
         fs::write(k.join("cmdline"), b"").unwrap();
         // Noise entries that are not pids.
         for n in ["self", "net", "123abc", "sys"] {
-            fs::create_dir_all(t.0.join(n)).unwrap();
+            fs::create_dir_all(t.join(n)).unwrap();
         }
-        let p = ProcFs::new(t.0.clone());
+        let p = ProcFs::new(t.to_path_buf());
         (t, p)
     }
 
@@ -855,9 +835,9 @@ mod tests {
     #[test]
     fn malformed_stat_and_status() {
         let t = TempDir::new("bad");
-        let d = t.0.join("9");
+        let d = t.join("9");
         fs::create_dir_all(&d).unwrap();
-        let p = ProcFs::new(t.0.clone());
+        let p = ProcFs::new(t.to_path_buf());
         let cases: &[(&[u8], &str)] = &[
             (b"9 (no close paren S 1", "comm"),
             (b"9 x) S 1", "comm"),
@@ -902,7 +882,7 @@ mod tests {
         )
         .unwrap();
         assert!(p.ns_pids(9).is_empty());
-        assert!(ProcFs::new(t.0.join("nope")).list_pids().is_empty());
+        assert!(ProcFs::new(t.join("nope")).list_pids().is_empty());
     }
 
     #[test]

@@ -238,6 +238,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
     fn msg(i: u32) -> Outgoing {
         Outgoing {
@@ -247,15 +248,10 @@ mod tests {
         }
     }
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("monitor-spool-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
     #[test]
     fn messages_come_back_in_order_across_reopen_and_commits() {
-        let d = dir("order");
+        let tmp = TempDir::new("spool-order");
+        let d = tmp.join("spool");
         let mut s = Spool::open(&d, 1 << 20).unwrap();
         s.append(&(0..10).map(msg).collect::<Vec<_>>()).unwrap();
         assert_eq!(s.pending(), 10);
@@ -281,7 +277,8 @@ mod tests {
 
     #[test]
     fn past_the_bound_messages_are_dropped_and_counted() {
-        let d = dir("bound");
+        let tmp = TempDir::new("spool-bound");
+        let d = tmp.join("spool");
         let one = serde_json::to_vec(&msg(0)).unwrap().len() as u64 + 1;
         let mut s = Spool::open(&d, one * 3).unwrap();
         s.append(&(0..5).map(msg).collect::<Vec<_>>()).unwrap();
@@ -293,7 +290,8 @@ mod tests {
 
     #[test]
     fn segments_roll_and_drained_ones_are_removed() {
-        let d = dir("roll");
+        let tmp = TempDir::new("spool-roll");
+        let d = tmp.join("spool");
         let mut s = Spool::open(&d, 64 << 20).unwrap();
         let big = "x".repeat(100_000);
         let msgs: Vec<Outgoing> = (0..100)

@@ -447,34 +447,8 @@ mod tests {
     use super::*;
     use std::fs::{self, OpenOptions};
     use std::io::Write;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// A fresh directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "monitor-tail-{}-{}-{name}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn file(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn append(path: &Path, data: &[u8]) {
         let mut f = OpenOptions::new()
@@ -500,7 +474,7 @@ mod tests {
     #[test]
     fn resumes_at_a_saved_position_of_the_same_file_only() {
         let d = TempDir::new("resume");
-        let f = d.file("a.jsonl");
+        let f = d.join("a.jsonl");
         append(&f, b"one\ntwo\nthr");
         let mut t = Tailer::new(&f);
         assert_eq!(lines(&mut t), vec![(1, "one".into()), (2, "two".into())]);
@@ -519,7 +493,7 @@ mod tests {
     #[test]
     fn missing_file_appears_later() {
         let dir = TempDir::new("missing");
-        let path = dir.file("issuances.jsonl");
+        let path = dir.join("issuances.jsonl");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t), vec![]);
         assert_eq!(t.generation(), 0);
@@ -532,7 +506,7 @@ mod tests {
     #[test]
     fn reads_existing_content_then_appends() {
         let dir = TempDir::new("append");
-        let path = dir.file("f");
+        let path = dir.join("f");
         append(&path, b"one\ntwo\n");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t), vec![l(1, "one"), l(2, "two")]);
@@ -544,7 +518,7 @@ mod tests {
     #[test]
     fn partial_line_waits_for_newline() {
         let dir = TempDir::new("partial");
-        let path = dir.file("f");
+        let path = dir.join("f");
         append(&path, b"one\ntw");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t), vec![l(1, "one")]);
@@ -560,7 +534,7 @@ mod tests {
     #[test]
     fn blank_lines_crlf_and_bom() {
         let dir = TempDir::new("blank");
-        let path = dir.file("f");
+        let path = dir.join("f");
         append(&path, b"\xEF\xBB\xBFfirst\r\n\n   \nsecond\r\n");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t), vec![l(1, "first"), l(4, "second")]);
@@ -569,7 +543,7 @@ mod tests {
     #[test]
     fn truncation_restarts_numbering() {
         let dir = TempDir::new("trunc");
-        let path = dir.file("f");
+        let path = dir.join("f");
         append(&path, b"one\ntwo\nthree\n");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t).len(), 3);
@@ -586,7 +560,7 @@ mod tests {
     #[test]
     fn truncation_reports_unterminated_line() {
         let dir = TempDir::new("trunc-partial");
-        let path = dir.file("f");
+        let path = dir.join("f");
         append(&path, b"one\npartial-without-newline");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t), vec![l(1, "one")]);
@@ -605,14 +579,14 @@ mod tests {
     #[test]
     fn rotation_finishes_old_file_first() {
         let dir = TempDir::new("rotate");
-        let path = dir.file("f");
+        let path = dir.join("f");
         append(&path, b"a1\na2\n");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t), vec![l(1, "a1"), l(2, "a2")]);
         // More is written to the old file, then it is rotated away and a
         // new file takes its name, all between two polls.
         append(&path, b"a3\na4\na5-partial");
-        fs::rename(&path, dir.file("f.1")).unwrap();
+        fs::rename(&path, dir.join("f.1")).unwrap();
         append(&path, b"b1\nb2\n");
         assert_eq!(
             lines(&mut t),
@@ -631,7 +605,7 @@ mod tests {
     #[test]
     fn deleted_file_is_kept_until_recreated() {
         let dir = TempDir::new("delete");
-        let path = dir.file("f");
+        let path = dir.join("f");
         append(&path, b"a1\n");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t), vec![l(1, "a1")]);
@@ -647,13 +621,13 @@ mod tests {
     #[test]
     fn double_rotation_between_polls() {
         let dir = TempDir::new("rotate2");
-        let path = dir.file("f");
+        let path = dir.join("f");
         append(&path, b"a1\n");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t), vec![l(1, "a1")]);
-        fs::rename(&path, dir.file("f.1")).unwrap();
+        fs::rename(&path, dir.join("f.1")).unwrap();
         append(&path, b"b1\n");
-        fs::rename(&path, dir.file("f.2")).unwrap();
+        fs::rename(&path, dir.join("f.2")).unwrap();
         append(&path, b"c1\n");
         // b was never opened: it is lost, like with tail -F.
         assert_eq!(lines(&mut t), vec![l(1, "c1")]);
@@ -662,7 +636,7 @@ mod tests {
     #[test]
     fn over_long_lines_are_skipped_and_counted() {
         let dir = TempDir::new("long");
-        let path = dir.file("f");
+        let path = dir.join("f");
         let mut data = b"short\n".to_vec();
         data.extend(std::iter::repeat_n(b'x', DEFAULT_MAX_LINE + 1));
         data.extend(b"\nafter\n");
@@ -707,7 +681,7 @@ mod tests {
     #[test]
     fn over_long_line_across_polls() {
         let dir = TempDir::new("long-polls");
-        let path = dir.file("f");
+        let path = dir.join("f");
         let mut t = Tailer::new(&path).with_max_line(10);
         append(&path, b"ok\n0123456789");
         assert_eq!(lines(&mut t), vec![l(1, "ok")]);
@@ -733,7 +707,7 @@ mod tests {
     #[test]
     fn invalid_utf8_is_skipped() {
         let dir = TempDir::new("utf8");
-        let path = dir.file("f");
+        let path = dir.join("f");
         append(&path, b"ok\n\xff\xfe bad\nfine\n");
         let mut t = Tailer::new(&path);
         assert_eq!(lines(&mut t), vec![l(1, "ok"), l(3, "fine")]);
@@ -746,7 +720,7 @@ mod tests {
     #[test]
     fn poll_budget_resumes() {
         let dir = TempDir::new("budget");
-        let path = dir.file("f");
+        let path = dir.join("f");
         let mut data = Vec::new();
         for i in 1..=100 {
             data.extend(format!("line-{i:03}\n").as_bytes());
@@ -773,7 +747,7 @@ mod tests {
     fn unreadable_path_is_an_error() {
         let dir = TempDir::new("dir");
         // A directory opens but cannot be read.
-        let mut t = Tailer::new(&dir.0);
+        let mut t = Tailer::new(dir.path());
         assert!(t.poll().is_err());
     }
 }

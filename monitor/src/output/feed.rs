@@ -174,8 +174,7 @@ ca_file = "/etc/ca.pem"
 
     #[test]
     fn token_file_is_read_and_trimmed() {
-        let dir = std::env::temp_dir().join(format!("monitor-feedcfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::TempDir::new("feedcfg");
         let p = dir.join("tok");
         std::fs::write(&p, "s3cr3t\n").unwrap();
         let mut c = WebhookFeedConfig {
@@ -191,6 +190,5 @@ ca_file = "/etc/ca.pem"
         assert_eq!(c.token().unwrap().as_deref(), Some("s3cr3t"));
         c.bearer_token = Some("x".into());
         assert!(c.token().is_err(), "both set must be an error");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -304,17 +304,7 @@ fn default_keep() -> u32 {
 pub(crate) mod tests {
     use super::*;
     use crate::correlate::alert::{Actor, Evidence};
-
-    pub(crate) fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "monitor-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::testutil::TempDir;
 
     pub(crate) fn alert(i: usize) -> Alert {
         Alert {
@@ -376,7 +366,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rotates_at_the_right_size_and_never_splits_a_line() {
-        let d = tmpdir("file-rot");
+        let d = TempDir::new("file-rot");
         let p = d.join("alerts.json");
         let l = line_len(0);
         // Room for exactly three lines per file.
@@ -424,7 +414,7 @@ pub(crate) mod tests {
 
     #[test]
     fn keep_is_honoured() {
-        let d = tmpdir("file-keep");
+        let d = TempDir::new("file-keep");
         let p = d.join("a.json");
         let l = line_len(0);
         let mut f = RotatingFile::open(&cfg(&p, l, 2)).unwrap();
@@ -455,7 +445,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_line_longer_than_max_goes_alone_into_a_fresh_file() {
-        let d = tmpdir("file-long");
+        let d = TempDir::new("file-long");
         let p = d.join("a.json");
         let mut f = RotatingFile::open(&cfg(&p, 10, 3)).unwrap();
         f.send(&[alert(0), alert(1)]).unwrap();
@@ -466,7 +456,7 @@ pub(crate) mod tests {
 
     #[test]
     fn resumes_an_existing_file_counting_its_size() {
-        let d = tmpdir("file-resume");
+        let d = TempDir::new("file-resume");
         let p = d.join("a.json");
         let l = line_len(0);
         {
@@ -485,7 +475,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_removed_file_is_reopened_at_its_path() {
-        let d = tmpdir("file-removed");
+        let d = TempDir::new("file-removed");
         let p = d.join("alerts.json");
         let mut f = RotatingFile::open(&cfg(&p, 1 << 20, 1)).unwrap();
         f.send(&[alert(1)]).unwrap();
@@ -498,7 +488,7 @@ pub(crate) mod tests {
 
     #[test]
     fn ocsf_format_writes_the_one_ocsf_mapping() {
-        let d = tmpdir("file-ocsf");
+        let d = TempDir::new("file-ocsf");
         let p = d.join("o.json");
         let mut c = cfg(&p, 1 << 20, 1);
         c.format = Format::Ocsf;
@@ -520,7 +510,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_unwritable_path_is_an_error_not_a_panic() {
-        let d = tmpdir("file-bad");
+        let d = TempDir::new("file-bad");
         // A directory where the file should be.
         let p = d.join("dir");
         std::fs::create_dir_all(&p).unwrap();

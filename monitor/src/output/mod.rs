@@ -341,16 +341,12 @@ pub fn warn_if_readable_by_others(what: &str, p: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("monitor-jl-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
+    use crate::testutil::TempDir;
 
     #[test]
     fn creates_private_files_and_directories() {
-        let d = scratch("modes");
+        let tmp = TempDir::new("jl-modes");
+        let d = tmp.join("out");
         let p = d.join("sub/alerts.json");
         let mut j = JsonLines::open("alerts", p.to_str().unwrap()).unwrap();
         j.write(&serde_json::json!({"a": 1}));
@@ -367,7 +363,8 @@ mod tests {
 
     #[test]
     fn a_removed_file_is_reopened() {
-        let d = scratch("removed");
+        let tmp = TempDir::new("jl-removed");
+        let d = tmp.join("out");
         let p = d.join("events.json");
         let mut j = JsonLines::open("events", p.to_str().unwrap()).unwrap();
         j.write(&1);

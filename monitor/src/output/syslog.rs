@@ -526,7 +526,8 @@ pub enum FacilityValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::file::tests::{alert, tmpdir};
+    use crate::output::file::tests::alert;
+    use crate::testutil::TempDir;
     use std::io::{BufRead, BufReader, Read};
     use std::net::TcpListener;
 
@@ -730,7 +731,7 @@ mod tests {
 
     #[test]
     fn unix_datagram_socket() {
-        let d = tmpdir("syslog-unix");
+        let d = TempDir::new("syslog-unix");
         let p = d.join("log.sock");
         let rx = UnixDatagram::bind(&p).unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -827,14 +828,14 @@ mod tests {
 
     struct Rsyslogd {
         child: std::process::Child,
-        dir: std::path::PathBuf,
+        /// Removed on drop, after rsyslogd is gone.
+        _dir: TempDir,
     }
 
     impl Drop for Rsyslogd {
         fn drop(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
@@ -863,7 +864,7 @@ mod tests {
         // not a reason to pass.
         let bin =
             which("rsyslogd").expect("rsyslogd not installed (cargo xtask setup installs it)");
-        let dir = tmpdir("rsyslog");
+        let dir = TempDir::new("rsyslog");
         let work = dir.join("work");
         std::fs::create_dir_all(&work).unwrap();
         let out = dir.join("out.log");
@@ -896,7 +897,7 @@ template(name="t" type="string" string="%pri% %timereported:::date-rfc3339% %msg
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .expect("start rsyslogd");
-        let mut rs = Rsyslogd { child, dir };
+        let mut rs = Rsyslogd { child, _dir: dir };
 
         // Ready when its TCP input accepts and its socket exists.
         let deadline = Instant::now() + Duration::from_secs(15);

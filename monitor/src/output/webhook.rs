@@ -952,7 +952,8 @@ impl WebhookFeedConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::file::tests::{alert, tmpdir};
+    use crate::output::file::tests::alert;
+    use crate::testutil::TempDir;
     use std::collections::HashMap;
     use std::net::TcpListener;
     use std::sync::atomic::AtomicBool;
@@ -1241,7 +1242,7 @@ mod tests {
 
     #[test]
     fn every_alert_arrives_once_in_order_across_an_outage() {
-        let spool = tmpdir("webhook-outage");
+        let spool = TempDir::new("webhook-outage");
         let port = closed_port();
         let line = serde_json::to_vec(&alert(0)).unwrap().len() as u64 + 1;
         let mut w = Webhook::with_segment_bytes(
@@ -1297,7 +1298,7 @@ mod tests {
 
     #[test]
     fn the_spool_survives_a_restart_and_is_replayed_in_order() {
-        let spool = tmpdir("webhook-restart");
+        let spool = TempDir::new("webhook-restart");
         let port = closed_port();
         let url = format!("http://127.0.0.1:{port}/");
         let alerts: Vec<Alert> = (0..15).map(alert).collect();
@@ -1346,7 +1347,7 @@ mod tests {
 
     #[test]
     fn torn_and_garbage_lines_are_skipped_not_sent() {
-        let spool = tmpdir("webhook-torn");
+        let spool = TempDir::new("webhook-torn");
         let mut data = Vec::new();
         for i in 0..2 {
             data.extend(serde_json::to_vec(&alert(i)).unwrap());
@@ -1378,7 +1379,7 @@ mod tests {
 
     #[test]
     fn a_full_spool_refuses_and_counts() {
-        let spool = tmpdir("webhook-full");
+        let spool = TempDir::new("webhook-full");
         let mut c = cfg(
             format!("http://127.0.0.1:{}/", closed_port()),
             &spool,
@@ -1404,7 +1405,7 @@ mod tests {
 
     #[test]
     fn bad_configs_are_errors() {
-        let spool = tmpdir("webhook-badcfg");
+        let spool = TempDir::new("webhook-badcfg");
         for url in ["ftp://x/", "not a url", "http:///nohost"] {
             assert!(
                 Webhook::new(&cfg(url.into(), &spool, None, 1)).is_err(),
@@ -1436,7 +1437,7 @@ mod tests {
 
     #[test]
     fn https_with_a_private_ca() {
-        let dir = tmpdir("webhook-tls");
+        let dir = TempDir::new("webhook-tls");
         // A CA and a server certificate for 127.0.0.1, made by openssl.
         let ok = openssl(
             &[

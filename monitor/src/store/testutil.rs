@@ -1,8 +1,5 @@
 //! Test helpers: temporary directories and a realistic synthetic scenario.
-use std::{
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -17,36 +14,7 @@ use crate::{
     issuance::{parse_record, Issuance, Record},
 };
 
-/// A directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "monitor-test-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn db(&self) -> PathBuf {
-        self.0.join("events.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use crate::testutil::TempDir;
 
 /// The scenario's start: 2026-11-22T10:00:00Z.
 pub fn t0() -> DateTime<Utc> {
