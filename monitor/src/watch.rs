@@ -283,7 +283,7 @@ impl WatchNames for WatchSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use crate::testutil::TempDir;
 
     #[derive(Default)]
     struct Sink(Vec<(InodeKey, WatchValue)>);
@@ -292,13 +292,6 @@ mod tests {
             self.0.push((key, value));
             Ok(())
         }
-    }
-
-    fn tempdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("monitor-watch-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 
     #[test]
@@ -312,7 +305,7 @@ mod tests {
 
     #[test]
     fn literal_paths_watch_exactly_one_file() {
-        let d = tempdir("literal");
+        let d = TempDir::new("watch-literal");
         for name in ["*", "a", "b", "x[1", "q?"] {
             std::fs::write(d.join(name), "x").unwrap();
         }
@@ -342,7 +335,6 @@ mod tests {
         assert!(e.contains("is a directory"), "{e}");
         let e = w.add_literal("rel/x").unwrap_err().to_string();
         assert!(e.contains("\"rel/x\" is not an absolute path"), "{e}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     /// Takes `room` inodes, then refuses like a full kernel map.
@@ -364,7 +356,7 @@ mod tests {
 
     #[test]
     fn records_cost_what_they_add_and_a_full_map_is_not_retried() {
-        let d = tempdir("added");
+        let d = TempDir::new("watch-added");
         let mut w = WatchSet::new();
         let mut sink = Full {
             room: 3,
@@ -402,12 +394,11 @@ mod tests {
         assert!(w.watched_key(&file(0)).is_some());
         assert_eq!(w.watched_key(&file(3)), None);
         assert_eq!(w.watched().count(), 3);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn expands_globs_follows_symlinks_and_sees_replaced_files() {
-        let d = tempdir("glob");
+        let d = TempDir::new("watch-glob");
         std::fs::write(d.join("a"), "x").unwrap();
         std::fs::write(d.join("b"), "y").unwrap();
         std::fs::create_dir(d.join("sub")).unwrap();
@@ -433,6 +424,5 @@ mod tests {
         std::os::unix::fs::symlink(d.join("b"), d.join("link")).unwrap();
         assert_eq!(inode_key(&d.join("link")), Some(key));
         assert_eq!(w.path_of(&key).unwrap(), d.join("b").display().to_string());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }
