@@ -480,7 +480,19 @@ fn a_secret_replayed_on_another_node_names_both_nodes_and_nats_never_sees_it() {
     let extra = ["--fingerprint-key-file", key.as_str()];
     let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
     let a = node("a", &url, &sc, &extra);
-    let b = node("b", &url, &sc, &extra);
+    // Node B also writes its alerts to a file feed: a SOC reading a feed
+    // sees the same alert, both nodes named.
+    let feed = sc.path("b-feed.json").display().to_string();
+    let cfg = sc.file(
+        "b.toml",
+        format!("[[feeds]]\ntype = \"file\"\npath = {feed:?}\nformat = \"native\"\n").as_bytes(),
+    );
+    let b = node(
+        "b",
+        &url,
+        &sc,
+        &[&extra[..], &["--config", cfg.as_str()]].concat(),
+    );
     a.agent.wait_log("fleet: connected");
     b.agent.wait_log("fleet: connected");
     let mut holder = a.process();
@@ -514,6 +526,8 @@ fn a_secret_replayed_on_another_node_names_both_nodes_and_nats_never_sees_it() {
     assert_eq!(alert["secret_id"], "db-a");
     assert_eq!(alert["evidence"]["node"], "b");
     assert_eq!(alert["evidence"]["holder_node"], "a");
+    // No Kubernetes names made up for a holder on another node.
+    assert!(alert["evidence"]["holder_k8s"].is_null(), "{alert}");
     assert_eq!(alert["evidence"]["encoding"], "base64");
     assert_eq!(alert["evidence"]["dest"], format!("127.0.0.1:{port}"));
     // The same alert in the fleet, from node b.
@@ -531,6 +545,27 @@ fn a_secret_replayed_on_another_node_names_both_nodes_and_nats_never_sees_it() {
     };
     assert_eq!(fleet["node"], "b");
     assert_eq!(fleet["evidence"]["holder_node"], "a");
+    let t0 = std::time::Instant::now();
+    let fed = loop {
+        let fed: Vec<Value> = std::fs::read_to_string(&feed)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if let Some(x) = fed
+            .iter()
+            .find(|x| x["rule"] == "secret.replay.foreign" && x["actor"]["pid"] == replayer.pid)
+        {
+            break x.clone();
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "not in the feed: {fed:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(fed["evidence"]["node"], "b", "{fed}");
+    assert_eq!(fed["evidence"]["holder_node"], "a", "{fed}");
     // The holder's own read on A raised nothing.
     assert!(
         !a.agent

@@ -487,7 +487,22 @@ impl Metrics {
     pub fn inc_alert(&self, rule: &str) {
         self.inc(Metric::Alerts, rule);
     }
+}
 
+/// `alerts_total{rule}`.
+impl crate::output::AlertSink for Arc<Metrics> {
+    fn sink_name(&self) -> String {
+        "metrics".into()
+    }
+    fn send_alerts(&mut self, alerts: &[crate::correlate::alert::Alert]) -> anyhow::Result<()> {
+        for a in alerts {
+            self.inc_alert(a.rule.as_str());
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
     pub fn add_alerts_suppressed(&self, n: u64) {
         self.add(Metric::AlertsSuppressed, "", n);
     }

@@ -170,7 +170,7 @@ impl Agent {
                 se.lock().unwrap().push(line);
             }
         });
-        let agent = Agent {
+        let mut agent = Agent {
             child,
             events,
             stderr,
@@ -193,9 +193,13 @@ impl Agent {
                     agent.stderr().join("\n")
                 );
             }
-            if let Some(line) = agent.stderr().iter().find(|l| l.contains("error")) {
+            // A start that fails ends the process. (Not a log line with
+            // "error" in it: an agent whose NATS is down logs the fleet's
+            // connection errors while it starts, and starts.)
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                thread::sleep(Duration::from_millis(200));
                 panic!(
-                    "agent failed to start: {line}\n{}",
+                    "agent failed to start ({status}):\n{}",
                     agent.stderr().join("\n")
                 );
             }

@@ -33,8 +33,8 @@ use crate::{
     metrics::Metrics,
     observer::decode::Captured,
     observer::decode::RawEvent,
-    output::Feed,
     output::JsonLines,
+    output::{AlertSink, Feed},
     sensors::{
         fanotify::{FanEvent, FanKind, FanQueue, Fanotify},
         KernelCounters, SensorOptions, Sensors,
@@ -289,25 +289,31 @@ impl Agent {
         self.kinds_pending[kind as usize] += 1;
     }
 
-    /// Alerts to the feeds, the alert stream, the metrics, the fleet and
-    /// the store.
-    fn send_alerts(&mut self, alerts: Vec<Alert>) {
-        if !alerts.is_empty() {
-            for feed in &mut self.feeds {
-                // A feed's failures are counted by the feed (and the webhook
-                // keeps them in its spool): the agent goes on.
-                if let Err(e) = feed.send(&alerts) {
-                    tracing::warn!("feed {}: {e:#}", feed.name());
-                }
-            }
+    /// Alerts to every sink: the feeds, the alert stream, the metrics, the
+    /// fleet and the store, the same alerts to each.
+    fn send_alerts(&mut self, mut alerts: Vec<Alert>) {
+        if alerts.is_empty() {
+            return;
         }
-        for mut a in alerts {
-            self.fleet.annotate(&mut a);
-            self.alerts.write(&a);
-            self.alerts_sent += 1;
-            self.metrics.inc_alert(a.rule.as_str());
-            self.fleet.alert(&a);
-            self.store.send(StoreItem::Alert(a));
+        // Before any sink sees them (the feeds did not get the nodes of a
+        // foreign replay when they came first).
+        for a in &mut alerts {
+            self.fleet.annotate(a);
+        }
+        self.alerts_sent += alerts.len() as u64;
+        let sinks: [&mut dyn AlertSink; 4] = [
+            &mut self.alerts,
+            &mut self.metrics,
+            &mut self.fleet,
+            &mut self.store,
+        ];
+        let feeds = self.feeds.iter_mut().map(|f| f as &mut dyn AlertSink);
+        for sink in feeds.chain(sinks) {
+            // A sink counts what it could not deliver (the webhook keeps it
+            // in its spool): the agent goes on.
+            if let Err(e) = sink.send_alerts(&alerts) {
+                tracing::warn!("{}: {e:#}", sink.sink_name());
+            }
         }
     }
 

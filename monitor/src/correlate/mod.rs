@@ -879,6 +879,15 @@ impl Correlator {
         if let Some(k) = &s.holder_k8s {
             return Some((**k).clone());
         }
+        // Learned from another node: its holder is there (`evidence.
+        // holder_node`), not the placeholder names that keep every process
+        // here from holding it.
+        if s.issuance
+            .labels
+            .contains_key(crate::issuance::FLEET_HOLDER_NODE)
+        {
+            return None;
+        }
         let h = &s.issuance.holder;
         if let Some(pid) = h.pid {
             if let Some(k) = lookup(pid) {

@@ -369,7 +369,8 @@ impl Fleet {
         }
     }
 
-    /// An alert to the fleet (`monitor.<node>.alerts`).
+    /// An alert to the fleet (`monitor.<node>.alerts`); see also its
+    /// [`crate::output::AlertSink`].
     pub fn alert(&self, a: &crate::correlate::alert::Alert) {
         if let Some(l) = &self.link {
             match serde_json::to_value(a) {
@@ -521,7 +522,11 @@ pub fn foreign_issuance(secret_id: &str, holder_node: &str) -> crate::issuance::
         allowed_destinations: None,
         source: Some("fleet".into()),
         lease_id: None,
-        labels: [("fleet.holder_node".to_string(), holder_node.to_string())].into(),
+        labels: [(
+            crate::issuance::FLEET_HOLDER_NODE.to_string(),
+            holder_node.to_string(),
+        )]
+        .into(),
         identity: Default::default(),
         replaces: false,
     }
@@ -538,6 +543,19 @@ fn with_node(node: &str, object: &str) -> String {
         ","
     };
     format!("{{\"node\":{node}{sep}{body}")
+}
+
+/// Alerts to `monitor.<node>.alerts` (nothing without `--fleet`).
+impl crate::output::AlertSink for Fleet {
+    fn sink_name(&self) -> String {
+        "fleet".into()
+    }
+    fn send_alerts(&mut self, alerts: &[crate::correlate::alert::Alert]) -> Result<()> {
+        for a in alerts {
+            self.alert(a);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

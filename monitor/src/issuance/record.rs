@@ -374,6 +374,10 @@ fn valid_hostname(s: &str) -> Option<String> {
     Some(name)
 }
 
+/// The label of an issuance learned from another node's fingerprints: the
+/// node its holder is on (see `fleet::foreign_issuance`).
+pub const FLEET_HOLDER_NODE: &str = "fleet.holder_node";
+
 /// One issuance: a secret handed to a holder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Issuance {

@@ -19,6 +19,39 @@ pub mod webhook;
 
 use crate::correlate::alert::Alert;
 
+/// Where every alert goes (Tetragon's one listener interface): the SOC
+/// feeds, the `--alerts` stream, the store, the metrics and the fleet each
+/// implement it, and the agent hands each batch to all of them in one loop.
+/// A sink never blocks for long and never stops the agent: what it cannot
+/// deliver it counts (and the error is logged with [`AlertSink::sink_name`]).
+pub trait AlertSink {
+    /// For logs, e.g. `feed file:/var/log/x`.
+    fn sink_name(&self) -> String;
+    fn send_alerts(&mut self, alerts: &[Alert]) -> Result<()>;
+}
+
+impl AlertSink for Box<dyn Feed> {
+    fn sink_name(&self) -> String {
+        format!("feed {}", self.name())
+    }
+    fn send_alerts(&mut self, alerts: &[Alert]) -> Result<()> {
+        self.send(alerts)
+    }
+}
+
+/// The `--alerts` stream.
+impl AlertSink for JsonLines {
+    fn sink_name(&self) -> String {
+        self.what.to_string()
+    }
+    fn send_alerts(&mut self, alerts: &[Alert]) -> Result<()> {
+        for a in alerts {
+            self.write(a);
+        }
+        Ok(())
+    }
+}
+
 /// A destination for alerts. `send` is called from the agent's alert path:
 /// no implementation blocks for long (network feeds use timeouts or a
 /// background sender).

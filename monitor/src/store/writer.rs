@@ -481,3 +481,16 @@ fn write(
     }
     batch.clear();
 }
+
+/// Alerts to the store (never dropped: see [`StoreSender::send`]).
+impl crate::output::AlertSink for StoreWriter {
+    fn sink_name(&self) -> String {
+        "store".into()
+    }
+    fn send_alerts(&mut self, alerts: &[Alert]) -> anyhow::Result<()> {
+        for a in alerts {
+            self.send(StoreItem::Alert(a.clone()));
+        }
+        Ok(())
+    }
+}
