@@ -29,7 +29,7 @@ use crate::{
     enrich::Enricher,
     enrich::WatchNames,
     event::{Detail, Event, EventKind, EventLine, FdKind, UtcTime},
-    issuance::{tail::Tailer, vault::VaultPairer},
+    issuance::source::Source,
     metrics::Metrics,
     observer::decode::Captured,
     observer::decode::RawEvent,
@@ -117,15 +117,6 @@ const CAPTURE_GRACE: Duration = Duration::from_secs(2);
 /// Most secrets one source (an issuance file, the API) may define; records
 /// of new secrets past it are rejected with an error naming the source.
 pub const MAX_SECRETS_PER_SOURCE: u64 = 200_000;
-
-struct Source {
-    path: PathBuf,
-    tail: Tailer,
-    /// Vault audit log (else an issuance file).
-    vault: Option<VaultPairer>,
-    /// Secrets this source defined (see [`MAX_SECRETS_PER_SOURCE`]).
-    secrets: u64,
-}
 
 pub struct Agent {
     sensors: Sensors,

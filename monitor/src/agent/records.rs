@@ -195,7 +195,7 @@ impl Agent {
         let (path, _) = origin.rsplit_once(':')?;
         self.sources
             .iter()
-            .position(|s| s.path.as_os_str() == std::ffi::OsStr::new(path))
+            .position(|s| s.path().as_os_str() == std::ffi::OsStr::new(path))
     }
 
     /// New lines of issuance files and Vault audit logs, one chunk of each
@@ -214,44 +214,19 @@ impl Agent {
         let mut read = false;
         let mut moved = Vec::new();
         for (n, src) in self.sources.iter_mut().enumerate() {
-            let lines = match src.tail.poll() {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!("{}: {e}", src.path.display());
-                    continue;
-                }
-            };
-            read |= !lines.is_empty();
-            if !lines.is_empty() {
-                moved.push(n);
+            let polled = src.poll(Utc::now());
+            if let Some(e) = polled.error {
+                tracing::warn!("{e}");
             }
-            for sk in src.tail.take_skipped() {
-                read = true;
+            read |= polled.read;
+            for bad in polled.bad {
                 self.bad_records += 1;
-                tracing::warn!("{}: {sk}", src.path.display());
+                tracing::warn!("{bad}");
             }
-            for line in lines {
-                if line.text.trim().is_empty() {
-                    continue;
-                }
-                let origin = format!("{}:{}", src.path.display(), line.number);
-                match &mut src.vault {
-                    Some(pairer) => match pairer.push(&line.text) {
-                        Ok(Some(lease)) => leases.push(lease),
-                        Ok(None) => {}
-                        Err(e) => {
-                            self.bad_records += 1;
-                            tracing::warn!("{origin}: {e}");
-                        }
-                    },
-                    None => match parse_record(&line.text, Utc::now()) {
-                        Ok(r) => records.push((r, origin, n)),
-                        Err(e) => {
-                            self.bad_records += 1;
-                            tracing::warn!("{origin}: {e}");
-                        }
-                    },
-                }
+            leases.extend(polled.leases);
+            records.extend(polled.records.into_iter().map(|(r, o)| (r, o, n)));
+            if let Some(p) = polled.moved_to {
+                moved.push((n, p));
             }
         }
         for lease in leases {
@@ -269,7 +244,7 @@ impl Agent {
                                 "{origin}: secret {} not recorded: {} already defines \
                                  {MAX_SECRETS_PER_SOURCE} secrets (the per-source cap)",
                                 i.secret_id,
-                                src.path.display()
+                                src.path().display()
                             );
                             continue;
                         }
@@ -283,16 +258,14 @@ impl Agent {
             }
         });
         // After the records read up to there (the store keeps the order).
-        for n in moved {
-            if let Some(p) = self.sources[n].tail.position() {
-                self.store.send(StoreItem::Offset(SourceOffset {
-                    path: self.sources[n].path.display().to_string(),
-                    dev: p.dev,
-                    ino: p.ino,
-                    pos: p.pos,
-                    line: p.line,
-                }));
-            }
+        for (n, p) in moved {
+            self.store.send(StoreItem::Offset(SourceOffset {
+                path: self.sources[n].path().display().to_string(),
+                dev: p.dev,
+                ino: p.ino,
+                pos: p.pos,
+                line: p.line,
+            }));
         }
         read
     }

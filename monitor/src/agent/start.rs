@@ -4,15 +4,12 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Instant};
 
 use anyhow::{Context, Result};
 
-use super::{Agent, RunOptions, Source, SOURCE_CHUNK, START_BACKLOG, STORE_QUEUE};
+use super::{Agent, RunOptions, SOURCE_CHUNK, START_BACKLOG, STORE_QUEUE};
 use crate::{
     correlate::{fingerprint::FingerprintKey, Correlator},
     enrich::{cgroup::CgroupResolver, k8s::K8sResolver, procfs::ProcFs, Enricher},
     event::EventKind,
-    issuance::{
-        tail::{Position, Tailer},
-        vault::VaultPairer,
-    },
+    issuance::{source::Source, tail::Position},
     metrics::Metrics,
     observer::Observer,
     output::JsonLines,
@@ -91,29 +88,21 @@ impl Agent {
             .into_iter()
             .map(|o| (o.path.clone(), o))
             .collect();
-        let source = |p: &PathBuf, vault: Option<VaultPairer>| {
-            let mut tail = Tailer::new(p).with_max_poll_bytes(SOURCE_CHUNK);
-            if let Some(o) = offsets.get(&p.display().to_string()) {
-                tail = tail.resume_at(Position {
-                    dev: o.dev,
-                    ino: o.ino,
-                    pos: o.pos,
-                    line: o.line,
-                });
-            }
-            Source {
-                path: p.clone(),
-                tail,
-                vault,
-                secrets: 0,
-            }
+        let source = |p: &PathBuf, vault: bool| {
+            let resume = offsets.get(&p.display().to_string()).map(|o| Position {
+                dev: o.dev,
+                ino: o.ino,
+                pos: o.pos,
+                line: o.line,
+            });
+            Source::new(p, vault, SOURCE_CHUNK, resume)
         };
         let mut sources = Vec::new();
         for p in &opts.issuances {
-            sources.push(source(p, None));
+            sources.push(source(p, false));
         }
         for p in &opts.vault_audit {
-            sources.push(source(p, Some(VaultPairer::new(10_000))));
+            sources.push(source(p, true));
         }
         let restore = store.current_secrets()?;
         let first_id = store.max_event_id()? + 1;

@@ -5,6 +5,7 @@
 pub mod discover;
 pub mod jwt;
 pub mod record;
+pub mod source;
 pub mod tail;
 pub mod vault;
 pub use record::*;
