@@ -22,20 +22,6 @@ const RULES: [&str; 10] = [
     "holder.egress.unexpected",
 ];
 
-/// The secret and the forms a leak of it would take.
-fn forms(value: &str) -> Vec<String> {
-    use base64::Engine;
-    let b = value.as_bytes();
-    vec![
-        value.to_string(),
-        base64::engine::general_purpose::STANDARD.encode(b),
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(b),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
-        b.iter().map(|x| format!("{x:02x}")).collect(),
-        b.iter().map(|x| format!("{x:02X}")).collect(),
-    ]
-}
-
 #[test]
 fn the_demo_fires_every_rule_and_leaves_no_secret_behind() {
     require_root();

@@ -99,17 +99,6 @@ fn read_with_io_uring(path: &str) -> (u32, i64) {
     (pid, out.trim().parse().expect("bytes read"))
 }
 
-fn no_alert(agent: &Agent, rule: &str, pid: u32) {
-    assert!(
-        !agent
-            .alerts()
-            .iter()
-            .any(|a| a["rule"] == rule && a["actor"]["pid"] == pid),
-        "unexpected {rule} for pid {pid}: {:?}",
-        agent.alerts()
-    );
-}
-
 #[test]
 fn io_uring_read_of_a_delivery_file_alerts_once() {
     let w = world("uring", &[]);

@@ -451,19 +451,6 @@ impl Tap {
     }
 }
 
-/// The value and the encodings the agent matches, as they would appear.
-fn forms(value: &str) -> Vec<String> {
-    use base64::Engine;
-    let b = value.as_bytes();
-    vec![
-        value.to_string(),
-        base64::engine::general_purpose::STANDARD.encode(b),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
-        b.iter().map(|x| format!("{x:02x}")).collect(),
-        b.iter().map(|x| format!("{x:02X}")).collect(),
-    ]
-}
-
 /// A secret delivered on node A and replayed from node B: B matches it with
 /// A's fingerprints (never its value) and the alert names both nodes; no
 /// fleet message ever carries the plaintext.

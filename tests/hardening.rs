@@ -244,22 +244,6 @@ fn everything_the_agent_creates_is_private() {
     assert!(status.success());
 }
 
-/// `GET path` on the metrics server: (status, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string())
-}
-
 /// Issue `id` (delivered in `file`) to the process `pid` through the CLI;
 /// `Err(stderr)` if the agent refused it.
 fn issue(agent: &Agent, id: &str, file: &str, pid: u32, extra: &[&str]) -> Result<(), String> {

@@ -544,22 +544,6 @@ fn events_carry_container_and_pod_from_real_cgroups() {
     }
 }
 
-/// `GET path` on the metrics server: (status, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::Write as _;
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: monitor\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string())
-}
-
 #[test]
 fn metrics_and_health_count_what_the_agent_did() {
     let sc = Scratch::new("metrics");

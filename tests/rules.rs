@@ -105,17 +105,6 @@ fn drain(l: TcpListener) -> thread::JoinHandle<Vec<u8>> {
     })
 }
 
-fn no_alert(agent: &Agent, rule: &str, pid: u32) {
-    assert!(
-        !agent
-            .alerts()
-            .iter()
-            .any(|a| a["rule"] == rule && a["actor"]["pid"] == pid),
-        "unexpected {rule} for pid {pid}: {:?}",
-        agent.alerts()
-    );
-}
-
 #[test]
 fn read_by_a_foreign_process() {
     let w = world("foreign-read");

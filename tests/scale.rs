@@ -173,24 +173,6 @@ fn restart_resumes_issuances_instead_of_reingesting() {
     assert_eq!(stopped_count(&log, "secrets restored"), N as u64);
 }
 
-/// `GET path` on the metrics server: (status, body, how long it took).
-fn http_get(port: u16, path: &str) -> (u16, String, Duration) {
-    use std::io::Read;
-    let t0 = Instant::now();
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: monitor\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string(), t0.elapsed())
-}
-
 /// A holder writing flat out (dd, one byte a write, tracked as the exe
 /// holder of a secret): `/healthz` answers within 1 s throughout, and
 /// SIGTERM during the flood ends the agent within 5 s.
@@ -229,10 +211,10 @@ fn sigterm_during_a_flood_exits_within_5s() {
     let mut worst = Duration::ZERO;
     let mut writes = 0;
     while t0.elapsed() < Duration::from_secs(4) {
-        let (status, body, took) = http_get(port, "/healthz");
+        let (status, body, took) = http_get_timed(port, "/healthz");
         assert_eq!(status, 200, "{body}");
         worst = worst.max(took);
-        let (_, m, _) = http_get(port, "/metrics");
+        let (_, m, _) = http_get_timed(port, "/metrics");
         writes = sample(&m, "monitor_events_total{kind=\"write\"}").unwrap_or(0);
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -321,7 +303,7 @@ fn a_flooding_holder_does_not_blind_the_others() {
             a["secret_id"] == "other" && a["actor"]["pid"] == *pid
         });
     }
-    let (_, m, _) = http_get(port, "/metrics");
+    let (_, m, _) = http_get_timed(port, "/metrics");
     let dropped = sample(
         &m,
         &format!("monitor_capture_dropped_total{{holder=\"{dd_pid}\"}}"),

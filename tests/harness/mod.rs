@@ -748,3 +748,55 @@ pub fn sample(text: &str, series: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// `GET path` on a TCP port (the metrics server): status, body and how
+/// long the answer took (10 s at most).
+pub fn http_get_timed(port: u16, path: &str) -> (u16, String, Duration) {
+    use std::io::Read;
+    let t0 = Instant::now();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: monitor\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string(), t0.elapsed())
+}
+
+/// `GET path` on a TCP port (the metrics server): status and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let (status, body, _) = http_get_timed(port, path);
+    (status, body)
+}
+
+/// No `rule` alert for `pid` so far.
+pub fn no_alert(agent: &Agent, rule: &str, pid: u32) {
+    assert!(
+        !agent
+            .alerts()
+            .iter()
+            .any(|a| a["rule"] == rule && a["actor"]["pid"] == pid),
+        "unexpected {rule} for pid {pid}: {:?}",
+        agent.alerts()
+    );
+}
+
+/// A value and the encodings the agent matches, as they would appear
+/// (to search what was written for any of them).
+pub fn forms(value: &str) -> Vec<String> {
+    use base64::Engine;
+    let b = value.as_bytes();
+    vec![
+        value.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(b),
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(b),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+        b.iter().map(|x| format!("{x:02x}")).collect(),
+        b.iter().map(|x| format!("{x:02X}")).collect(),
+    ]
+}
