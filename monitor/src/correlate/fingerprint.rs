@@ -69,9 +69,10 @@
 //! the keyed prefilter hash `pre(w) = ((w ^ k0) * k1) >> 32` (multiplicative
 //! hashing, `k0`, `k1` derived from the key, `k1` odd). Its low bits index a
 //! bitset sized at about 128 bits per anchor (so about 0.8 % of windows
-//! pass), at most 2 MiB (past about 130,000 anchors, some 6,500 secrets, it
-//! gets denser: the bitset of a larger set no longer fits a core's cache
-//! anyway). Only then is the stronger keyed 32-bit tag (two
+//! pass), at most 1 MiB (past about 65,000 anchors, some 3,000 secrets, it
+//! gets denser, about 2 % of windows passing at 10,000 secrets: the bitset
+//! of a larger set no longer fits a core's cache anyway, and a 2 MiB one
+//! would be 1 MiB more of the agent's resident memory). Only then is the stronger keyed 32-bit tag (two
 //! 64×64→128-bit multiply-fold rounds, wyhash style) computed and looked up
 //! in a hash map `tag -> [anchor]`; an anchor whose prefilter hash also
 //! matches is confirmed by `blake3::keyed_hash(confirm_key, buf[i - k .. i -
@@ -179,7 +180,7 @@ const _: () = assert!(SPAN == 8 && SPAN <= MIN_SECRET_LEN);
 
 /// Bitset size bounds (log2 of the number of bits) and density.
 const MIN_BITS_LOG2: u32 = 15; // 4 KiB
-const MAX_BITS_LOG2: u32 = 24; // 2 MiB
+const MAX_BITS_LOG2: u32 = 23; // 1 MiB
 const BITS_PER_ANCHOR_LOG2: u32 = 7; // ~128 bits per anchor window
 
 /// How many anchor regions `add` tries before settling for the one whose
