@@ -200,8 +200,17 @@ fn file_uri(path: &Path, query: &str) -> String {
     format!("{s}?{query}")
 }
 
+/// SQLite's page cache per connection, KiB. Its default, 2 MiB, filled by
+/// the writer within minutes of a loaded agent's start (and by each reader
+/// that walks a table), is the largest single item of the agent's heap
+/// after the secrets themselves; appends and indexed lookups touch a few
+/// pages each, and the OS page cache keeps the file's pages anyway.
+const CACHE_KIB: i64 = 512;
+
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Negative: a size in KiB rather than in pages.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     Ok(())
 }
 
