@@ -242,6 +242,23 @@ fn ensure_tracefs_at(target: &Path) -> Result<PathBuf, HostError> {
     Err(mount_err(err))
 }
 
+/// Pins glibc's mmap threshold at its default, 128 KiB. Left alone, glibc
+/// raises it to the size of the largest mmapped block freed so far: once
+/// start-up has freed aya's BTF buffers (several MiB), every later large
+/// block (a hash table's, a vector's) comes from the heap instead, and the
+/// one it outgrows stays resident as a hole when it is resized. Pinned,
+/// such blocks are mapped and their pages go back to the kernel when freed:
+/// the loaded agent's footprint (10,000 secrets) peaks ~2 MiB lower.
+/// Call first thing in `main`, before any large allocation.
+pub fn pin_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's own parameters; setting
+    // M_MMAP_THRESHOLD also fixes M_TRIM_THRESHOLD at its default.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Hands the allocator's free heap back to the kernel. glibc keeps freed
 /// pages mapped for reuse, so a one-off peak stays resident: called once
 /// the probes are loaded (aya parsing the kernel's BTF, ~15 MiB) and
