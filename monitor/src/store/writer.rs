@@ -2,7 +2,7 @@
 //! writes what the agent hands it in batches, off the hot path.
 //!
 //! The agent's ring-buffer reader must never wait for the disk: [`send`]
-//! of an event is a `try_send` on a bounded queue, and an event that does
+//! of an event never blocks on a bounded queue, and an event that does
 //! not fit is dropped and counted ([`dropped`]). Alerts, issuances,
 //! revocations and source offsets are never dropped: they take their own
 //! path (an unbounded queue the writer empties first, in order), so a flood
@@ -18,7 +18,7 @@
 use std::{
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
+        mpsc::{self, RecvTimeoutError, Sender, SyncSender},
         Arc,
     },
     thread::JoinHandle,
@@ -88,8 +88,8 @@ impl Default for RetentionPolicy {
 }
 
 enum Msg {
-    /// Boxed: the queue's slots are allocated up front, and an event is
-    /// several hundred bytes.
+    /// Boxed: an event is several hundred bytes, and the queue's blocks
+    /// hold 31 messages each.
     Item(Box<StoreItem>),
     /// Write everything queued before, then answer.
     Flush(SyncSender<()>),
@@ -107,6 +107,11 @@ impl StoreItem {
 
 #[derive(Default)]
 struct Stats {
+    /// Events in the queue (at most the queue's capacity).
+    events_queued: AtomicUsize,
+    /// A `Wake` is in the queue, not yet taken: one is enough for any
+    /// number of reliable items (the queue is unbounded).
+    wake_pending: std::sync::atomic::AtomicBool,
     dropped: AtomicU64,
     queued: AtomicUsize,
     written: AtomicU64,
@@ -125,9 +130,17 @@ struct Stats {
 
 /// A handle that queues items for the writer; cheap to clone (one per
 /// task that stores things).
+///
+/// The queue is an unbounded channel, its bound enforced by counting the
+/// events in it: a bounded one (`sync_channel`) allocates and touches all
+/// its slots up front, 1.5 MiB resident for 65,536 of them whether they are
+/// ever used or not, where this one takes memory as it fills and gives it
+/// back as the writer drains it.
 #[derive(Clone)]
 pub struct StoreSender {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
+    /// Most events queued at once.
+    capacity: usize,
     /// Alerts and records: never dropped, written before queued events.
     reliable: Arc<std::sync::Mutex<std::collections::VecDeque<StoreItem>>>,
     stats: Arc<Stats>,
@@ -144,8 +157,9 @@ impl StoreSender {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(item);
-            // Full: the writer is busy and will look at it.
-            if let Err(TrySendError::Disconnected(_)) = self.tx.try_send(Msg::Wake) {
+            if !self.stats.wake_pending.swap(true, Ordering::SeqCst)
+                && self.tx.send(Msg::Wake).is_err()
+            {
                 // The writer is gone: nobody will write it.
                 let mut q = self.reliable.lock().unwrap_or_else(|e| e.into_inner());
                 let n = q.len();
@@ -158,15 +172,15 @@ impl StoreSender {
         }
         // Count before sending: the writer may take it (and decrement) at
         // once.
+        let full = self.stats.events_queued.fetch_add(1, Ordering::Relaxed) >= self.capacity;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Msg::Item(Box::new(item))) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+        if full || self.tx.send(Msg::Item(Box::new(item))).is_err() {
+            self.stats.events_queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
+        true
     }
 
     /// Items dropped because the queue was full.
@@ -255,7 +269,7 @@ impl StoreWriter {
         capacity: usize,
         retention: Option<RetentionPolicy>,
     ) -> StoreWriter {
-        let (tx, rx) = mpsc::sync_channel::<Msg>(capacity.max(1));
+        let (tx, rx) = mpsc::channel::<Msg>();
         let stats = Arc::new(Stats::default());
         let reliable = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
         let thread_stats = stats.clone();
@@ -267,6 +281,7 @@ impl StoreWriter {
         StoreWriter {
             sender: StoreSender {
                 tx,
+                capacity: capacity.max(1),
                 reliable,
                 stats,
             },
@@ -292,7 +307,6 @@ impl StoreWriter {
 
     fn shutdown(&mut self) {
         if let Some(h) = self.handle.take() {
-            // Blocking: the queue may be full, and closing may wait.
             let _ = self.sender.tx.send(Msg::Close);
             let _ = h.join();
         }
@@ -360,6 +374,9 @@ fn run(
                     match m {
                         Msg::Item(i) => {
                             stats.queued.fetch_sub(1, Ordering::Relaxed);
+                            if !i.reliable() {
+                                stats.events_queued.fetch_sub(1, Ordering::Relaxed);
+                            }
                             if stats.shedding.load(Ordering::Relaxed) && !i.reliable() {
                                 stats.dropped.fetch_add(1, Ordering::Relaxed);
                             } else {
@@ -370,7 +387,10 @@ fn run(
                             acks.push(ack);
                             break;
                         }
-                        Msg::Wake => take_reliable(&reliable, &mut batch, &stats),
+                        Msg::Wake => {
+                            stats.wake_pending.store(false, Ordering::SeqCst);
+                            take_reliable(&reliable, &mut batch, &stats);
+                        }
                         Msg::Close => {
                             closing = true;
                             break;
@@ -437,6 +457,9 @@ fn run(
             }
         }
     }
+    // Gone: a sender's next reliable item finds the queue closed (and
+    // counts it dropped) instead of waiting for a `Wake` nobody takes.
+    stats.wake_pending.store(false, Ordering::SeqCst);
 }
 
 /// While writes keep failing, one log line at most this often.
