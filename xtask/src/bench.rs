@@ -975,19 +975,19 @@ pub fn why(id: &str, r: &Results) -> String {
                  {:.1} MiB of data pages (`ring_bytes`, 16 MiB by default) which the kernel maps \
                  twice so that records can wrap and which RSS therefore counts twice; {:.1} MiB are \
                  pages of the binary and its libraries; {:.1} MiB are anonymous memory (the heap, \
-                 and the store thread's arena with SQLite's 2 MiB page cache). The idle agent \
+                 and the store thread's arena with SQLite's 512 KiB page cache). The idle agent \
                  already peaks at {:.1} MiB: the ring, the binary, and the start-up heap (loading \
                  the programs makes aya parse the kernel's BTF, about 15 MiB at its peak, freed \
-                 but kept mapped by the allocator and reused later). The {} secrets and {} \
+                 and trimmed before the ring is mapped). The {} secrets and {} \
                  tracked processes add {:.1} MiB to that: the fingerprints{set}, the secrets' \
-                 issuance state (about 0.5 KiB each), and the records of one 1 MiB chunk of the \
+                 issuance state (about 0.5 KiB each), and the records of one 256 KiB chunk of the \
                  issuance file, parsed before they are applied (chunk by chunk). What would close it: the target \
                  is missed by {:.1} MiB, and the ring's double mapping alone is {ring:.1} MiB: \
                  `ring_bytes = 8388608` would save 16 MiB of RSS, but it halves the burst the ring absorbs before events are lost (benchmarks \
                  2 and 3), so it is an operator's trade and not a default changed here. Without \
                  touching the ring: sharing each secret id between the maps that key on it \
-                 instead of a `String` copy in each; and a smaller SQLite page cache for the \
-                 writer.",
+                 instead of a `String` copy in each; a smaller issuance state for a pid holder \
+                 (its `Holder` carries seven empty optional strings, 176 bytes).",
                 m(l.hwm_kib),
                 ring / 2.0,
                 m(l.file_kib.saturating_sub(l.bpf_map_kib)),
