@@ -44,11 +44,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::util::{self, cargo, is_root, which, workspace_root};
 
-use self::{
-    overhead::Config,
-    proc::Sleepers,
-    report::{median, Results},
-};
+use self::{overhead::Config, proc::Sleepers, report::Results};
 
 /// Iteration counts and durations of one mode.
 pub struct Plan {
@@ -869,21 +865,9 @@ pub fn why(id: &str, r: &Results) -> String {
             )
         }
         "throughput_per_core" | "zero_loss_at_100k" => {
-            let at500 = r.throughput.at(500_000);
-            let busy = median(
-                &at500
-                    .iter()
-                    .map(|x| x.busy())
-                    .collect::<Vec<_>>(),
-            );
-            let per = median(&at500.iter().map(|x| x.per_core()).collect::<Vec<_>>());
-            let sat = median(
-                &r.throughput
-                    .at(0)
-                    .iter()
-                    .map(|x| x.wall_rate())
-                    .collect::<Vec<_>>(),
-            );
+            let busy = r.throughput.median_at(500_000, |x| x.busy());
+            let per = r.throughput.median_at(500_000, |x| x.per_core());
+            let sat = r.throughput.median_at(0, |x| x.wall_rate());
             format!(
                 "At 500,000 events/s the agent, on its one core, ran at {:.0}% of it (≈ {:.1} µs of CPU \
                  per event, {} events per CPU-second): no headroom for a scheduling hiccup or a burst, and \

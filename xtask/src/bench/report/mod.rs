@@ -93,6 +93,11 @@ impl Throughput {
     pub fn at(&self, rate: u64) -> Vec<&super::pipeline::TpRun> {
         self.runs.iter().filter(|r| r.rate == rate).collect()
     }
+
+    /// The median of `f` over the runs at `rate` (0: saturated).
+    pub fn median_at(&self, rate: u64, f: impl Fn(&super::pipeline::TpRun) -> f64) -> f64 {
+        median(&self.at(rate).into_iter().map(f).collect::<Vec<_>>())
+    }
 }
 
 #[cfg(test)]

@@ -151,15 +151,9 @@ pub fn targets(r: &Results) -> Vec<Target> {
         let lost: Vec<u64> = at500.iter().map(|x| x.lost).collect();
         let offered: u64 = at500.iter().map(|x| x.writes).sum();
         let total: u64 = lost.iter().sum();
-        let per_core = median(&at500.iter().map(|x| x.per_core()).collect::<Vec<_>>());
-        let busy = median(&at500.iter().map(|x| x.busy()).collect::<Vec<_>>());
-        let sat = median(
-            &r.throughput
-                .at(0)
-                .iter()
-                .map(|x| x.wall_rate())
-                .collect::<Vec<_>>(),
-        );
+        let per_core = r.throughput.median_at(500_000, |x| x.per_core());
+        let busy = r.throughput.median_at(500_000, |x| x.busy());
+        let sat = r.throughput.median_at(0, |x| x.wall_rate());
         let met = total == 0;
         let bad = lost.iter().filter(|x| **x > 0).count();
         t.push(Target {
