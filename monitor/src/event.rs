@@ -361,14 +361,19 @@ impl<'de> Deserialize<'de> for Dest {
     }
 }
 
-/// Who did it.
+/// Who did it: an event's process (with its thread), an alert's `actor`
+/// and a timeline entry's process (the process, see [`Process::actor`]).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Process {
     pub pid: u32,
-    pub tid: u32,
+    /// The thread (events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
     pub ppid: Option<u32>,
     pub uid: u32,
-    pub gid: u32,
+    /// Events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
     pub comm: String,
     pub exe: Option<String>,
     pub cgroup: Option<String>,
@@ -378,6 +383,23 @@ pub struct Process {
     /// derived workload), resolved on the node; absent off Kubernetes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s: Option<crate::enrich::k8s::K8s>,
+    /// The command line of the process's current image, as its exec event
+    /// showed it (secrets found in it redacted): set only on an alert's
+    /// actor, and there absent when the agent did not see the exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd_line: Option<String>,
+}
+
+impl Process {
+    /// The process as an alert's actor and a timeline name it: the process
+    /// rather than the thread, without `tid` and `gid`.
+    pub fn actor(&self) -> Process {
+        Process {
+            tid: None,
+            gid: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// Every field a kind may carry; absent ones are omitted from JSON.
@@ -624,6 +646,42 @@ mod tests {
         assert!(v["process"]["container_id"].is_null());
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn one_process_type_keeps_each_roles_shape() {
+        let p = Process {
+            pid: 5,
+            tid: Some(6),
+            ppid: Some(1),
+            gid: Some(7),
+            comm: "cat".into(),
+            cgroup: Some("/a".into()),
+            ..Default::default()
+        };
+        // An event's process: with its thread and group.
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"pid":5,"tid":6,"ppid":1,"uid":0,"gid":7,"comm":"cat","exe":null,"cgroup":"/a","container_id":null,"pod_uid":null}"#
+        );
+        // An alert's actor: the contract's keys, the command line when known.
+        let actor = Process {
+            cmd_line: Some("cat /a".into()),
+            ..p.actor()
+        };
+        let json = serde_json::to_string(&actor).unwrap();
+        assert_eq!(
+            json,
+            r#"{"pid":5,"ppid":1,"uid":0,"comm":"cat","exe":null,"cgroup":"/a","container_id":null,"pod_uid":null,"cmd_line":"cat /a"}"#
+        );
+        assert_eq!(serde_json::from_str::<Process>(&json).unwrap(), actor);
+        // An actor stored before the process had one type (no tid, gid,
+        // k8s or cmd_line) still reads back.
+        let old: Process = serde_json::from_str(
+            r#"{"pid":5,"ppid":1,"uid":0,"comm":"cat","exe":null,"cgroup":"/a","container_id":null,"pod_uid":null}"#,
+        )
+        .unwrap();
+        assert_eq!(old, p.actor());
     }
 }
 

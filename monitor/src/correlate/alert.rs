@@ -12,44 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::rules::{Named, Rule, Severity};
 use crate::event::{FdKind, Process, TlsLibrary, UtcTime};
 
-/// Who did it (the contract's `actor`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Actor {
-    pub pid: u32,
-    pub ppid: Option<u32>,
-    pub uid: u32,
-    pub comm: String,
-    pub exe: Option<String>,
-    pub cgroup: Option<String>,
-    pub container_id: Option<String>,
-    pub pod_uid: Option<String>,
-    /// Kubernetes names of the actor (see [`crate::enrich::k8s::K8s`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub k8s: Option<crate::enrich::k8s::K8s>,
-    /// The command line of the actor's current image, as its exec event
-    /// showed it (secrets found in it redacted); absent when the agent did
-    /// not see the exec.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cmd_line: Option<String>,
-}
-
-impl From<&Process> for Actor {
-    fn from(p: &Process) -> Self {
-        Actor {
-            pid: p.pid,
-            ppid: p.ppid,
-            uid: p.uid,
-            comm: p.comm.clone(),
-            exe: p.exe.clone(),
-            cgroup: p.cgroup.clone(),
-            container_id: p.container_id.clone(),
-            pod_uid: p.pod_uid.clone(),
-            k8s: p.k8s.clone(),
-            cmd_line: None,
-        }
-    }
-}
-
 /// What a responder needs to see; the first five keys are always present.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Evidence {
@@ -119,7 +81,9 @@ pub struct Alert {
     #[serde(default)]
     pub secret_ids: Vec<String>,
     pub summary: String,
-    pub actor: Actor,
+    /// Who did it (the contract's `actor`): [`Process::actor`], with the
+    /// command line when the agent saw the exec.
+    pub actor: Process,
     pub evidence: Evidence,
     pub attack: Vec<String>,
     pub owasp_nhi: Vec<String>,
@@ -143,7 +107,7 @@ impl Alert {
         time: UtcTime,
         secret_id: &str,
         summary: String,
-        actor: Actor,
+        actor: Process,
         evidence: Evidence,
         event_ids: Vec<u64>,
     ) -> Self {
@@ -483,7 +447,7 @@ mod tests {
             t(time),
             "db",
             "db copied".into(),
-            Actor {
+            Process {
                 pid,
                 ..Default::default()
             },

@@ -75,7 +75,7 @@ impl EnforcePolicy {
         let cgroup = procfs.cgroup_v2_path(pid);
         let proc = Process {
             pid,
-            tid: pid,
+            tid: Some(pid),
             exe: procfs.exe(pid).map(|p| p.display().to_string()),
             container_id: cgroup
                 .as_deref()

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroize;
 
 use self::{
-    alert::{Actor, Aggregator, Alert, Evidence},
+    alert::{Aggregator, Alert, Evidence},
     fingerprint::{Encoding, FingerprintKey, FingerprintSet, Match, SecretRef},
     rules::{Rule, ATTACK_CONTAINER_API},
 };
@@ -1274,8 +1274,10 @@ impl Correlator {
         out: &mut Outcome,
     ) {
         self.redact_cmd_lines();
-        let mut actor = Actor::from(&ev.process);
-        actor.cmd_line = self.cmd_lines.get(&ev.process.pid).map(|c| c.to_string());
+        let actor = Process {
+            cmd_line: self.cmd_lines.get(&ev.process.pid).map(|c| c.to_string()),
+            ..ev.process.actor()
+        };
         let alert = Alert::new(rule, ev.time, id, summary, actor, evidence, vec![ev.id])
             .with_attack(extra_attack);
         // Merged per rule and offered to the aggregator at the end of the
@@ -1343,7 +1345,7 @@ impl Correlator {
             time,
             &first,
             summary,
-            Actor::from(p),
+            p.actor(),
             evidence,
             Vec::new(),
         );
@@ -1794,7 +1796,7 @@ mod tests {
                 UtcTime::parse("2026-11-22T10:01:02Z").unwrap(),
                 id,
                 "read".into(),
-                Actor {
+                Process {
                     pid: 7,
                     ..Default::default()
                 },

@@ -241,7 +241,8 @@ fn humantime(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::alert::{Actor, Evidence};
+    use crate::correlate::alert::Evidence;
+    use crate::event::Process;
 
     fn alert(rule: Rule, pid: u32, count: Option<u64>) -> Alert {
         let mut a = Alert::new(
@@ -249,7 +250,7 @@ mod tests {
             crate::event::UtcTime::parse("2026-11-22T10:00:00.000000Z").unwrap(),
             SECRET_ID,
             format!("{SECRET_ID} did something\u{1b}[31m"),
-            Actor {
+            Process {
                 pid,
                 comm: "cat".into(),
                 ..Default::default()

@@ -177,16 +177,17 @@ impl Enricher {
         let e = &self.procs[&pid];
         Process {
             pid,
-            tid: h.tid,
+            tid: Some(h.tid),
             ppid: e.ppid,
             uid: h.uid,
-            gid: h.gid,
+            gid: Some(h.gid),
             comm: crate::observer::decode::comm(&h.comm),
             exe: e.exe.clone(),
             cgroup: e.cgroup.clone(),
             container_id: e.container_id.clone(),
             pod_uid: e.pod_uid.clone(),
             k8s,
+            cmd_line: None,
         }
     }
 
@@ -272,16 +273,17 @@ impl Enricher {
         let comm = self.procfs.stat(pid).map(|s| s.comm).unwrap_or_default();
         Some(Process {
             pid,
-            tid: pid,
+            tid: Some(pid),
             ppid: e.ppid,
             uid,
-            gid,
+            gid: Some(gid),
             comm,
             exe: e.exe.clone(),
             cgroup: e.cgroup.clone(),
             container_id: e.container_id.clone(),
             pod_uid: e.pod_uid.clone(),
             k8s,
+            cmd_line: None,
         })
     }
 

@@ -303,7 +303,8 @@ fn default_keep() -> u32 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::correlate::alert::{Actor, Evidence};
+    use crate::correlate::alert::Evidence;
+    use crate::event::Process;
     use crate::testutil::TempDir;
 
     pub(crate) fn alert(i: usize) -> Alert {
@@ -314,7 +315,7 @@ pub(crate) mod tests {
             secret_id: format!("db-{i:04}"),
             secret_ids: vec![format!("db-{i:04}")],
             summary: format!("db-{i:04} copied into /tmp/x by cp (pid 5151)"),
-            actor: Actor {
+            actor: Process {
                 pid: 5151,
                 ppid: Some(5150),
                 uid: 0,

@@ -464,10 +464,11 @@ fn to_ocsf(a: &Alert, native: Value, product_version: &str) -> Value {
 pub(crate) mod tests {
     use super::*;
     use crate::correlate::{
-        alert::{Actor, Aggregator, Evidence},
+        alert::{Aggregator, Evidence},
         rules::Rule,
         rules::{ALL_RULES, MONITOR_RULES},
     };
+    use crate::event::Process;
 
     /// Validates OCSF lines with `tests/ocsf/validate.py` (the official
     /// export in PyPI `ocsf-json-schema`, with `jsonschema`) in the venv
@@ -508,7 +509,7 @@ pub(crate) mod tests {
             UtcTime::parse("2026-11-22T10:01:02.123456Z").unwrap(),
             "db-prod",
             "db-prod did something".into(),
-            Actor {
+            Process {
                 pid: 5151,
                 ppid: Some(5150),
                 uid: 0,
@@ -524,6 +525,7 @@ pub(crate) mod tests {
                     ..Default::default()
                 }),
                 cmd_line: Some("cp --token=[REDACTED:db-prod] /tmp/x".into()),
+                ..Default::default()
             },
             Evidence {
                 path: Some("/tmp/x".into()),
@@ -548,7 +550,7 @@ pub(crate) mod tests {
     fn bare(rule: &str) -> Alert {
         let mut a = alert(Rule::ReadForeign);
         a.rule = rule.into();
-        a.actor = Actor {
+        a.actor = Process {
             pid: 1,
             ..Default::default()
         };

@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::Store;
 use crate::{
     correlate::{
-        alert::{Actor, Alert, Evidence},
+        alert::{Alert, Evidence},
         rules::Rule,
         SecretMatch,
     },
@@ -29,16 +29,17 @@ pub fn at_t(ms: i64) -> UtcTime {
 pub fn proc_(pid: u32, comm: &str, exe: &str) -> Process {
     Process {
         pid,
-        tid: pid,
+        tid: Some(pid),
         ppid: Some(1),
         uid: 1000,
-        gid: 1000,
+        gid: Some(1000),
         comm: comm.into(),
         exe: Some(exe.into()),
         cgroup: Some("/kubepods/pod-a/cri-abc".into()),
         container_id: Some("abcdef0123456789".into()),
         pod_uid: Some("0f0e0d0c-0b0a-0908-0706-050403020100".into()),
         k8s: None,
+        cmd_line: None,
     }
 }
 
@@ -67,7 +68,7 @@ pub fn alert_for(rule: Rule, ev: &Event, secret: &str, summary: &str, evidence: 
         ev.time,
         secret,
         summary.into(),
-        Actor::from(&ev.process),
+        ev.process.actor(),
         evidence,
         vec![ev.id],
     )

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::Store;
 use crate::{
-    event::{Dest, Event, EventKind, FdKind},
+    event::{Dest, Event, EventKind, FdKind, Process},
     timefmt::rfc3339_micros,
 };
 
@@ -86,50 +86,6 @@ impl Action {
     /// Entries about the secret itself, not a process.
     fn is_lifecycle(self) -> bool {
         matches!(self, Action::Issuance | Action::Revocation | Action::Expiry)
-    }
-}
-
-/// The process behind an entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ProcessRef {
-    pub pid: u32,
-    pub ppid: Option<u32>,
-    pub uid: u32,
-    pub comm: String,
-    pub exe: Option<String>,
-    pub container_id: Option<String>,
-    pub pod_uid: Option<String>,
-    /// Kubernetes names, as recorded when it happened.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub k8s: Option<crate::enrich::k8s::K8s>,
-}
-
-impl ProcessRef {
-    fn of_event(e: &Event) -> Self {
-        let p = &e.process;
-        ProcessRef {
-            pid: p.pid,
-            ppid: p.ppid,
-            uid: p.uid,
-            comm: p.comm.clone(),
-            exe: p.exe.clone(),
-            container_id: p.container_id.clone(),
-            pod_uid: p.pod_uid.clone(),
-            k8s: p.k8s.clone(),
-        }
-    }
-
-    fn of_actor(a: &crate::correlate::alert::Actor) -> Self {
-        ProcessRef {
-            pid: a.pid,
-            ppid: a.ppid,
-            uid: a.uid,
-            comm: a.comm.clone(),
-            exe: a.exe.clone(),
-            container_id: a.container_id.clone(),
-            pod_uid: a.pod_uid.clone(),
-            k8s: a.k8s.clone(),
-        }
     }
 }
 
@@ -264,8 +220,10 @@ pub struct Entry {
     #[serde(skip)]
     pub time_ns: i64,
     pub action: Action,
+    /// The process behind the entry ([`Process::actor`]; an alert's
+    /// actor as the alert names it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<ProcessRef>,
+    pub process: Option<Process>,
     /// The file read, or written into.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -457,7 +415,7 @@ impl Timeline {
         for a in alerts {
             let al = &a.alert;
             let mut e = Entry::new(al.time.to_string(), Action::Alert);
-            e.process = Some(ProcessRef::of_actor(&al.actor));
+            e.process = Some(al.actor.clone());
             e.path = al.evidence.path.clone();
             e.dest = al.evidence.dest.clone();
             e.target_pid = al.evidence.target_pid;
@@ -504,7 +462,7 @@ impl Timeline {
     }
 
     /// Processes in order of their first entry.
-    pub fn processes(&self) -> Vec<&ProcessRef> {
+    pub fn processes(&self) -> Vec<&Process> {
         let mut seen = HashSet::new();
         self.entries
             .iter()
@@ -749,7 +707,7 @@ impl Timeline {
 }
 
 /// `cp (pid 5151) /usr/bin/cp`.
-fn process_line(p: &ProcessRef) -> String {
+fn process_line(p: &Process) -> String {
     let mut s = format!("process {} (pid {}", p.comm, p.pid);
     if let Some(pp) = p.ppid {
         let _ = write!(s, ", ppid {pp}");
@@ -777,7 +735,7 @@ fn process_line(p: &ProcessRef) -> String {
 
 /// A process as a graph node: `cp (pid 5151)`, then exe, uid, container
 /// and pod on their own lines.
-fn process_label(p: &ProcessRef) -> String {
+fn process_label(p: &Process) -> String {
     let mut lines = vec![format!("{} (pid {})", p.comm, p.pid)];
     if let Some(x) = &p.exe {
         lines.push(x.clone());
@@ -817,7 +775,7 @@ fn event_entry(
 ) -> Entry {
     let d = &ev.detail;
     let mut e = Entry::new(ev.time.to_string(), Action::Event);
-    e.process = Some(ProcessRef::of_event(ev));
+    e.process = Some(ev.process.actor());
     e.event_id = Some(ev.id);
     e.bytes = d.bytes;
     e.syscall = Some(ev.syscall.to_string());
