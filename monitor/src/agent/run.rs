@@ -49,6 +49,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let dir_changed = agent.fanotify.as_ref().map(|f| f.changed());
     let mut fan_tick = tokio::time::interval(crate::sensors::fanotify::DEDUP_DELAY / 3);
     let mut fleet_rx = agent.fleet.take_inbound();
+    // A pack of events that is not full goes once its first is MAX_AGE old.
+    let mut fleet_pack = tokio::time::interval(crate::fleet::pack::MAX_AGE / 2);
+    fleet_pack.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     crate::logging::say(
         false,
         format_args!(
@@ -114,6 +117,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             } => {
                 agent.fleet_inbound(m);
                 agent.flush()?;
+            }
+            _ = fleet_pack.tick(), if agent.fleet.events_waiting() => {
+                if agent.fleet.events_due() {
+                    agent.fleet.flush_events();
+                }
             }
             _ = sources.tick() => {
                 observer.release_stale(&mut batch);

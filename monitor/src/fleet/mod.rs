@@ -4,11 +4,13 @@
 //!   (two scoped agents on one machine stand for two nodes).
 //! * [`link`]: `--fleet nats://...`: alerts and security-relevant events
 //!   published to JetStream (`monitor.<node>.alerts|events`), each with a
-//!   message id; [`spool`] keeps what NATS could not take.
+//!   message id (events packed, several a message: [`pack`]); [`spool`]
+//!   keeps what NATS could not take.
 //!
 //! Everything here is off unless asked for: an agent without `--fleet` and
 //! `--scope-cgroup` behaves exactly as without this module.
 pub mod link;
+pub mod pack;
 pub mod query;
 pub mod read;
 pub mod records;
@@ -224,6 +226,8 @@ pub struct Fleet {
     /// Secrets matched here with another node's fingerprints -> that node.
     foreign: std::collections::HashMap<String, String>,
     warned_key: bool,
+    /// Events waiting to be packed into one message (with a link).
+    pack: Option<pack::EventPack>,
 }
 
 impl Fleet {
@@ -253,6 +257,7 @@ impl Fleet {
             }
         };
         Ok(Self {
+            pack: link.as_ref().map(|_| pack::EventPack::new(&opts.node)),
             scope,
             link,
             node: opts.node.clone(),
@@ -381,10 +386,31 @@ impl Fleet {
     }
 
     /// A security-relevant event to the fleet (`monitor.<node>.events`).
-    /// The line the agent serialized once, with a `node` field put first.
-    pub fn event(&self, e: &crate::event::EventLine) {
-        if let Some(l) = &self.link {
-            l.send(self.outgoing("events", with_node(&self.node, e.json_str())));
+    /// The line the agent serialized once, with a `node` field put first,
+    /// into the pack of events that goes as one message (see [`pack`]).
+    pub fn event(&mut self, e: &crate::event::EventLine) {
+        let (Some(l), Some(p)) = (&self.link, self.pack.as_mut()) else {
+            return;
+        };
+        if let Some(m) = p.push(&with_node(&self.node, e.json_str())) {
+            l.send(m);
+        }
+    }
+
+    /// Whether events wait to be packed.
+    pub fn events_waiting(&self) -> bool {
+        self.pack.as_ref().is_some_and(|p| !p.is_empty())
+    }
+
+    /// Whether a pack of events waits past its age (see [`pack::MAX_AGE`]).
+    pub fn events_due(&self) -> bool {
+        self.pack.as_ref().is_some_and(|p| p.due())
+    }
+
+    /// The waiting pack of events, to the link now.
+    pub fn flush_events(&mut self) {
+        if let (Some(l), Some(m)) = (&self.link, self.pack.as_mut().and_then(|p| p.take())) {
+            l.send(m);
         }
     }
 
@@ -470,8 +496,9 @@ impl Fleet {
         }
     }
 
-    /// Shutdown: queued messages go to the spool.
-    pub fn finish(&self) {
+    /// Shutdown: the waiting pack and queued messages go to the spool.
+    pub fn finish(&mut self) {
+        self.flush_events();
         if let Some(l) = &self.link {
             l.finish(std::time::Duration::from_secs(2));
         }

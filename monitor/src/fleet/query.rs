@@ -74,10 +74,17 @@ fn node_stores(
         }
         let e = by_node.entry(node.to_string()).or_default();
         match kind {
-            "events" => match serde_json::from_slice(&m.payload) {
-                Ok(ev) => e.0.push(ev),
-                Err(err) => tracing::warn!("fleet: an event of node {node} not read: {err}"),
-            },
+            // A pack of events, one a line (see `super::pack`).
+            "events" => {
+                for line in super::pack::unpack(&m.payload) {
+                    match serde_json::from_slice(line) {
+                        Ok(ev) => e.0.push(ev),
+                        Err(err) => {
+                            tracing::warn!("fleet: an event of node {node} not read: {err}")
+                        }
+                    }
+                }
+            }
             "alerts" => match serde_json::from_slice(&m.payload) {
                 Ok(a) => e.1.push(a),
                 Err(err) => tracing::warn!("fleet: an alert of node {node} not read: {err}"),
