@@ -994,9 +994,11 @@ pub fn why(id: &str, r: &Results) -> String {
             before the foreign read's event went in (see `dropped_ring`), or `/healthz` was slow \
             when the machine itself was saturated (the metrics thread competes for the same 2 CPUs)."
             .to_string(),
-        "fleet_events_per_sec" => "The link publishes a batch of 1,024 messages and waits for \
-            every acknowledgement before the next: each batch costs a replicated (R3) JetStream \
-            write round trip. More batches in flight (the acks are futures) would close it."
+        "fleet_events_per_sec" => "Events are packed, up to 256 (or 64 KiB) a JetStream \
+            message, and the link publishes a batch of 1,024 messages and waits for every \
+            acknowledgement before the next: what remains is the agent's side (formatting, \
+            hashing the pack for its message id) and the R3 cluster sharing the 2 CPUs. More \
+            batches in flight (the acks are futures) would overlap the round trips."
             .to_string(),
         "fleet_cross_node_p99" => "A sample's time is the sender's fork and connect, the first \
             send's capture and scan on node B, the agent's 1,024-message publish batch, the R3 \

@@ -832,10 +832,11 @@ fn floor(f: &Flags) -> Res {
     Ok(())
 }
 
-/// `--url U --count N --kind events|alerts [--node N]`: N messages of the
-/// agent's shapes through its fleet link (channel, batches, acks, the
-/// same `Nats-Msg-Id`s) into the cluster; `rate=` messages a second until
-/// the last is acknowledged.
+/// `--url U --count N --kind events|alerts [--node N]`: N events or alerts
+/// of the agent's shapes through its fleet link (events packed as the
+/// agent packs them, channel, batches, acks, `Nats-Msg-Id`s) into the
+/// cluster; `rate=` events or alerts a second until the last is
+/// acknowledged, `messages=` JetStream messages they took.
 fn fleet_publish(f: &Flags) -> Res {
     use monitor::fleet::{link, spool};
     let url = f.str("url")?.to_string();
@@ -864,25 +865,44 @@ fn fleet_publish(f: &Flags) -> Res {
     } else {
         r#""kind":"read","syscall":"read","process":{"pid":5151,"tid":5151,"ppid":5150,"uid":0,"gid":0,"comm":"cat","exe":"/usr/bin/cat","cgroup":"/user.slice"},"tracked":true,"fd":3,"path":"/vault/secrets/db","fd_kind":"file","bytes":37,"captured":37,"truncated":false,"secrets":[{"secret_id":"db-prod","encoding":"raw"}]"#
     };
+    // Events are packed as the agent packs them (`monitor::fleet::pack`),
+    // alerts go one a message; the pid in each keeps the runs' ids apart.
+    let mut pack = monitor::fleet::pack::EventPack::new(&node);
+    let mut messages = 0u64;
     let t0 = Instant::now();
     for i in 0..count {
-        let payload =
-            format!(r#"{{"id":{i},"time":"2026-12-02T10:01:02.123456Z",{body},"node":"{node}"}}"#);
-        l.send(spool::Outgoing {
-            subject: format!("monitor.{node}.{kind}"),
-            id: format!("{node}.{kind}.{}.{i}", std::process::id()),
-            payload,
-        });
+        let payload = format!(
+            r#"{{"id":{i},"run":{},"time":"2026-12-02T10:01:02.123456Z",{body},"node":"{node}"}}"#,
+            std::process::id()
+        );
+        if kind == "events" {
+            if let Some(m) = pack.push(&payload) {
+                l.send(m);
+                messages += 1;
+            }
+        } else {
+            l.send(spool::Outgoing {
+                subject: format!("monitor.{node}.{kind}"),
+                id: format!("{node}.{kind}.{}.{i}", std::process::id()),
+                payload,
+            });
+            messages += 1;
+        }
+    }
+    if let Some(m) = pack.take() {
+        l.send(m);
+        messages += 1;
     }
     loop {
         let done = l.stats.published.load(std::sync::atomic::Ordering::Relaxed);
         let (pending, _, dropped) = l.spool_state();
-        if done >= count {
+        if done >= messages {
             break;
         }
         if t0.elapsed() > Duration::from_secs(300) {
             return Err(format!(
-                "{done} of {count} acknowledged after 300 s ({pending} spooled, {dropped} dropped)"
+                "{done} of {messages} messages ({count} {kind}) acknowledged after 300 s \
+                 ({pending} spooled, {dropped} dropped)"
             ));
         }
         thread::sleep(Duration::from_millis(5));
@@ -892,6 +912,7 @@ fn fleet_publish(f: &Flags) -> Res {
     l.finish(Duration::from_secs(2));
     let _ = std::fs::remove_dir_all(&dir);
     println!("count={count}");
+    println!("messages={messages}");
     println!("secs={secs}");
     println!("rate={}", count as f64 / secs);
     println!("failures={failures}");

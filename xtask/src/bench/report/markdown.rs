@@ -646,8 +646,10 @@ pub(super) fn scale_markdown(w: &mut String, r: &Results) {
         let _ = writeln!(
             w,
             "A 3-server JetStream cluster (Debian's `nats-server`, loopback, R3 streams). \
-             Publishing: messages of the agent's shapes through its fleet link (batches, \
-             acknowledgements, message ids) until the last is acknowledged. Cross-node: two \
+             Publishing: events and alerts of the agent's shapes through its fleet link \
+             (events packed as the agent packs them, up to 256 or 64 KiB a JetStream \
+             message; alerts one a message; batches, acknowledgements, message ids) until \
+             the last is acknowledged. Cross-node: two \
              agents scoped to two cgroups as nodes A and B; A's holder reads its secret; \
              forked processes in B send it to a loopback listener; from the fork to B's \
              `secret.replay.foreign` alert arriving from the cluster.\n"
