@@ -695,3 +695,67 @@ fn a_secret_replayed_on_another_node_names_both_nodes_and_nats_never_sees_it() {
     drop(holder);
     drop(replayer);
 }
+
+/// A node's events travel packed, several to a JetStream message, and a
+/// fleet query unpacks them: every process's read is there, each event
+/// once, with its node.
+#[test]
+fn events_travel_packed_and_a_fleet_query_reads_each_once() {
+    let sc = Scratch::new("fleet-pack");
+    let cluster = NatsCluster::start("pack");
+    let url = cluster.url();
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let a = node("a", &url, &sc, &[]);
+    let holder = a.process();
+    a.issue(
+        json!({"secret_id": "db-a", "holder": {"pid": holder.pid}, "delivery": [{"file": file}]}),
+    );
+    a.agent.wait_log(&format!("watching {file} (inode"));
+    a.agent.wait_log("fleet: connected");
+    let mut driver = a.process();
+    const READERS: usize = 100;
+    let pids: Vec<u32> = serde_json::from_value(driver.run(&format!(
+        "_r = []\nfor _ in range({READERS}):\n    p = subprocess.Popen(['cat', {file:?}], stdout=subprocess.DEVNULL)\n    p.wait()\n    _r.append(p.pid)"
+    )))
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let (evs, missing) = loop {
+        let out = monitor(&[
+            "query", "--fleet", &url, "--node", "a", "--kind", "events", "--format", "json",
+            "--limit", "0",
+        ]);
+        let evs: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let missing: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|p| {
+                !evs.iter()
+                    .any(|e| e["kind"] == "read" && e["process"]["pid"] == *p)
+            })
+            .collect();
+        if missing.is_empty() || t0.elapsed() > EVENT_TIMEOUT {
+            break (evs, missing);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(
+        missing.is_empty(),
+        "{} of {READERS} readers' reads not in the fleet query ({} events)",
+        missing.len(),
+        evs.len()
+    );
+    let ids: HashSet<String> = evs.iter().map(|e| e["id"].to_string()).collect();
+    assert_eq!(ids.len(), evs.len(), "an event read twice");
+    assert!(evs.iter().all(|e| e["node"] == "a"));
+    let messages = stream_count(&url, "monitor.a.events");
+    assert!(
+        messages > 0 && messages < evs.len(),
+        "{messages} messages on monitor.a.events for {} events: not packed",
+        evs.len()
+    );
+    drop(holder);
+    drop(driver);
+}
