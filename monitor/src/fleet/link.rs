@@ -27,8 +27,10 @@ pub const RECORDS_SUBJECT: &str = "monitor.records";
 pub const FP_STREAM: &str = "MONITOR_FINGERPRINTS";
 /// Messages published (then acked) at a time.
 const BATCH: usize = 1024;
-/// Messages waiting for the link thread before they go to the spool.
-const CHANNEL: usize = 65_536;
+/// Messages waiting for the link thread before they go to the spool (a
+/// message of events is a pack of up to 64 KiB: this bounds the queue's
+/// memory to about 512 MiB at the very worst, a few MiB usually).
+const CHANNEL: usize = 8_192;
 /// A publish not acknowledged in this time is spooled (and sent again
 /// later with the same message id).
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
