@@ -342,7 +342,7 @@ impl Agent {
         }
         let hdr = EventHeader {
             ts_ns: 0,
-            cgroup_id: 0,
+            cgroup_id: f.cgroup_id,
             kind: 0,
             pid: f.pid,
             tid: f.pid,

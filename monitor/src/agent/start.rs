@@ -32,7 +32,15 @@ impl Agent {
             None => FingerprintKey::random().context("fingerprint key")?,
         };
         let mut sensors = Sensors::load(&opts.sensors)?;
-        let fanotify = match Fanotify::start(&opts.host_proc, opts.enforce_read_foreign) {
+        let mounts = crate::host::parse_mountinfo(
+            &std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?,
+        )?;
+        let cgroup2_root = crate::host::cgroup2_mount(&mounts);
+        let fanotify = match Fanotify::start(
+            &opts.host_proc,
+            cgroup2_root.as_deref(),
+            opts.enforce_read_foreign,
+        ) {
             Ok(f) => Some(f),
             Err(e) if opts.enforce_read_foreign => {
                 return Err(e.context("enforce = [\"secret.read.foreign\"] needs fanotify"))
@@ -56,10 +64,6 @@ impl Agent {
         }
         let ring = sensors.take_ring().context("event ring buffer")?;
         let observer = Observer::new(ring)?;
-        let mounts = crate::host::parse_mountinfo(
-            &std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?,
-        )?;
-        let cgroup2_root = crate::host::cgroup2_mount(&mounts);
         let fleet = crate::fleet::Fleet::start(&opts.fleet, cgroup2_root.as_deref(), &opts.db)?;
         let cgroups = cgroup2_root.map(CgroupResolver::new);
         if cgroups.is_none() {

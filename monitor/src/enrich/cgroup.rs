@@ -132,15 +132,7 @@ impl CgroupResolver {
     /// Returns the id (directory inode) of the cgroup at `path`, relative to
     /// the mount. `..` components are refused.
     pub fn id_of(&self, path: &str) -> Option<u64> {
-        let rel = Path::new(path.trim_start_matches('/'));
-        if rel
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return None;
-        }
-        let meta = fs::symlink_metadata(self.root.join(rel)).ok()?;
-        meta.is_dir().then(|| meta.ino())
+        id_of(&self.root, path)
     }
 
     /// Rescans the whole tree now, ignoring the throttle. Returns the number
@@ -383,6 +375,21 @@ pub fn pod_uid_from_kubelet_path(path: &str) -> Option<String> {
             None
         }
     })
+}
+
+/// The id (directory inode, what `bpf_get_current_cgroup_id` returns) of
+/// the cgroup at `path` relative to the cgroup v2 mount `root`. `..`
+/// components are refused.
+pub fn id_of(root: &Path, path: &str) -> Option<u64> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return None;
+    }
+    let meta = fs::symlink_metadata(root.join(rel)).ok()?;
+    meta.is_dir().then(|| meta.ino())
 }
 
 #[cfg(test)]

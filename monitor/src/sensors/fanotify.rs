@@ -94,6 +94,10 @@ pub struct FanEvent {
     pub comm: [u8; 16],
     pub uid: u32,
     pub gid: u32,
+    /// The accessor's cgroup id when the agent read the event (0: unknown):
+    /// a process moved into a pod's cgroup after the agent first saw it is
+    /// attributed to the pod, not to where it was forked.
+    pub cgroup_id: u64,
     /// Wall-clock nanoseconds when the agent read the event.
     pub unix_ns: i128,
     /// When the agent read it (for the dedup delay).
@@ -118,7 +122,11 @@ pub struct Fanotify {
 
 impl Fanotify {
     /// A group (permission class when `enforce`), and its reader thread.
-    pub fn start(host_proc: &std::path::Path, enforce: bool) -> Result<Self> {
+    pub fn start(
+        host_proc: &std::path::Path,
+        cgroup2_root: Option<&std::path::Path>,
+        enforce: bool,
+    ) -> Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let fd = unsafe {
             libc::fanotify_init(
@@ -146,6 +154,7 @@ impl Fanotify {
         let reader = Reader {
             fd: fd.clone(),
             procfs: ProcFs::new(host_proc),
+            cgroup2_root: cgroup2_root.map(std::path::Path::to_path_buf),
             policy: policy.clone(),
             lost: lost.clone(),
             denied: denied.clone(),
@@ -389,6 +398,7 @@ pub fn probe() -> Result<()> {
 struct Reader {
     fd: Arc<OwnedFd>,
     procfs: ProcFs,
+    cgroup2_root: Option<std::path::PathBuf>,
     policy: Arc<RwLock<EnforcePolicy>>,
     lost: Arc<AtomicU64>,
     denied: Arc<AtomicU64>,
@@ -456,8 +466,8 @@ impl Reader {
             .unwrap_or((0, 0, 0));
         // Who it is, read while a permission event still holds the opener
         // (a denied process exits at once).
-        let (uid, gid, comm) = if pid == self.own_pid {
-            (0, 0, [0u8; 16])
+        let (uid, gid, comm, cgroup_id) = if pid == self.own_pid {
+            (0, 0, [0u8; 16], 0)
         } else {
             let (uid, gid) = self.procfs.status_ids(pid).unwrap_or((0, 0));
             let mut comm = [0u8; 16];
@@ -466,7 +476,13 @@ impl Reader {
                 let n = c.len().min(15);
                 comm[..n].copy_from_slice(&c[..n]);
             }
-            (uid, gid, comm)
+            let cgroup_id = self
+                .cgroup2_root
+                .as_deref()
+                .zip(self.procfs.cgroup_v2_path(pid))
+                .and_then(|(root, path)| crate::enrich::cgroup::id_of(root, &path))
+                .unwrap_or(0);
+            (uid, gid, comm, cgroup_id)
         };
         let mut denied = false;
         if m.mask & libc::FAN_OPEN_PERM != 0 {
@@ -533,6 +549,7 @@ impl Reader {
                 comm,
                 uid,
                 gid,
+                cgroup_id,
                 unix_ns,
                 at,
             };
@@ -638,6 +655,7 @@ mod tests {
             comm: [0; 16],
             uid: 0,
             gid: 0,
+            cgroup_id: 0,
             unix_ns: 0,
             at,
         }
