@@ -33,6 +33,14 @@ pub struct Outgoing {
     pub payload: String,
 }
 
+impl Outgoing {
+    /// Alerts, events or records the message carries: one JSON object a
+    /// line (an alert or a record is one; a pack of events, its events).
+    pub fn items(&self) -> u64 {
+        self.payload.bytes().filter(|&b| b == b'\n').count() as u64 + 1
+    }
+}
+
 /// Where the reader stands: segment and byte offset in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
@@ -49,7 +57,8 @@ pub struct Spool {
     cursor: Pos,
     /// Messages waiting (after the cursor).
     pending: u64,
-    /// Messages dropped because the spool was full.
+    /// What the messages dropped because the spool was full carried
+    /// ([`Outgoing::items`]: a pack of events counts its events).
     pub dropped: u64,
 }
 
@@ -138,7 +147,7 @@ impl Spool {
             let mut line = serde_json::to_vec(m)?;
             line.push(b'\n');
             if bytes + line.len() as u64 > self.max_bytes {
-                self.dropped += 1;
+                self.dropped += m.items();
                 continue;
             }
             let roll = match &self.writer {
@@ -285,6 +294,13 @@ mod tests {
         assert_eq!(s.pending(), 3);
         assert_eq!(s.dropped, 2);
         assert!(s.bytes() <= one * 3);
+        // A dropped pack counts the events it carried.
+        let pack = Outgoing {
+            payload: "{\"n\":1}\n{\"n\":2}\n{\"n\":3}".into(),
+            ..msg(9)
+        };
+        s.append(&[pack]).unwrap();
+        assert_eq!(s.dropped, 5);
         let _ = std::fs::remove_dir_all(&d);
     }
 
