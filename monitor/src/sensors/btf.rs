@@ -1,4 +1,4 @@
-//! A minimal, self-contained BTF (BPF Type Format) reader.
+//! Struct member offsets from the kernel's BTF (BPF Type Format).
 //!
 //! The eBPF programs are built without CO-RE, so they walk kernel structs
 //! (`task_struct -> files -> fdtable -> file -> inode`, `file -> socket ->
@@ -6,113 +6,40 @@
 //! through [`KernelOffsets`]. This module computes those offsets from the
 //! running kernel's BTF (`/sys/kernel/btf/vmlinux`).
 //!
-//! Only what is needed for that is kept: every type record is walked exactly
-//! (all kinds 1..=19), but only struct/union members and the type graph
-//! needed to follow typedefs and modifiers are retained. Split BTF (kernel
-//! modules, whose type ids continue after vmlinux's) is not supported.
-//!
-//! Format reference: the kernel's `Documentation/bpf/btf.rst` and
-//! `include/uapi/linux/btf.h`.
+//! Parsing is the `btf-rs` crate's; what is here is the lookup the sensors
+//! need on top of it: a struct by name, a (dotted) member path through
+//! anonymous struct/union members and typedef/modifier chains, at a byte
+//! offset. The BTF is memory-mapped (types decoded on demand, little heap);
+//! where the kernel does not allow mapping its BTF file, and for bytes, it is
+//! first copied into an anonymous memory file.
 
+use std::io::Write as _;
+use std::os::fd::FromRawFd as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+use btf_rs::{Backend, Type};
 use monitor_common::KernelOffsets;
 
-/// `btf_header.magic`.
-const BTF_MAGIC: u16 = 0xEB9F;
-/// `btf_header.version` we understand.
-const BTF_VERSION: u8 = 1;
-/// Size of `struct btf_header` (version 1); `hdr_len` may be larger.
-const HEADER_LEN: usize = 24;
-/// Size of `struct btf_type`.
-const TYPE_LEN: usize = 12;
 /// Deepest chain of typedefs/modifiers or nested anonymous members followed
 /// before the BTF is declared cyclic.
 const MAX_DEPTH: usize = 64;
 
-/// BTF kind numbers (`BTF_KIND_*`).
-mod kind {
-    pub const INT: u8 = 1;
-    pub const PTR: u8 = 2;
-    pub const ARRAY: u8 = 3;
-    pub const STRUCT: u8 = 4;
-    pub const UNION: u8 = 5;
-    pub const ENUM: u8 = 6;
-    pub const FWD: u8 = 7;
-    pub const TYPEDEF: u8 = 8;
-    pub const VOLATILE: u8 = 9;
-    pub const CONST: u8 = 10;
-    pub const RESTRICT: u8 = 11;
-    pub const FUNC: u8 = 12;
-    pub const FUNC_PROTO: u8 = 13;
-    pub const VAR: u8 = 14;
-    pub const DATASEC: u8 = 15;
-    pub const FLOAT: u8 = 16;
-    pub const DECL_TAG: u8 = 17;
-    pub const TYPE_TAG: u8 = 18;
-    pub const ENUM64: u8 = 19;
-
-    /// Human-readable kind name, for error messages.
-    pub fn name(k: u8) -> &'static str {
-        match k {
-            0 => "void",
-            INT => "INT",
-            PTR => "PTR",
-            ARRAY => "ARRAY",
-            STRUCT => "STRUCT",
-            UNION => "UNION",
-            ENUM => "ENUM",
-            FWD => "FWD",
-            TYPEDEF => "TYPEDEF",
-            VOLATILE => "VOLATILE",
-            CONST => "CONST",
-            RESTRICT => "RESTRICT",
-            FUNC => "FUNC",
-            FUNC_PROTO => "FUNC_PROTO",
-            VAR => "VAR",
-            DATASEC => "DATASEC",
-            FLOAT => "FLOAT",
-            DECL_TAG => "DECL_TAG",
-            TYPE_TAG => "TYPE_TAG",
-            ENUM64 => "ENUM64",
-            _ => "unknown",
-        }
-    }
-}
-
 /// Everything that can go wrong reading BTF or looking up offsets in it.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    /// The BTF file could not be read.
+    /// The BTF file could not be read or is not valid BTF.
     #[error("reading BTF from {}: {error}", path.display())]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    /// The blob does not start with the BTF magic in either byte order.
-    #[error("bad BTF magic {found:#06x} (expected {BTF_MAGIC:#06x})")]
-    BadMagic { found: u16 },
-    /// A BTF version other than 1.
-    #[error("unsupported BTF version {0} (expected {BTF_VERSION})")]
-    BadVersion(u8),
-    /// The header is internally inconsistent (e.g. overlapping sections).
-    #[error("bad BTF header: {0}")]
-    BadHeader(&'static str),
-    /// Data ends (or a section ends) in the middle of something.
-    #[error("BTF truncated at offset {offset} (reading {what})")]
-    Truncated { offset: usize, what: &'static str },
-    /// A type record of a kind this parser does not know (> 19 or 0).
-    #[error("unknown BTF kind {kind} at type id {id}")]
-    UnknownKind { kind: u8, id: u32 },
-    /// A name offset pointing outside the string section.
-    #[error("BTF string offset {offset} out of range at type id {id}")]
-    BadString { offset: u32, id: u32 },
-    /// A reference to a type id that does not exist.
-    #[error("BTF type id {id} out of range (referenced from type id {from})")]
-    BadTypeId { id: u32, from: u32 },
+    File { path: PathBuf, error: Box<BtfError> },
+    /// The BTF data is malformed (the parser's own message).
+    #[error("malformed BTF: {0}")]
+    Malformed(String),
+    /// The parser panicked on malformed data (contained, see [`contain`]).
+    #[error("malformed BTF: the parser failed ({0})")]
+    ParserPanic(String),
     /// A typedef/modifier chain or nested anonymous members that never end.
-    #[error("BTF type chain starting at type id {0} is too deep (cyclic?)")]
-    TooDeep(u32),
+    #[error("BTF type chain too deep (cyclic?)")]
+    TooDeep,
     /// No STRUCT with this name (and a non-zero size).
     #[error("struct {0} not found in BTF")]
     StructNotFound(String),
@@ -144,327 +71,153 @@ pub enum BtfError {
     Layout(String),
 }
 
-/// One member of a struct or union.
-#[derive(Clone, Copy, Debug)]
-struct Member {
-    name_off: u32,
-    type_id: u32,
-    /// Bit offset from the start of the enclosing struct/union.
-    bit_offset: u32,
-    /// Bitfield width in bits; 0 if not a bitfield (or unknown, when the
-    /// enclosing type has no `kind_flag`).
-    bitfield_size: u32,
-}
-
-/// One parsed type record (only what the lookups need).
-#[derive(Clone, Debug)]
-struct Type {
-    kind: u8,
-    name_off: u32,
-    /// `size` for INT/STRUCT/UNION/ENUM/DATASEC/FLOAT/ENUM64, else `type`.
-    size_or_type: u32,
-    /// Members of a STRUCT/UNION; empty otherwise.
-    members: Vec<Member>,
-}
-
-/// A parsed BTF blob: its types (id 0 is `void`) and string section.
-#[derive(Clone, Debug)]
-pub struct Btf {
-    /// Index = type id; `types[0]` is the implicit `void`.
-    types: Vec<Type>,
-    strings: Vec<u8>,
-}
-
-/// Bounds-checked reader of `u16`/`u32` in the blob's byte order.
-struct Reader<'a> {
-    data: &'a [u8],
-    big_endian: bool,
-}
-
-impl Reader<'_> {
-    fn bytes<const N: usize>(&self, off: usize, what: &'static str) -> Result<[u8; N], BtfError> {
-        off.checked_add(N)
-            .and_then(|end| self.data.get(off..end))
-            .and_then(|s| <[u8; N]>::try_from(s).ok())
-            .ok_or(BtfError::Truncated { offset: off, what })
-    }
-
-    fn u32(&self, off: usize, what: &'static str) -> Result<u32, BtfError> {
-        let b = self.bytes::<4>(off, what)?;
-        Ok(if self.big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        })
+impl From<btf_rs::Error> for BtfError {
+    fn from(e: btf_rs::Error) -> Self {
+        BtfError::Malformed(e.to_string())
     }
 }
 
-/// Bytes of trailing data after a `btf_type` of kind `k` with `vlen` entries,
-/// or `None` for an unknown kind.
-fn trailing_len(k: u8, vlen: usize) -> Option<usize> {
-    Some(match k {
-        // u32 encoding.
-        kind::INT => 4,
-        kind::PTR
-        | kind::FWD
-        | kind::TYPEDEF
-        | kind::VOLATILE
-        | kind::CONST
-        | kind::RESTRICT
-        | kind::FUNC
-        | kind::FLOAT
-        | kind::TYPE_TAG => 0,
-        // struct btf_array { type, index_type, nelems }.
-        kind::ARRAY => 12,
-        // struct btf_member { name_off, type, offset } * vlen.
-        kind::STRUCT | kind::UNION => 12 * vlen,
-        // struct btf_enum { name_off, val } * vlen.
-        kind::ENUM => 8 * vlen,
-        // struct btf_param { name_off, type } * vlen.
-        kind::FUNC_PROTO => 8 * vlen,
-        // struct btf_var { linkage }.
-        kind::VAR => 4,
-        // struct btf_var_secinfo { type, offset, size } * vlen.
-        kind::DATASEC => 12 * vlen,
-        // struct btf_decl_tag { component_idx }.
-        kind::DECL_TAG => 4,
-        // struct btf_enum64 { name_off, val_lo32, val_hi32 } * vlen.
-        kind::ENUM64 => 12 * vlen,
-        _ => return None,
+/// Runs `f` (a `btf-rs` call on data we did not write), turning a panic on
+/// malformed input into an error: the agent must say its BTF is bad, not
+/// die. (The crate bounds-checks its reads; this is the belt to its braces.)
+fn contain<T>(f: impl FnOnce() -> Result<T, BtfError>) -> Result<T, BtfError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        Err(BtfError::ParserPanic(msg))
     })
 }
 
-/// Whether `k` refers to another type through `size_or_type` and is
-/// transparent for layout purposes.
-fn is_alias(k: u8) -> bool {
-    matches!(
-        k,
-        kind::TYPEDEF | kind::CONST | kind::VOLATILE | kind::RESTRICT | kind::TYPE_TAG
-    )
+/// A parsed BTF blob.
+pub struct Btf(btf_rs::Btf);
+
+impl std::fmt::Debug for Btf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (first, last) = self.0.base().type_id_range();
+        write!(f, "Btf {{ types: {first}..={last} }}")
+    }
 }
 
-/// Whether `k` uses `size_or_type` as a type id.
-fn refers_to_type(k: u8) -> bool {
-    is_alias(k) || matches!(k, kind::PTR | kind::FUNC | kind::VAR | kind::DECL_TAG)
-}
+/// A struct or union found by [`Btf::find_struct`] or a member's type.
+type Composite = btf_rs::Struct;
 
 impl Btf {
-    /// Reads and parses a BTF file, e.g. `/sys/kernel/btf/vmlinux`.
+    /// Reads and parses a BTF file, e.g. `/sys/kernel/btf/vmlinux`; every
+    /// error names the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Btf, BtfError> {
         let path = path.as_ref();
-        let data = std::fs::read(path).map_err(|error| BtfError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Btf::parse(&data)
-    }
-
-    /// Parses a raw BTF blob (header, type section, string section).
-    ///
-    /// Both byte orders are accepted (detected from the magic). Every type
-    /// record is walked with its exact trailing size, so an unknown kind or a
-    /// record running past the type section is an error rather than a
-    /// silently wrong type numbering.
-    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
-        let magic = data
-            .get(0..2)
-            .ok_or(BtfError::Truncated {
-                offset: 0,
-                what: "header magic",
+        if let Ok(b) = Btf::map(path) {
+            return Ok(b);
+        }
+        // Kernels before 6.16 cannot map /sys/kernel/btf/vmlinux: copy it
+        // into memory that can be (a file that is not BTF fails here too).
+        std::fs::File::open(path)
+            .map_err(|e| BtfError::Malformed(e.to_string()))
+            .and_then(|mut f| Btf::via_memfd(|m| std::io::copy(&mut f, m).map(drop)))
+            .map_err(|error| BtfError::File {
+                path: path.to_path_buf(),
+                error: Box::new(error),
             })
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))?;
-        let big_endian = match magic {
-            BTF_MAGIC => false,
-            m if m == BTF_MAGIC.swap_bytes() => true,
-            found => return Err(BtfError::BadMagic { found }),
-        };
-        let r = Reader { data, big_endian };
-        let [version, _flags] = r.bytes::<2>(2, "header version")?;
-        if version != BTF_VERSION {
-            return Err(BtfError::BadVersion(version));
-        }
-        let hdr_len = r.u32(4, "header hdr_len")? as usize;
-        if hdr_len < HEADER_LEN {
-            return Err(BtfError::BadHeader("hdr_len smaller than 24"));
-        }
-        let type_off = r.u32(8, "header type_off")? as usize;
-        let type_len = r.u32(12, "header type_len")? as usize;
-        let str_off = r.u32(16, "header str_off")? as usize;
-        let str_len = r.u32(20, "header str_len")? as usize;
-
-        // Section bounds, absolute in `data`.
-        let section = |off: usize, len: usize, what: &'static str| {
-            let start = hdr_len.checked_add(off);
-            let end = start.and_then(|s| s.checked_add(len));
-            match (start, end) {
-                (Some(start), Some(end)) if end <= data.len() => Ok((start, end)),
-                _ => Err(BtfError::Truncated {
-                    offset: data.len(),
-                    what,
-                }),
-            }
-        };
-        let (types_start, types_end) = section(type_off, type_len, "type section")?;
-        let (str_start, str_end) = section(str_off, str_len, "string section")?;
-        if types_start < str_end && str_start < types_end {
-            return Err(BtfError::BadHeader("type and string sections overlap"));
-        }
-        let strings = data[str_start..str_end].to_vec();
-        if strings.first().is_some_and(|&b| b != 0) {
-            return Err(BtfError::BadHeader(
-                "string section does not start with NUL",
-            ));
-        }
-        if strings.last().is_some_and(|&b| b != 0) {
-            return Err(BtfError::BadHeader("string section does not end with NUL"));
-        }
-
-        let check_name = |offset: u32, id: u32| {
-            if offset == 0 || (offset as usize) < strings.len() {
-                Ok(offset)
-            } else {
-                Err(BtfError::BadString { offset, id })
-            }
-        };
-
-        let mut types = vec![Type {
-            kind: 0,
-            name_off: 0,
-            size_or_type: 0,
-            members: Vec::new(),
-        }];
-        // The type section, walked with offsets relative to `data`.
-        let tr = Reader {
-            data: &data[..types_end],
-            big_endian,
-        };
-        let mut off = types_start;
-        while off < types_end {
-            let id =
-                u32::try_from(types.len()).map_err(|_| BtfError::BadHeader("too many types"))?;
-            let name_off = check_name(tr.u32(off, "btf_type.name_off")?, id)?;
-            let info = tr.u32(off + 4, "btf_type.info")?;
-            let size_or_type = tr.u32(off + 8, "btf_type.size")?;
-            let vlen = (info & 0xffff) as usize;
-            let k = ((info >> 24) & 0x1f) as u8;
-            let kind_flag = info & (1 << 31) != 0;
-            let extra = trailing_len(k, vlen).ok_or(BtfError::UnknownKind { kind: k, id })?;
-            let body = off + TYPE_LEN;
-            let next = body + extra;
-            if next > types_end {
-                return Err(BtfError::Truncated {
-                    offset: types_end,
-                    what: "type record",
-                });
-            }
-            let mut members = Vec::new();
-            if k == kind::STRUCT || k == kind::UNION {
-                members.reserve(vlen);
-                for i in 0..vlen {
-                    let m = body + 12 * i;
-                    let raw_offset = tr.u32(m + 8, "btf_member.offset")?;
-                    let (bit_offset, bitfield_size) = if kind_flag {
-                        (raw_offset & 0x00ff_ffff, raw_offset >> 24)
-                    } else {
-                        (raw_offset, 0)
-                    };
-                    members.push(Member {
-                        name_off: check_name(tr.u32(m, "btf_member.name_off")?, id)?,
-                        type_id: tr.u32(m + 4, "btf_member.type")?,
-                        bit_offset,
-                        bitfield_size,
-                    });
-                }
-            }
-            types.push(Type {
-                kind: k,
-                name_off,
-                size_or_type,
-                members,
-            });
-            off = next;
-        }
-
-        // Validate type references so lookups can index freely.
-        let count = types.len();
-        for (from, t) in types.iter().enumerate() {
-            let from = from as u32;
-            let refs = t.members.iter().map(|m| m.type_id);
-            let own = refers_to_type(t.kind).then_some(t.size_or_type);
-            for id in own.into_iter().chain(refs) {
-                if id as usize >= count {
-                    return Err(BtfError::BadTypeId { id, from });
-                }
-            }
-        }
-
-        Ok(Btf { types, strings })
     }
 
-    /// The NUL-terminated string at `off` in the string section.
-    fn name_bytes(&self, off: u32) -> &[u8] {
-        let rest = self.strings.get(off as usize..).unwrap_or(&[]);
-        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        &rest[..end]
+    /// Parses a raw BTF blob (header, type section, string section), in
+    /// either byte order, the way [`from_file`](Self::from_file) does.
+    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        Btf::via_memfd(|m| m.write_all(data))
     }
 
-    /// Type by id; ids were validated at parse time, but stay defensive.
-    fn ty(&self, id: u32, from: u32) -> Result<&Type, BtfError> {
-        self.types
-            .get(id as usize)
-            .ok_or(BtfError::BadTypeId { id, from })
+    /// `btf-rs` with its memory-mapped backend: types are decoded when
+    /// looked up, so the heap stays small (its cached backend holds every
+    /// type and string: ~40 MiB for vmlinux).
+    fn map(path: &Path) -> Result<Btf, BtfError> {
+        contain(|| {
+            Ok(Btf(btf_rs::Btf::from_file_with_backend(
+                path,
+                Backend::Mmap,
+            )?))
+        })
+    }
+
+    /// Writes the BTF into an anonymous memory file with `fill` and maps it.
+    fn via_memfd(
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<Btf, BtfError> {
+        let io = |e: std::io::Error| BtfError::Malformed(e.to_string());
+        // SAFETY: the name is a NUL-terminated literal; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"btf".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let mut mem = unsafe { std::fs::File::from_raw_fd(fd) };
+        fill(&mut mem).map_err(io)?;
+        if mem.metadata().map_err(io)?.len() == 0 {
+            return Err(BtfError::Malformed("empty".into()));
+        }
+        Btf::map(Path::new(&format!("/proc/self/fd/{fd}")))
+    }
+
+    /// The first STRUCT named `name` with a non-zero size (a zero-sized one
+    /// is a declaration's placeholder).
+    pub fn find_struct(&self, name: &str) -> Result<Composite, BtfError> {
+        contain(|| {
+            for t in self.0.resolve_types_by_name(name)? {
+                if let Type::Struct(s) = t {
+                    if s.size() != 0 {
+                        return Ok(s);
+                    }
+                }
+            }
+            Err(BtfError::StructNotFound(name.to_string()))
+        })
     }
 
     /// Follows typedef/const/volatile/restrict/type_tag to the real type.
-    fn resolve(&self, mut id: u32) -> Result<(u32, &Type), BtfError> {
-        let start = id;
+    fn resolve(&self, mut t: Type) -> Result<Type, BtfError> {
         for _ in 0..MAX_DEPTH {
-            let t = self.ty(id, start)?;
-            if !is_alias(t.kind) {
-                return Ok((id, t));
+            match t {
+                Type::Typedef(ref x) => t = self.0.resolve_chained_type(x)?,
+                Type::Const(ref x) | Type::Volatile(ref x) | Type::Restrict(ref x) => {
+                    t = self.0.resolve_chained_type(x)?
+                }
+                Type::TypeTag(ref x) => t = self.0.resolve_chained_type(x)?,
+                t => return Ok(t),
             }
-            id = t.size_or_type;
         }
-        Err(BtfError::TooDeep(start))
+        Err(BtfError::TooDeep)
     }
 
-    /// Type id of the first STRUCT named `name` with a non-zero size.
-    pub fn find_struct(&self, name: &str) -> Result<u32, BtfError> {
-        self.types
-            .iter()
-            .position(|t| {
-                t.kind == kind::STRUCT
-                    && t.size_or_type != 0
-                    && self.name_bytes(t.name_off) == name.as_bytes()
-            })
-            .map(|i| i as u32)
-            .ok_or_else(|| BtfError::StructNotFound(name.to_string()))
-    }
-
-    /// Finds `member` in the struct/union `id`, descending into anonymous
+    /// Finds `member` in the struct/union `s`, descending into anonymous
     /// struct/union members (adding their offsets). Returns the member's bit
-    /// offset from the start of `id`, its type id and bitfield size.
+    /// offset from the start of `s` and its type.
     fn find_member(
         &self,
-        id: u32,
+        s: &Composite,
         member: &str,
         depth: usize,
-    ) -> Result<Option<(u64, u32, u32)>, BtfError> {
+    ) -> Result<Option<(u64, Type)>, BtfError> {
         if depth > MAX_DEPTH {
-            return Err(BtfError::TooDeep(id));
+            return Err(BtfError::TooDeep);
         }
-        let t = self.ty(id, id)?;
-        for m in &t.members {
-            if m.name_off != 0 {
-                if self.name_bytes(m.name_off) == member.as_bytes() {
-                    return Ok(Some((u64::from(m.bit_offset), m.type_id, m.bitfield_size)));
+        for m in &s.members {
+            let name = self.0.resolve_name(m)?;
+            if !name.is_empty() {
+                if name == member {
+                    return Ok(Some((
+                        u64::from(m.bit_offset()),
+                        self.0.resolve_chained_type(m)?,
+                    )));
                 }
                 continue;
             }
-            let (inner_id, inner) = self.resolve(m.type_id)?;
-            if inner.kind == kind::STRUCT || inner.kind == kind::UNION {
-                if let Some((off, ty, bits)) = self.find_member(inner_id, member, depth + 1)? {
-                    return Ok(Some((u64::from(m.bit_offset) + off, ty, bits)));
+            if let Type::Struct(inner) | Type::Union(inner) =
+                self.resolve(self.0.resolve_chained_type(m)?)?
+            {
+                if let Some((off, ty)) = self.find_member(&inner, member, depth + 1)? {
+                    return Ok(Some((u64::from(m.bit_offset()) + off, ty)));
                 }
             }
         }
@@ -488,57 +241,64 @@ impl Btf {
     /// [`member_offset`](Self::member_offset) within the (typedef/modifier
     /// resolved) struct or union type of the previous one.
     pub fn member_path(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
-        let mut id = self.find_struct(struct_name)?;
-        let mut where_ = struct_name.to_string();
-        let mut total_bits: u64 = 0;
-        let mut parts = path.split('.').peekable();
-        while let Some(part) = parts.next() {
-            let (bits, member_ty, _bitfield) =
-                self.find_member(id, part, 0)?
-                    .ok_or_else(|| BtfError::MemberNotFound {
-                        strukt: where_.clone(),
-                        member: part.to_string(),
-                    })?;
-            if bits % 8 != 0 {
-                return Err(BtfError::NotByteAligned {
-                    strukt: where_,
-                    member: part.to_string(),
-                    bit_offset: bits,
-                });
-            }
-            total_bits += bits;
-            if parts.peek().is_some() {
-                let (next_id, next) = self.resolve(member_ty)?;
-                if next.kind != kind::STRUCT && next.kind != kind::UNION {
-                    return Err(BtfError::NotComposite {
+        let mut s = self.find_struct(struct_name)?;
+        contain(|| {
+            let mut where_ = struct_name.to_string();
+            let mut total_bits: u64 = 0;
+            let mut parts = path.split('.').peekable();
+            while let Some(part) = parts.next() {
+                let (bits, member_ty) =
+                    self.find_member(&s, part, 0)?
+                        .ok_or_else(|| BtfError::MemberNotFound {
+                            strukt: where_.clone(),
+                            member: part.to_string(),
+                        })?;
+                if bits % 8 != 0 {
+                    return Err(BtfError::NotByteAligned {
                         strukt: where_,
                         member: part.to_string(),
-                        kind: kind::name(next.kind),
-                        rest: parts.collect::<Vec<_>>().join("."),
+                        bit_offset: bits,
                     });
                 }
-                id = next_id;
-                where_ = format!("{where_}.{part}");
+                total_bits += bits;
+                if parts.peek().is_some() {
+                    s = match self.resolve(member_ty)? {
+                        Type::Struct(x) | Type::Union(x) => x,
+                        other => {
+                            return Err(BtfError::NotComposite {
+                                strukt: where_,
+                                member: part.to_string(),
+                                kind: other.name(),
+                                rest: parts.collect::<Vec<_>>().join("."),
+                            })
+                        }
+                    };
+                    where_ = format!("{where_}.{part}");
+                }
             }
-        }
-        u32::try_from(total_bits / 8).map_err(|_| BtfError::Overflow {
-            strukt: struct_name.to_string(),
-            member: path.to_string(),
+            u32::try_from(total_bits / 8).map_err(|_| BtfError::Overflow {
+                strukt: struct_name.to_string(),
+                member: path.to_string(),
+            })
         })
     }
 
     /// Name of the type of `member` in `struct struct_name`, after following
     /// typedefs and modifiers (e.g. `"sock_common"`); empty if anonymous.
     pub fn member_type_name(&self, struct_name: &str, member: &str) -> Result<String, BtfError> {
-        let id = self.find_struct(struct_name)?;
-        let (_, ty, _) =
-            self.find_member(id, member, 0)?
-                .ok_or_else(|| BtfError::MemberNotFound {
-                    strukt: struct_name.to_string(),
-                    member: member.to_string(),
-                })?;
-        let (_, t) = self.resolve(ty)?;
-        Ok(String::from_utf8_lossy(self.name_bytes(t.name_off)).into_owned())
+        let s = self.find_struct(struct_name)?;
+        contain(|| {
+            let (_, ty) =
+                self.find_member(&s, member, 0)?
+                    .ok_or_else(|| BtfError::MemberNotFound {
+                        strukt: struct_name.to_string(),
+                        member: member.to_string(),
+                    })?;
+            Ok(match self.resolve(ty)?.as_btf_type() {
+                Some(t) if t.get_name_offset().is_some() => self.0.resolve_name(t)?,
+                _ => String::new(),
+            })
+        })
     }
 }
 
@@ -651,16 +411,43 @@ mod tests {
     /// Where the running kernel exposes its own BTF.
     const VMLINUX_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
+    /// `btf_header.magic`, and the size of a version 1 header.
+    const BTF_MAGIC: u16 = 0xEB9F;
+    const HEADER_LEN: usize = 24;
+
+    /// BTF kind numbers (`BTF_KIND_*`), for building test blobs.
+    mod kind {
+        pub const INT: u8 = 1;
+        pub const PTR: u8 = 2;
+        pub const ARRAY: u8 = 3;
+        pub const STRUCT: u8 = 4;
+        pub const UNION: u8 = 5;
+        pub const ENUM: u8 = 6;
+        pub const FWD: u8 = 7;
+        pub const TYPEDEF: u8 = 8;
+        pub const VOLATILE: u8 = 9;
+        pub const CONST: u8 = 10;
+        pub const RESTRICT: u8 = 11;
+        pub const FUNC: u8 = 12;
+        pub const FUNC_PROTO: u8 = 13;
+        pub const VAR: u8 = 14;
+        pub const DATASEC: u8 = 15;
+        pub const FLOAT: u8 = 16;
+        pub const DECL_TAG: u8 = 17;
+        pub const TYPE_TAG: u8 = 18;
+        pub const ENUM64: u8 = 19;
+    }
+
     impl Btf {
         /// Number of types, not counting the implicit `void` (id 0).
         fn type_count(&self) -> usize {
-            self.types.len() - 1
+            let (first, last) = self.0.base().type_id_range();
+            (last - first) as usize
         }
 
         /// Size in bytes of the struct `find_struct` picks.
         fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
-            let id = self.find_struct(name)?;
-            Ok(self.ty(id, id)?.size_or_type)
+            Ok(self.find_struct(name)?.size() as u32)
         }
     }
 
@@ -897,7 +684,7 @@ mod tests {
     fn path_through_non_struct_is_rejected() {
         let btf = Btf::parse(&sample()).unwrap();
         let msg = btf.member_path("outer", "p.q").unwrap_err().to_string();
-        assert!(msg.contains("member p of struct outer is a PTR"), "{msg}");
+        assert!(msg.contains("member p of struct outer is a ptr"), "{msg}");
         let msg = btf
             .member_path("outer", "nested.zz")
             .unwrap_err()
@@ -944,21 +731,19 @@ mod tests {
     fn errors_name_the_problem() {
         let good = sample();
 
+        let malformed = |blob: &[u8]| {
+            let msg = Btf::parse(blob).unwrap_err().to_string();
+            assert!(msg.starts_with("malformed BTF: "), "{msg}");
+            msg
+        };
         let mut bad = good.clone();
         bad[0] = 0x12;
-        let msg = Btf::parse(&bad).unwrap_err().to_string();
-        assert_eq!(msg, "bad BTF magic 0xeb12 (expected 0xeb9f)");
-
-        // Cut inside the string section: the header promises more.
-        let msg = Btf::parse(&good[..good.len() - 3]).unwrap_err().to_string();
-        assert!(msg.starts_with("BTF truncated at offset"), "{msg}");
-        assert!(msg.contains("string section"), "{msg}");
-
-        // Cut inside the header.
-        let msg = Btf::parse(&good[..10]).unwrap_err().to_string();
-        assert_eq!(msg, "BTF truncated at offset 8 (reading header type_off)");
-        let msg = Btf::parse(&good[..1]).unwrap_err().to_string();
-        assert_eq!(msg, "BTF truncated at offset 0 (reading header magic)");
+        assert_eq!(malformed(&bad), "malformed BTF: Invalid BTF magic: 0xeb12");
+        assert_eq!(malformed(&[]), "malformed BTF: empty");
+        // Cut inside the string section, inside the header.
+        malformed(&good[..good.len() - 3]);
+        malformed(&good[..10]);
+        malformed(&good[..1]);
 
         // A type section whose last record is cut short: shrink type_len by
         // 4 and move the string section accordingly.
@@ -970,21 +755,13 @@ mod tests {
         blob[12..16].copy_from_slice(&(type_len - 4).to_le_bytes());
         blob[16..20].copy_from_slice(&(type_len - 4).to_le_bytes());
         blob.drain(HEADER_LEN + b.types.len() - 4..HEADER_LEN + b.types.len());
-        let msg = Btf::parse(&blob).unwrap_err().to_string();
-        assert_eq!(
-            msg,
-            format!(
-                "BTF truncated at offset {} (reading type record)",
-                HEADER_LEN + b.types.len() - 4
-            )
-        );
+        malformed(&blob);
 
-        // Unknown kind 20 at type id 2.
+        // Unknown kind 20.
         let mut b = Builder::new();
         b.int("int", 4);
         b.ty("what", 20, false, 0, 0);
-        let msg = Btf::parse(&b.build()).unwrap_err().to_string();
-        assert_eq!(msg, "unknown BTF kind 20 at type id 2");
+        malformed(&b.build());
 
         let btf = Btf::parse(&good).unwrap();
         let msg = btf.member_offset("nope", "x").unwrap_err().to_string();
@@ -1003,14 +780,57 @@ mod tests {
     }
 
     #[test]
+    fn malformed_file_error_names_the_file() {
+        let good = sample();
+        let path = std::env::temp_dir().join(format!("monitor-btf-test-{}", std::process::id()));
+        std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+        let msg = Btf::from_file(&path).unwrap_err().to_string();
+        std::fs::write(&path, &good).unwrap();
+        let ok = Btf::from_file(&path).map(|b| b.member_offset("outer", "after"));
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            msg.starts_with(&format!(
+                "reading BTF from {}: malformed BTF: ",
+                path.display()
+            )),
+            "{msg}"
+        );
+        assert_eq!(ok.unwrap().unwrap(), 32);
+    }
+
+    #[test]
+    fn every_truncation_and_byte_flip_is_an_error_or_parses() {
+        // Each prefix of a valid blob, and the blob with each byte flipped:
+        // an error or a BTF whose lookups answer, never a panic or a hang.
+        let good = sample();
+        let lookups = |b: &Btf| {
+            for (s, m) in [("outer", "deep2"), ("outer", "nested.b"), ("sock", "sk_x")] {
+                let _ = b.member_path(s, m);
+                let _ = b.member_type_name(s, m);
+            }
+        };
+        for n in 0..good.len() {
+            assert!(
+                Btf::parse(&good[..n]).is_err(),
+                "prefix of {n} bytes parsed"
+            );
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0xff;
+            if let Ok(b) = Btf::parse(&bad) {
+                lookups(&b);
+            }
+        }
+    }
+
+    #[test]
     fn bad_type_reference_is_rejected() {
         let mut b = Builder::new();
         b.strukt("s", 8, &[("a", 99, 0, 0)]);
-        let msg = Btf::parse(&b.build()).unwrap_err().to_string();
-        assert_eq!(
-            msg,
-            "BTF type id 99 out of range (referenced from type id 1)"
-        );
+        let btf = Btf::parse(&b.build()).unwrap();
+        let msg = btf.member_type_name("s", "a").unwrap_err().to_string();
+        assert_eq!(msg, "malformed BTF: no type with id 99");
 
         // A typedef cycle: resolve must not loop forever.
         let mut b = Builder::new();
@@ -1046,7 +866,41 @@ mod tests {
         ] {
             assert!(v < 64, "{name} = {v}");
         }
-        assert!(o.sk_v6_daddr < btf.struct_size("sock_common").unwrap());
+        // Every offset lies inside its struct.
+        for (strukt, name, v) in [
+            ("task_struct", "files", o.task_files),
+            ("files_struct", "fdt", o.files_fdt),
+            ("fdtable", "max_fds", o.fdt_max_fds),
+            ("fdtable", "fd", o.fdt_fd),
+            ("file", "f_path", o.file_f_path),
+            ("file", "f_inode", o.file_f_inode),
+            ("file", "f_flags", o.file_f_flags),
+            ("file", "private_data", o.file_private_data),
+            ("path", "dentry", o.path_dentry),
+            ("path", "mnt", o.path_mnt),
+            ("inode", "i_mode", o.inode_i_mode),
+            ("inode", "i_rdev", o.inode_i_rdev),
+            ("inode", "i_ino", o.inode_i_ino),
+            ("inode", "i_sb", o.inode_i_sb),
+            ("super_block", "s_dev", o.sb_s_dev),
+            ("super_block", "s_magic", o.sb_s_magic),
+            ("dentry", "d_name", o.dentry_d_name),
+            ("dentry", "d_parent", o.dentry_d_parent),
+            ("qstr", "name", o.qstr_name),
+            ("qstr", "len", o.qstr_len),
+            ("socket", "sk", o.socket_sk),
+            ("sock_common", "skc_family", o.sk_family),
+            ("sock_common", "skc_daddr", o.sk_daddr),
+            ("sock_common", "skc_dport", o.sk_dport),
+            ("sock_common", "skc_v6_daddr", o.sk_v6_daddr),
+            ("vfsmount", "mnt_root", o.vfsmount_mnt_root),
+            ("mount", "mnt", o.mount_mnt),
+            ("mount", "mnt_parent", o.mount_mnt_parent),
+            ("mount", "mnt_mountpoint", o.mount_mnt_mountpoint),
+        ] {
+            let size = btf.struct_size(strukt).unwrap();
+            assert!(v < size, "{strukt}.{name} at {v}, struct is {size} bytes");
+        }
         // Pointer-sized/aligned members.
         for (name, v) in [
             ("task_files", o.task_files),
