@@ -735,11 +735,38 @@ impl Drop for Cgroup {
 
 /// A loopback port free now (for an agent's `--metrics` or a test server).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range: a port the kernel hands out (bind
+    // to port 0) is free now, but any outgoing connection (a NATS route, a
+    // client) may take it as its source port before the server binds it
+    // (a CI failure: "can't listen to the monitor port: address already in
+    // use"). Walked from a point derived from the pid, never the same port
+    // twice in one test binary.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 10_000;
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let span = low.saturating_sub(BASE);
+    if span < 1_000 {
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let seed = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + (seed + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free loopback port from {BASE} to {low}");
 }
 
 /// The value of one sample line (`name{labels} value`, labels exactly) of
