@@ -424,12 +424,7 @@ impl Fleet {
     }
 
     fn outgoing(&self, kind: &str, payload: String) -> spool::Outgoing {
-        let h = blake3::hash(payload.as_bytes());
-        spool::Outgoing {
-            subject: format!("monitor.{}.{kind}", self.node),
-            id: format!("{}.{kind}.{}", self.node, &h.to_hex()[..32]),
-            payload,
-        }
+        spool::Outgoing::of(&self.node, kind, payload)
     }
 
     /// Fleet figures into the agent's metrics: the fleet is a feed

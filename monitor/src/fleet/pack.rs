@@ -82,12 +82,7 @@ impl EventPack {
         let payload = std::mem::take(&mut self.payload);
         self.count = 0;
         self.since = None;
-        let h = blake3::hash(payload.as_bytes());
-        Some(Outgoing {
-            subject: format!("monitor.{}.events", self.node),
-            id: format!("{}.events.{}", self.node, &h.to_hex()[..32]),
-            payload,
-        })
+        Some(Outgoing::of(&self.node, "events", payload))
     }
 }
 

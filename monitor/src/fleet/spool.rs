@@ -34,6 +34,18 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// A message of node `node` on `monitor.<node>.<kind>`, its
+    /// `Nats-Msg-Id` derived from its content (`<node>.<kind>.<hash>`): a
+    /// retry of the same payload is deduplicated by JetStream.
+    pub fn of(node: &str, kind: &str, payload: String) -> Self {
+        let h = blake3::hash(payload.as_bytes());
+        Outgoing {
+            subject: format!("monitor.{node}.{kind}"),
+            id: format!("{node}.{kind}.{}", &h.to_hex()[..32]),
+            payload,
+        }
+    }
+
     /// Alerts, events or records the message carries: one JSON object a
     /// line (an alert or a record is one; a pack of events, its events).
     pub fn items(&self) -> u64 {
