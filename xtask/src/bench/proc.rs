@@ -393,3 +393,30 @@ impl Drop for Sleepers {
         }
     }
 }
+
+/// A loopback port free now, below the kernel's ephemeral range: a port
+/// from bind(0) may be taken as the source port of a route connection
+/// (NATS servers) before the server that was given it binds it.
+pub fn free_port() -> Result<u16> {
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 10_000;
+    let low: u32 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let span = low.saturating_sub(BASE);
+    if span < 1_000 {
+        return Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    }
+    let seed = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + (seed + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port from {BASE} to {low}")
+}

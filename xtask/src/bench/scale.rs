@@ -100,12 +100,6 @@ fn issuances(dir: &Path, first: usize, n: usize) -> Result<String> {
     Ok(out)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// `GET path` on the metrics port: (body, ms).
 fn http(port: u16, path: &str) -> Result<(String, f64)> {
     let t0 = Instant::now();
@@ -208,7 +202,7 @@ pub fn flood(ctx: &Ctx) -> Result<Flood> {
     // sections).
     let config = dir.join("budget.toml");
     fs::write(&config, "")?;
-    let port = free_port()?;
+    let port = super::proc::free_port()?;
     ctx.wait_quiet("flood");
     let (agent, stdout) = Agent::start_alerts_piped(AgentOpts {
         bin: &ctx.monitor,
@@ -291,7 +285,7 @@ pub fn ingest(ctx: &Ctx) -> Result<Ingest> {
     let file: PathBuf = ctx.scratch.join("ingest.jsonl");
     fs::write(&file, "")?;
     let body = issuances(&dir, 0, n)?;
-    let port = free_port()?;
+    let port = super::proc::free_port()?;
     ctx.wait_quiet("ingest");
     let agent = Agent::start(AgentOpts {
         bin: &ctx.monitor,
