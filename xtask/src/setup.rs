@@ -50,7 +50,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
 
 /// Debian packages only `cargo xtask bench` needs, installed by it (not by
 /// every `setup`): the tools the benchmarks compare the agent with.
-pub const BENCH_PACKAGES: &[&str] = &["bpftrace", "auditd"];
+pub const BENCH_PACKAGES: &[&str] = &["bpftrace", "auditd", "redis-server", "redis-tools"];
 
 /// The bpf-linker release line we build.
 const BPF_LINKER_VERSION: &str = "^0.13";

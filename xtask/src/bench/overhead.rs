@@ -27,7 +27,15 @@ pub const WORKLOADS: &[(&str, &str)] = &[
     ("pipe", "1-byte write + 1-byte read on a pipe"),
     ("connect", "TCP connect + close to a loopback listener"),
     ("exec", "fork + exec /bin/true + wait"),
+    (
+        "redis",
+        "redis-benchmark SET + GET against a local redis-server, 50 clients, \
+         both on the workload CPU (ns per request)",
+    ),
 ];
+
+/// Index of the redis-benchmark workload in [`WORKLOADS`].
+pub const REDIS: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Config {
@@ -191,7 +199,12 @@ pub fn bpftrace_script(tracepoints: &[String], count: bool) -> String {
 }
 
 /// Run one workload; its ns/op.
-fn workload(ctx: &Ctx, w: &str, iters: u64) -> Result<f64> {
+fn workload(ctx: &Ctx, w: &str, iters: u64, redis: Option<&Redis>) -> Result<f64> {
+    if w == WORKLOADS[REDIS].0 {
+        return redis
+            .context("redis-server is not running")?
+            .bench(ctx, iters);
+    }
     let mut cmd = Command::new(&ctx.mb);
     cmd.arg(w)
         .args(["--iters", &iters.to_string()])
@@ -231,9 +244,21 @@ pub fn untracked(ctx: &mut Ctx) -> Result<Untracked> {
             lost: 0,
         })
         .collect();
+    // The real workload: a redis-server for the whole benchmark (none
+    // where Debian's redis-server/redis-tools are missing: reported).
+    let redis = match Redis::start(ctx) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("[bench] NOTE: the redis-benchmark workload is skipped: {e:#}");
+            None
+        }
+    };
+    let runs = |w: usize| w != REDIS || redis.is_some();
     // Warm-up: page cache, binaries, the listener path.
     for (i, (w, _)) in WORKLOADS.iter().enumerate() {
-        workload(ctx, w, (iters[i] / 10).max(1))?;
+        if runs(i) {
+            workload(ctx, w, (iters[i] / 10).max(1), redis.as_ref())?;
+        }
     }
     for r in 0..rounds {
         // Rotate the order each round so no configuration always runs
@@ -264,7 +289,10 @@ pub fn untracked(ctx: &mut Ctx) -> Result<Untracked> {
             for j in 0..WORKLOADS.len() {
                 // Rotate the workloads too.
                 let wi = (j + r) % WORKLOADS.len();
-                match workload(ctx, WORKLOADS[wi].0, iters[wi]) {
+                if !runs(wi) {
+                    continue;
+                }
+                match workload(ctx, WORKLOADS[wi].0, iters[wi], redis.as_ref()) {
                     Ok(ns) => samples[ci].ns[wi].push(ns),
                     Err(e) => {
                         res = Err(e);
@@ -292,12 +320,107 @@ pub fn untracked(ctx: &mut Ctx) -> Result<Untracked> {
         }
     }
     samples.retain(|s| !skipped.iter().any(|(c, _)| *c == s.config));
+    if let Some(r) = redis {
+        r.stop()?;
+    }
     Ok(Untracked {
         rounds,
         iters,
         configs: samples,
         skipped,
     })
+}
+
+// ------------------------------------------------------------ redis
+
+/// A `redis-server` on a loopback port, no persistence, pinned to the
+/// workload CPU, for the length of benchmark 1.
+struct Redis {
+    server: Proc,
+    port: u16,
+    bench: PathBuf,
+}
+
+impl Redis {
+    fn start(ctx: &Ctx) -> Result<Redis> {
+        let server_bin = crate::util::which("redis-server")
+            .context("redis-server not found (Debian package redis-server)")?;
+        let bench = crate::util::which("redis-benchmark")
+            .context("redis-benchmark not found (Debian package redis-tools)")?;
+        let port = proc::free_port()?;
+        let dir = ctx.scratch.join("redis");
+        fs::create_dir_all(&dir)?;
+        let mut server = Proc::spawn(
+            "redis-server",
+            Command::new("taskset")
+                .args(["-c", &ctx.work_cpu.to_string()])
+                .arg(server_bin)
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--daemonize", "no", "--dir"])
+                .arg(&dir),
+        )?;
+        server.wait_line(
+            "Ready to accept connections",
+            false,
+            Duration::from_secs(30),
+        )?;
+        Ok(Redis {
+            server,
+            port,
+            bench,
+        })
+    }
+
+    /// `iters` SET and `iters` GET requests; ns per request (the mean of
+    /// the two tests' 1/rps).
+    fn bench(&self, ctx: &Ctx, iters: u64) -> Result<f64> {
+        let out = proc::quiet(
+            Command::new("taskset")
+                .args(["-c", &ctx.work_cpu.to_string()])
+                .arg(&self.bench)
+                .args(["-p", &self.port.to_string()])
+                .args(["-n", &iters.to_string()])
+                .args(["-t", "set,get", "-q", "--csv"]),
+        )
+        .context("redis-benchmark")?;
+        let rps = redis_rps(&out)?;
+        Ok(rps.iter().map(|r| 1e9 / r).sum::<f64>() / rps.len() as f64)
+    }
+
+    fn stop(self) -> Result<()> {
+        self.server.end(proc::SIGTERM, Duration::from_secs(30))
+    }
+}
+
+/// The requests/s of each test in `redis-benchmark --csv` output
+/// (`"SET","41152.26",...` after a header line).
+fn redis_rps(csv: &str) -> Result<Vec<f64>> {
+    let rps: Vec<f64> = csv
+        .lines()
+        .filter(|l| !l.starts_with("\"test\""))
+        .filter_map(|l| l.split(',').nth(1))
+        .map(|f| f.trim_matches('"').parse::<f64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("redis-benchmark output: {csv:?}"))?;
+    if rps.len() != 2 || rps.iter().any(|r| *r <= 0.0) {
+        bail!("redis-benchmark: expected SET and GET rates, got {csv:?}");
+    }
+    Ok(rps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_rps_reads_both_tests() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\"\n\"SET\",\"41152.26\",\"0.788\"\n\
+                   \"GET\",\"41928.72\",\"0.767\"\n";
+        assert_eq!(redis_rps(csv).unwrap(), vec![41152.26, 41928.72]);
+        assert!(redis_rps("\"test\",\"rps\"\n").is_err());
+        assert!(redis_rps("\"SET\",\"n/a\"\n\"GET\",\"1\"\n").is_err());
+    }
 }
 
 // ------------------------------------------------------------ auditd

@@ -168,7 +168,11 @@ pub fn markdown(r: &Results, targets: &[Target]) -> String {
              `bpf(BPF_PROG_LOAD)` and attached through `perf_event_open` + `PERF_EVENT_IOC_SET_BPF` as aya \
              and libbpf do: what any design built on these tracepoints pays before doing anything. The \
              agent's two libc uprobes (`getenv`, `secure_getenv`) are not in bpftrace's or the floor's set. \
-             The connect loop closes with `SO_LINGER 0` so that no TIME_WAIT sockets pile up between runs.\n",
+             The connect loop closes with `SO_LINGER 0` so that no TIME_WAIT sockets pile up between runs. \
+             *redis*: one `redis-server` for the whole benchmark (loopback, no persistence) and \
+             `redis-benchmark -t set,get -n <iterations> --csv` (50 clients), both pinned to the workload \
+             CPU; its cell is the time per request, the mean of the two tests' 1/(requests/s), so a \
+             ratio of +3.1% is 97% of the requests/s.\n",
             n = r.machine.tracepoints
         );
     }

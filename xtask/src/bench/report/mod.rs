@@ -14,7 +14,7 @@ pub use targets::*;
 use std::fmt::Write as _;
 
 use super::{
-    overhead::{Config, Tracked, Untracked, WORKLOADS},
+    overhead::{Config, Tracked, Untracked, REDIS, WORKLOADS},
     pipeline::{Footprint, Latency, ScanSet, Throughput, RATES},
     Machine,
 };
