@@ -767,3 +767,125 @@ fn a_removed_alerts_file_is_reopened() {
     });
     drop(holder);
 }
+
+/// Holds 100 connections (unix socket `argv[1]`, or TCP `argv[1]:argv[2]`
+/// from 127.0.0.2), sending nothing; prints `ready`. On a line on stdin,
+/// says what became of each, as a JSON list: with `send`, the status each
+/// answered a request with (`"none"` if none); else whether the agent
+/// answered without a request (a refusal) or still holds it (`"held"`).
+const SLOW_PEER: &str = r#"
+import json, socket, sys, time
+conns = []
+for _ in range(100):
+    if len(sys.argv) == 2:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+    else:
+        s = socket.socket(socket.AF_INET)
+        s.bind(("127.0.0.2", 0))
+        s.connect(("127.0.0.1", int(sys.argv[2])))
+    conns.append(s)
+print("ready", flush=True)
+mode = sys.stdin.readline().strip()
+out = []
+if mode == "send":
+    for s in conns:
+        s.sendall(b"GET /watches HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    for s in conns:
+        s.settimeout(5)
+        data = b""
+        try:
+            while True:
+                c = s.recv(65536)
+                if not c:
+                    break
+                data += c
+        except OSError:
+            pass
+        head, _, body = data.decode("latin-1").partition("\r\n\r\n")
+        out.append([head.split(" ")[1] if head.startswith("HTTP/") else "none", body])
+else:
+    time.sleep(0.5)
+    for s in conns:
+        s.setblocking(False)
+        try:
+            data = s.recv(65536)
+        except BlockingIOError:
+            out.append(["held", ""])
+            continue
+        head, _, body = data.decode("latin-1").partition("\r\n\r\n")
+        out.append([head.split(" ")[1] if head.startswith("HTTP/") else "closed", body])
+print(json.dumps(out), flush=True)
+"#;
+
+/// Tells a [`SLOW_PEER`] to go on with `mode`; its verdicts.
+fn slow_peer_verdicts(
+    mut child: std::process::Child,
+    mut out: std::io::BufReader<std::process::ChildStdout>,
+    mode: &str,
+) -> Vec<(String, String)> {
+    use std::io::{BufRead, Write};
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{mode}").unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let _ = child.wait();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+fn count(verdicts: &[(String, String)], what: &str) -> usize {
+    verdicts.iter().filter(|(v, _)| v == what).count()
+}
+
+/// One process holding 100 connections to the API socket gets 8 slots
+/// (`MAX_CONNECTIONS_PER_PEER`): another process is still answered at once
+/// (with one global cap of 64, it would get 503), and the slow process's
+/// other 92 connections are answered 503.
+#[test]
+fn a_process_holding_100_api_connections_leaves_room_for_others() {
+    let agent = Agent::start(&[]);
+    let api = agent.api.display().to_string();
+    let (child, out) = python_bg(SLOW_PEER, &[&api]);
+    let t0 = Instant::now();
+    let (status, body) = api_get(&agent.api, "/watches");
+    let took = t0.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    let v = slow_peer_verdicts(child, out, "send");
+    assert_eq!(v.len(), 100);
+    assert_eq!(count(&v, "200"), 8, "{v:?}");
+    assert_eq!(count(&v, "503"), 92, "{v:?}");
+    // Accepted in order: the first 8 hold the slots.
+    assert!(v[..8].iter().all(|(s, _)| s == "200"), "{v:?}");
+    let refusal: Value = serde_json::from_str(&v[8].1).unwrap();
+    assert_eq!(
+        refusal["error"],
+        "too many connections from this process (at most 8)"
+    );
+    // Its slots come back: the same test process still gets answers.
+    let (status, _) = api_get(&agent.api, "/watches");
+    assert_eq!(status, 200);
+    agent.stop();
+}
+
+/// 100 connections from 127.0.0.2 to the metrics server, sending nothing:
+/// 8 are held (`MAX_CONNECTIONS_PER_PEER`), 92 are answered 503 and closed
+/// at once, and 127.0.0.1 is answered at once (with only the global cap of
+/// 32, it would wait for the slow ones' 5 s timeout).
+#[test]
+fn a_host_holding_100_metrics_connections_leaves_room_for_others() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&["--metrics", &addr]);
+    let (child, out) = python_bg(SLOW_PEER, &["127.0.0.1", &port.to_string()]);
+    let (status, body, took) = http_get_timed(port, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("monitor_probes_attached"), "{body}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    let v = slow_peer_verdicts(child, out, "look");
+    assert_eq!(count(&v, "held"), 8, "{v:?}");
+    assert_eq!(count(&v, "503"), 92, "{v:?}");
+    assert!(v[..8].iter().all(|(s, _)| s == "held"), "{v:?}");
+    assert_eq!(v[8].1, "too many connections from 127.0.0.2 (at most 8)\n");
+    agent.stop();
+}

@@ -7,7 +7,8 @@
 //! [`agent`]; [`query`] answers responders from the store.
 //! [`issuance`] reads the records (files, Vault audit, JWT claims), [`api`]
 //! is the local control socket, [`metrics`] serves Prometheus metrics and
-//! the health check, [`watch`] keeps the watched-file set,
+//! the health check ([`peers`]: their per-peer connection cap), [`watch`]
+//! keeps the watched-file set,
 //! [`host`] knows the machine, [`check`] is the preflight, [`demo`] the
 //! self-contained scenario that fires every rule, [`cli`] the command line,
 //! [`logging`] the agent's own log;
@@ -29,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod observer;
 pub mod output;
+pub mod peers;
 pub mod query;
 pub mod sensors;
 pub mod settings;

@@ -62,6 +62,8 @@ use tokio::{
     sync::Semaphore,
 };
 
+use crate::peers::PeerSlots;
+
 /// Default port of the metrics/health server (`0.0.0.0:9102` in the
 /// DaemonSet).
 pub const DEFAULT_PORT: u16 = 9102;
@@ -73,6 +75,12 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections served at once from one remote IP address; more are
+/// answered 503 (if the answer fits the socket buffer at once) and closed
+/// straight away, without taking a slot of [`MAX_CONNECTIONS`], so one
+/// host holding slow connections cannot keep the kubelet's probes or
+/// Prometheus waiting.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
 /// After an error answer, how long and how much input is read and dropped.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
@@ -768,7 +776,17 @@ pub async fn serve(
 /// Serves on an already bound listener (the agent binds first, so a bad
 /// address fails at start, then spawns this).
 pub async fn serve_listener(listener: TcpListener, metrics: Arc<Metrics>) -> Result<()> {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    serve_limited(listener, metrics, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER).await
+}
+
+async fn serve_limited(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    max_connections: usize,
+    max_per_peer: usize,
+) -> Result<()> {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let peers = PeerSlots::new(max_per_peer);
     loop {
         let permit = slots
             .clone()
@@ -776,10 +794,16 @@ pub async fn serve_listener(listener: TcpListener, metrics: Arc<Metrics>) -> Res
             .await
             .context("metrics connection limit")?;
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, from)) => {
+                let ip = from.ip().to_canonical();
+                let Some(peer) = peers.try_take(ip) else {
+                    drop(permit);
+                    refuse_busy_peer(stream, ip, max_per_peer);
+                    continue;
+                };
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
+                    let _held = (permit, peer);
                     let _ = tokio::time::timeout(IO_TIMEOUT, handle(stream, metrics)).await;
                 });
             }
@@ -790,6 +814,20 @@ pub async fn serve_listener(listener: TcpListener, metrics: Arc<Metrics>) -> Res
             }
         }
     }
+}
+
+/// A connection over [`MAX_CONNECTIONS_PER_PEER`]: a 503 written without
+/// waiting (a fresh socket's buffer takes it), then closed, on the accept
+/// loop itself (no task, no slot).
+fn refuse_busy_peer(stream: TcpStream, ip: std::net::IpAddr, max: usize) {
+    let body = format!("too many connections from {ip} (at most {max})\n");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+    drop(stream);
 }
 
 /// One request, one answer (hyper, HTTP/1.x without keep-alive), then the
@@ -1445,6 +1483,72 @@ mod tests {
         // Still serving after all that.
         let (status, _, _) = get(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
         assert_eq!(status, 200);
+        server.abort();
+    }
+
+    /// A connection from `ip` (a loopback address: all of 127/8 is).
+    async fn connect_from(ip: &str, addr: SocketAddr) -> TcpStream {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        sock.connect(addr).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_peer_over_its_cap_is_refused_at_once_and_others_are_served() {
+        let metrics = Arc::new(Metrics::new());
+        let listener = bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_limited(listener, metrics, 4, 2));
+        // 127.0.0.2 holds two connections and sends nothing.
+        let mut slow = Vec::new();
+        for _ in 0..2 {
+            slow.push(connect_from("127.0.0.2", addr).await);
+        }
+        // Its third (and fourth) is answered 503 and closed, not kept waiting.
+        for _ in 0..2 {
+            let mut s = connect_from("127.0.0.2", addr).await;
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut out))
+                .await
+                .expect("refused at once")
+                .unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+                "{text}"
+            );
+            assert!(
+                text.ends_with("\r\n\r\ntoo many connections from 127.0.0.2 (at most 2)\n"),
+                "{text}"
+            );
+        }
+        // The refusals took no global slot: 127.0.0.1 gets the two left,
+        // then the global cap (4) makes the next one wait.
+        let mut other = Vec::new();
+        for _ in 0..2 {
+            other.push(connect_from("127.0.0.1", addr).await);
+        }
+        let waited = tokio::time::timeout(
+            Duration::from_millis(500),
+            get(addr, "GET /metrics HTTP/1.1\r\n\r\n"),
+        )
+        .await;
+        assert!(
+            waited.is_err(),
+            "a fifth connection waits for the global cap"
+        );
+        // A held connection of 127.0.0.1 is served; closing them frees slots.
+        other[0]
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        other[0].read_to_end(&mut out).await.unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 200 "));
+        drop(other);
+        let (status, _, _) = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status, 200);
+        drop(slow);
         server.abort();
     }
 }

@@ -13,7 +13,9 @@
 //!   a head hyper cannot parse gets hyper's 400;
 //! - a body of at most [`MAX_BODY_BYTES`] (else 413), received within
 //!   [`READ_TIMEOUT`] (else 408);
-//! - at most [`MAX_CONNECTIONS`] connections (more are answered 503);
+//! - at most [`MAX_CONNECTIONS`] connections, and at most
+//!   [`MAX_CONNECTIONS_PER_PEER`] of them from one process (more are
+//!   answered 503, without taking a slot of the global cap);
 //! - the agent must answer within [`AGENT_TIMEOUT`] (else 504); a dropped
 //!   answer is a 503; a response write stalled for [`WRITE_TIMEOUT`] ends
 //!   the connection.
@@ -55,6 +57,7 @@ use tokio::{
 };
 
 use super::{ApiRequest, ApiResponse};
+use crate::peers::PeerSlots;
 
 /// Largest request head (request line, headers and the blank line), in bytes.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -71,6 +74,12 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; more are answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once from one peer, a process (its pid, from
+/// `SO_PEERCRED` when it connected); more are answered 503 and closed, so
+/// a client holding slow connections leaves the other clients most of the
+/// [`MAX_CONNECTIONS`]. The socket is 0600, so every client runs as the
+/// agent's user (root): keyed by uid, they would all be one peer.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -224,6 +233,7 @@ struct Limits {
     write_timeout: Duration,
     agent_timeout: Duration,
     max_connections: usize,
+    max_per_peer: usize,
 }
 
 const LIMITS: Limits = Limits {
@@ -234,6 +244,7 @@ const LIMITS: Limits = Limits {
     write_timeout: WRITE_TIMEOUT,
     agent_timeout: AGENT_TIMEOUT,
     max_connections: MAX_CONNECTIONS,
+    max_per_peer: MAX_CONNECTIONS_PER_PEER,
 };
 
 /// Accepts connections until the agent drops its receiver, one task per
@@ -244,6 +255,7 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiRequest>) {
 
 async fn serve_with(listener: UnixListener, tx: mpsc::Sender<ApiRequest>, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = PeerSlots::new(limits.max_per_peer);
     loop {
         let accepted = tokio::select! {
             _ = tx.closed() => return,
@@ -251,13 +263,20 @@ async fn serve_with(listener: UnixListener, tx: mpsc::Sender<ApiRequest>, limits
         };
         match accepted {
             Ok((stream, _)) => {
-                // Over the limit: the connection's request is answered 503.
-                let permit = slots.clone().try_acquire_owned().ok();
+                // Over a limit: the connection's request is answered 503.
+                // The peer's cap first: a peer over it takes no global slot.
+                let held = peers
+                    .try_take(Peer::of(&stream))
+                    .ok_or(Busy::Peer)
+                    .and_then(|peer| {
+                        let global = slots.clone().try_acquire_owned();
+                        global.map(|g| (peer, g)).map_err(|_| Busy::All)
+                    });
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let busy = permit.is_none();
+                    let busy = held.as_ref().err().copied();
                     serve_connection(stream, tx, limits, busy).await;
-                    drop(permit);
+                    drop(held);
                 });
             }
             Err(e) => {
@@ -269,6 +288,33 @@ async fn serve_with(listener: UnixListener, tx: mpsc::Sender<ApiRequest>, limits
     }
 }
 
+/// Who a connection comes from, for [`MAX_CONNECTIONS_PER_PEER`]: the
+/// connecting process (pid); `Unknown` (one shared peer) if the kernel
+/// gives no pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Peer {
+    Pid(i32),
+    Unknown,
+}
+
+impl Peer {
+    fn of(stream: &UnixStream) -> Peer {
+        match stream.peer_cred().ok().and_then(|c| c.pid()) {
+            Some(pid) => Peer::Pid(pid),
+            None => Peer::Unknown,
+        }
+    }
+}
+
+/// Which cap a connection is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Busy {
+    /// [`MAX_CONNECTIONS`].
+    All,
+    /// [`MAX_CONNECTIONS_PER_PEER`].
+    Peer,
+}
+
 /// Serves one connection with hyper (its requests answered 503 if `busy`),
 /// then closes it gracefully: the write side first, then a bounded drain of
 /// whatever the client still sends, so that it reads the answer rather than
@@ -277,7 +323,7 @@ async fn serve_connection(
     stream: UnixStream,
     tx: mpsc::Sender<ApiRequest>,
     limits: Limits,
-    busy: bool,
+    busy: Option<Busy>,
 ) {
     let mut io = WriteTimeout {
         stream,
@@ -287,17 +333,25 @@ async fn serve_connection(
     let service = service_fn(move |req: Request<Incoming>| {
         let tx = tx.clone();
         async move {
-            let resp = if busy {
-                let msg = format!("too many connections (at most {})", limits.max_connections);
-                respond(ApiResponse::error(503, msg), true)
-            } else {
-                answer(req, &tx, limits).await
+            let resp = match busy {
+                Some(Busy::All) => {
+                    let msg = format!("too many connections (at most {})", limits.max_connections);
+                    respond(ApiResponse::error(503, msg), true)
+                }
+                Some(Busy::Peer) => {
+                    let msg = format!(
+                        "too many connections from this process (at most {})",
+                        limits.max_per_peer
+                    );
+                    respond(ApiResponse::error(503, msg), true)
+                }
+                None => answer(req, &tx, limits).await,
             };
             Ok::<_, Infallible>(resp)
         }
     });
     let _ = http1::Builder::new()
-        .keep_alive(!busy)
+        .keep_alive(busy.is_none())
         .title_case_headers(true)
         .max_buf_size(limits.max_head.max(8192))
         .max_headers(limits.max_headers)
@@ -1108,6 +1162,56 @@ mod tests {
             .await
             .expect("the server still reads after 10 s");
         assert!(written.is_err(), "80 MB of requests taken without reading");
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_per_process_limit_get_503() {
+        let (_dir, sock) = start(
+            "peer",
+            Limits {
+                max_per_peer: 2,
+                ..LIMITS
+            },
+        )
+        .await;
+        // This process holds two connections, each served once.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = UnixStream::connect(&sock).await.unwrap();
+            s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            assert!(read_one(&mut s).await.starts_with("HTTP/1.1 200 "));
+            held.push(s);
+        }
+        let resp = raw(&sock, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(
+            status_line(&resp),
+            "HTTP/1.1 503 Service Unavailable",
+            "{resp}"
+        );
+        assert!(resp.contains("Connection: close\r\n"), "{resp}");
+        assert_eq!(
+            body_of(&resp),
+            json!({"error": "too many connections from this process (at most 2)"})
+        );
+        // The held ones are still served.
+        held[0]
+            .write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_one(&mut held[0]).await.starts_with("HTTP/1.1 200 "));
+        drop(held.pop());
+        // The slot comes back once the server has seen the close.
+        let mut status = 0;
+        for _ in 0..100 {
+            status = request(&sock, "GET", "/c", None).await.unwrap().0;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status, 200);
     }
 
     #[tokio::test]
