@@ -889,3 +889,103 @@ fn a_host_holding_100_metrics_connections_leaves_room_for_others() {
     assert_eq!(v[8].1, "too many connections from 127.0.0.2 (at most 8)\n");
     agent.stop();
 }
+
+/// The agent's JSON log lines whose message contains `needle`.
+fn json_log_lines(agent: &Agent, needle: &str) -> Vec<Value> {
+    agent
+        .stderr()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Issues `id` (file `file`, held by `pid`) through the tailed `issuances`.
+fn append_issuance(issuances: &str, id: &str, file: &str, pid: u32) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(issuances)
+        .unwrap();
+    let rec = serde_json::json!({"secret_id": id, "holder": {"pid": pid},
+                                 "delivery": [{"file": file}]});
+    writeln!(f, "{rec}").unwrap();
+}
+
+/// With `RUST_LOG=monitor=debug` and `--log-format json`, a line logged
+/// inside a pipeline stage names the stage's span and its fields: the
+/// ingestion of a tailed record (`ingest`, origin file:line) and an alert
+/// going out (`sink`, a debug line with the rule and the actor's pid).
+#[test]
+fn json_log_lines_carry_the_pipeline_stage_spans_at_debug() {
+    let sc = Scratch::new("spans");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let issuances = sc.file("issuances.jsonl", b"");
+    let mut agent = Agent::start_env(
+        &["--log-format", "json", "--issuances", &issuances],
+        &[("RUST_LOG", "monitor=debug")],
+    );
+    let mut holder = Py::spawn(&[]);
+    append_issuance(&issuances, "db-spans", &file, holder.pid);
+    agent.wait_log("secret db-spans recorded");
+    let lines = json_log_lines(&agent, "secret db-spans recorded");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    assert_eq!(l["level"], "INFO", "{l}");
+    assert_eq!(l["span"]["name"], "ingest", "{l}");
+    assert_eq!(l["span"]["origin"], format!("{issuances}:1"), "{l}");
+    assert_eq!(l["span"]["record"], "issue", "{l}");
+    let spans: Vec<&str> = l["spans"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no span list: {l}"))
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(spans.last(), Some(&"ingest"), "{l}");
+    holder.run(&format!("secret = open({file:?}).read().strip()"));
+    // A foreign read: the alert goes out inside the `sink` span.
+    let mut thief = Py::spawn(&[]);
+    thief.run(&format!("stolen = open({file:?}).read()"));
+    agent.wait_alert("secret.read.foreign", |a| a["actor"]["pid"] == thief.pid);
+    let out = json_log_lines(&agent, "alert out");
+    let l = out
+        .iter()
+        .find(|l| l["fields"]["rule"] == "secret.read.foreign" && l["fields"]["pid"] == thief.pid)
+        .unwrap_or_else(|| panic!("no `alert out` line for the thief: {out:?}"));
+    assert_eq!(l["level"], "DEBUG", "{l}");
+    assert_eq!(l["fields"]["secret_id"], "db-spans", "{l}");
+    assert_eq!(l["span"]["name"], "sink", "{l}");
+    assert!(l["span"]["alerts"].as_u64() >= Some(1), "{l}");
+    // Per-event spans are trace level: not at debug.
+    let stderr = agent.stderr().join("\n");
+    for trace_only in ["\"name\":\"enrich\"", "\"name\":\"correlate\""] {
+        assert!(!stderr.contains(trace_only), "{trace_only} at debug");
+    }
+    // And never the secret.
+    agent.assert_never_wrote(&[VALUE], &[]);
+    drop((holder, thief));
+}
+
+/// At the default level (`info`) the same ingestion line has no span: the
+/// stage spans are off.
+#[test]
+fn no_span_in_the_log_at_the_default_level() {
+    let sc = Scratch::new("nospans");
+    let file = sc.file("secrets/db", format!("{VALUE}\n").as_bytes());
+    let issuances = sc.file("issuances.jsonl", b"");
+    let agent = Agent::start(&["--log-format", "json", "--issuances", &issuances]);
+    let holder = Py::spawn(&[]);
+    append_issuance(&issuances, "db-nospans", &file, holder.pid);
+    agent.wait_log("secret db-nospans recorded");
+    let lines = json_log_lines(&agent, "secret db-nospans recorded");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].get("span").is_none(), "{}", lines[0]);
+    assert!(lines[0].get("spans").is_none(), "{}", lines[0]);
+    for l in agent.stderr() {
+        let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v.get("span").is_none() && v.get("spans").is_none(), "{l}");
+        assert_ne!(v["level"], "DEBUG", "{l}");
+    }
+    drop(holder);
+    agent.stop();
+}

@@ -1,6 +1,12 @@
 //! The agent's own log (stderr) through `tracing`: `RUST_LOG` filtering
 //! (default `info`), text for people or JSON lines for log collectors.
 //! Crates that log through `log` (aya, aya-log) reach the same output.
+//!
+//! The pipeline's stages run in spans (`observe`, `pipeline`, `enrich`,
+//! `correlate`, `sink`, `store`, `ingest`, `chore`) at debug and trace
+//! level: off at the default `info`, where each costs one check of the
+//! global max level; `RUST_LOG=monitor=debug` shows the per-batch ones,
+//! `trace` the per-event ones too.
 use std::{io::IsTerminal, sync::OnceLock};
 
 use serde::Deserialize;
@@ -14,7 +20,8 @@ pub enum LogFormat {
     #[default]
     Text,
     /// One JSON object a line: `timestamp`, `level`, `target`, `fields`
-    /// (with `message`).
+    /// (with `message`), and inside a span (enabled by `RUST_LOG`) `span`
+    /// and `spans`.
     Json,
 }
 
@@ -51,7 +58,14 @@ pub fn init(format: LogFormat) {
             .with_target(false)
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        // A line inside a pipeline span (debug/trace, see the README) names
+        // it: `span` the innermost, `spans` all, outermost first.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_ansi(false)
+            .try_init(),
     };
 }
 

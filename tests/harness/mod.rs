@@ -98,6 +98,12 @@ impl Agent {
     /// until it says it is ready. Events and alerts share stdout; alerts are
     /// the lines with a `rule`.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_env(args, &[])
+    }
+
+    /// [`Agent::start`] with more environment (`RUST_LOG` is `info` unless
+    /// `env` says otherwise).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         require_root();
         let api = std::env::temp_dir().join(format!(
             "monitor-it-api-{}-{}.sock",
@@ -145,6 +151,7 @@ impl Agent {
         let mut child = cmd
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

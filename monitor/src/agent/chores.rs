@@ -85,6 +85,7 @@ impl Agent {
 
     /// Periodic chores.
     pub fn tick(&mut self, rescan: bool) -> Result<()> {
+        let _span = tracing::debug_span!("chore", rescan).entered();
         if rescan {
             self.rescan();
         }

@@ -182,12 +182,24 @@ impl Agent {
         if !self.fleet.admits(raw.header(), &mut self.enricher) {
             return Ok(()); // outside this node's scope
         }
+        // Trace: a span an event and stage. At the default level each costs
+        // the check of the global max level (one relaxed load); its fields
+        // are not even computed.
+        let span = tracing::trace_span!("enrich", kind = raw.name(), pid = raw.header().pid);
+        let entered = span.enter();
         self.follow_in_kernel(&raw);
         let tracked = raw.header().flags & HDR_TRACKED != 0;
         let Some(mut ev) = self.enricher.enrich(&raw, &self.watches, tracked) else {
             return Ok(());
         };
-        let out = self.correlator.on_event(&mut ev, &raw, &mut self.enricher);
+        drop(entered);
+        let out = tracing::trace_span!(
+            "correlate",
+            kind = raw.name(),
+            pid = raw.header().pid,
+            event = ev.id
+        )
+        .in_scope(|| self.correlator.on_event(&mut ev, &raw, &mut self.enricher));
         if is_an_event(&raw, &ev) {
             self.events_seen += 1;
             self.emit(ev);
@@ -292,6 +304,16 @@ impl Agent {
             self.fleet.annotate(a);
         }
         self.alerts_sent += alerts.len() as u64;
+        // Debug: a span a batch of alerts (alerts are rare), a line each.
+        let _span = tracing::debug_span!("sink", alerts = alerts.len()).entered();
+        for a in &alerts {
+            tracing::debug!(
+                rule = a.rule.as_str(),
+                pid = a.actor.pid,
+                secret_id = a.secret_id.as_str(),
+                "alert out"
+            );
+        }
         let sinks: [&mut dyn AlertSink; 4] = [
             &mut self.alerts,
             &mut self.metrics,
@@ -330,7 +352,10 @@ impl Agent {
     /// Fanotify events whose dedup delay passed, as open/read/close events
     /// (`syscall: "fanotify"`) through correlation and out.
     pub fn fanotify_due(&mut self) -> Result<()> {
-        for f in self.fan_queue.due(Instant::now()) {
+        let due = self.fan_queue.due(Instant::now());
+        let _span =
+            tracing::debug_span!("observe", source = "fanotify", records = due.len()).entered();
+        for f in due {
             self.handle_fanotify(f)?;
         }
         Ok(())

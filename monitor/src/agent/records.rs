@@ -105,6 +105,11 @@ impl Agent {
         rec: Record,
         origin: &str,
     ) -> Result<serde_json::Value, String> {
+        let record = match &rec {
+            Record::Issue(_) => "issue",
+            Record::Revoke { .. } => "revoke",
+        };
+        let _span = tracing::debug_span!("ingest", origin, record).entered();
         if let Record::Issue(iss) = &rec {
             // Refusals are checked before anything is applied, and counted.
             let refused = |agent: &Self, reason: &str, why: String| {
@@ -214,6 +219,7 @@ impl Agent {
         let mut read = false;
         let mut moved = Vec::new();
         for (n, src) in self.sources.iter_mut().enumerate() {
+            let _span = tracing::debug_span!("ingest", source = %src.path().display()).entered();
             let polled = src.poll(Utc::now());
             if let Some(e) = polled.error {
                 tracing::warn!("{e}");

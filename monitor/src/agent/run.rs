@@ -73,6 +73,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tokio::select! {
             r = observer.next_batch(&mut batch) => {
                 r?;
+                // Debug: one span a batch, around the per-event stages.
+                let _span = tracing::debug_span!("pipeline", events = batch.len()).entered();
                 for raw in batch.drain(..) {
                     // A signal is not kept waiting by a long batch.
                     if stop.requested() {

@@ -85,6 +85,27 @@ impl RawEvent {
             RawEvent::UringCreate(e) => &e.hdr,
         }
     }
+
+    /// The record's kind, for the pipeline's trace spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RawEvent::Open(_) => "open",
+            RawEvent::Read(..) => "read",
+            RawEvent::Mmap(_) => "mmap",
+            RawEvent::Close(_) => "close",
+            RawEvent::Dup(_) => "dup",
+            RawEvent::Transfer(_) => "transfer",
+            RawEvent::Write(..) => "write",
+            RawEvent::Exec(..) => "exec",
+            RawEvent::ExecResult(_) => "exec_result",
+            RawEvent::Fork(_) => "fork",
+            RawEvent::Exit(_) => "exit",
+            RawEvent::Connect(_) => "connect",
+            RawEvent::ProcAccess(_) => "proc_access",
+            RawEvent::Getenv(_) => "getenv",
+            RawEvent::UringCreate(_) => "uring_create",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -39,6 +39,10 @@ impl Observer {
     /// Wait for records, then decode what is there (up to a batch).
     pub async fn next_batch(&mut self, out: &mut Vec<RawEvent>) -> Result<()> {
         let mut guard = self.ring.readable_mut().await?;
+        // Debug: one span a drain (nothing at the default level).
+        let span = tracing::debug_span!("observe", records = tracing::field::Empty);
+        let _entered = span.enter();
+        let before = out.len();
         let ring = guard.get_inner_mut();
         let mut drained = true;
         let now = std::time::Instant::now();
@@ -59,6 +63,7 @@ impl Observer {
             guard.clear_ready();
         }
         self.chunks.release_stale(now, out);
+        span.record("records", out.len() - before);
         Ok(())
     }
 

@@ -475,6 +475,8 @@ fn write(
         return;
     }
     let n = batch.len() as u64;
+    // Debug: a span a batch written (on the writer's thread).
+    let _span = tracing::debug_span!("store", items = n).entered();
     let mut error = stats.error.lock().unwrap_or_else(|e| e.into_inner());
     match store.write_items(batch) {
         Ok(()) => {
