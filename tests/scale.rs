@@ -233,6 +233,72 @@ fn sigterm_during_a_flood_exits_within_5s() {
     eprintln!("flood: {writes} writes, /healthz worst {worst:?}, SIGTERM -> exit {took:?}");
 }
 
+/// Records the kernel wrote before a SIGTERM are handled, not dropped:
+/// the agent is held (SIGSTOP) while a tracked holder makes 1,000 writes,
+/// then gets SIGTERM and SIGCONT together. Every write is in its events
+/// and its stop line says nothing was left unread.
+#[test]
+fn records_in_the_ring_at_sigterm_are_handled() {
+    const WRITES: usize = 1_000;
+    let sc = Scratch::new("term-drain");
+    let file = sc.file("s/drain", format!("{}\n", value(2)).as_bytes());
+    let issuances = sc.path("issuances.jsonl");
+    std::fs::write(
+        &issuances,
+        format!(
+            "{}\n",
+            json!({"secret_id": "drain", "holder": {"exe": "/usr/bin/dd"},
+                   "delivery": [{"file": file}]})
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start(&["--issuances", issuances.to_str().unwrap()]);
+    agent.wait_log("secret drain recorded");
+    // dd copies a FIFO to /dev/null one byte a write.
+    let fifo = sc.path("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc_mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut dd = std::process::Command::new("/usr/bin/dd")
+        .arg(format!("if={}", fifo.display()))
+        .args(["of=/dev/null", "bs=1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = dd.id();
+    let mut feed = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let is_write = move |e: &serde_json::Value| {
+        e["kind"] == "write" && e["process"]["pid"] == pid && e["fd"] == 1
+    };
+    // dd is tracked: its first write is seen.
+    feed.write_all(b"x").unwrap();
+    agent.wait_for("dd's first write", is_write);
+    agent.signal(19); // SIGSTOP
+    for _ in 0..WRITES {
+        feed.write_all(b"y").unwrap();
+        feed.flush().unwrap();
+    }
+    drop(feed);
+    assert!(dd.wait().unwrap().success());
+    agent.signal(15); // SIGTERM, handled once running again
+    agent.signal(18); // SIGCONT
+    let status = agent.terminate();
+    assert!(status.success(), "{status}");
+    let writes = agent.events().iter().filter(|e| is_write(e)).count();
+    let log = agent.stderr();
+    assert_eq!(
+        stopped_count(&log, "left unread at shutdown"),
+        0,
+        "{}",
+        log.join("\n")
+    );
+    assert_eq!(writes, WRITES + 1, "dd's writes in the agent's events");
+}
+
+extern "C" {
+    #[link_name = "mkfifo"]
+    fn libc_mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
+}
+
 /// Fairness under a burst: a holder of one secret writes flat out (dd,
 /// one byte a write); meanwhile ten foreign processes read another secret.
 /// Every foreign read alerts, the flooding holder is reported while it

@@ -414,6 +414,12 @@ impl Agent {
         }
     }
 
+    /// Send `sig` to the agent (SIGSTOP/SIGCONT to hold it while the
+    /// kernel fills its ring).
+    pub fn signal(&self, sig: i32) {
+        unsafe { kill(self.child.id() as i32, sig) };
+    }
+
     /// SIGKILL (a crash: nothing cleaned up) and wait.
     pub fn kill_hard(&mut self) {
         unsafe { kill(self.child.id() as i32, 9) };

@@ -69,18 +69,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         ),
     );
     let mut batch = Vec::with_capacity(4096);
+    // Events of the last batch not handled when a signal came.
+    let mut unhandled = Vec::new();
     loop {
         tokio::select! {
             r = observer.next_batch(&mut batch) => {
                 r?;
                 // Debug: one span a batch, around the per-event stages.
                 let _span = tracing::debug_span!("pipeline", events = batch.len()).entered();
-                for raw in batch.drain(..) {
-                    // A signal is not kept waiting by a long batch.
+                let mut events = batch.drain(..);
+                while let Some(raw) = events.next() {
+                    agent.handle(raw)?;
+                    // A signal is not kept waiting by a long batch: the
+                    // rest is handled by the shutdown drain.
                     if stop.requested() {
+                        unhandled.extend(events);
                         break;
                     }
-                    agent.handle(raw)?;
                 }
                 agent.flush()?;
                 metrics.mark_drained();
@@ -152,10 +157,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             break;
         }
     }
-    observer.release_all(&mut batch);
-    for raw in batch.drain(..) {
-        agent.handle(raw)?;
-    }
+    // What the kernel wrote before the stop is handled, within a bounded
+    // time; what is left is counted, never dropped silently.
+    let drained = shutdown_drain(&mut agent, &mut observer, unhandled)?;
     agent.finish()?;
     let c = agent.counters()?;
     crate::logging::say(
@@ -163,7 +167,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         format_args!(
             "monitor: stopped: {} events, {} alerts, {} lost in kernel, {} undecodable, \
          {} write chunks without their write, {} bad records, {} issuance records read, \
-         {} secrets restored",
+         {} secrets restored, {} records drained at shutdown, {} left unread at shutdown",
             agent.events_seen,
             agent.alerts_sent,
             c.ringbuf_full,
@@ -171,7 +175,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             observer.orphan_chunks(),
             agent.bad_records,
             agent.records_read,
-            agent.secrets_restored
+            agent.secrets_restored,
+            drained.handled,
+            drained.unread
         ),
     );
     if let Some(path) = &opts.api {
@@ -179,4 +185,63 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     drop(agent); // detaches every program
     Ok(())
+}
+
+/// How long the shutdown drain handles what is left in the ring buffer.
+/// SIGTERM must end the agent within 5 s under any load, and detaching
+/// the ~50 probes afterwards takes seconds on a loaded machine (each
+/// tracepoint's detach waits for an RCU grace period in the kernel, one
+/// after the other: about 3.5 s during a flood of writes here).
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(300);
+/// How long it then counts (without decoding) what it could not handle.
+const SHUTDOWN_COUNT: Duration = Duration::from_millis(100);
+
+/// What the shutdown drain did.
+struct Drained {
+    /// Kernel records read and handled after the stop.
+    handled: u64,
+    /// Records left in the ring when the drain's time was up.
+    unread: u64,
+}
+
+/// At a stop: the events of the interrupted batch and the records still
+/// in the ring buffer are handled for up to [`SHUTDOWN_DRAIN`]; what
+/// remains is counted for up to [`SHUTDOWN_COUNT`] and reported (the
+/// probes are attached until the agent is dropped, so a flood may still
+/// be filling the ring).
+fn shutdown_drain(
+    agent: &mut Agent,
+    observer: &mut crate::observer::Observer,
+    unhandled: Vec<crate::observer::decode::RawEvent>,
+) -> Result<Drained> {
+    let _span = tracing::debug_span!("shutdown").entered();
+    let deadline = std::time::Instant::now() + SHUTDOWN_DRAIN;
+    let mut handled = 0u64;
+    for raw in unhandled {
+        agent.handle(raw)?;
+    }
+    let mut batch = Vec::with_capacity(1024);
+    while std::time::Instant::now() < deadline {
+        let read = observer.read_now(&mut batch, 1024);
+        if read == 0 {
+            break;
+        }
+        handled += read;
+        for raw in batch.drain(..) {
+            agent.handle(raw)?;
+        }
+    }
+    observer.release_all(&mut batch);
+    for raw in batch.drain(..) {
+        agent.handle(raw)?;
+    }
+    let unread = observer.count_unread(SHUTDOWN_COUNT);
+    if unread > 0 {
+        tracing::warn!(
+            "shutdown: {unread} kernel records left unread in the ring buffer after {} ms of \
+             draining (not handled, counted)",
+            SHUTDOWN_DRAIN.as_millis()
+        );
+    }
+    Ok(Drained { handled, unread })
 }

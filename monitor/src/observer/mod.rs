@@ -67,6 +67,42 @@ impl Observer {
         Ok(())
     }
 
+    /// Read what the ring holds now, without waiting: up to `max`
+    /// records decoded into `out` (at shutdown). Returns the records read.
+    pub fn read_now(&mut self, out: &mut Vec<RawEvent>, max: usize) -> u64 {
+        let ring = self.ring.get_mut();
+        let now = std::time::Instant::now();
+        let mut read = 0;
+        while read < max as u64 {
+            let Some(item) = ring.next() else { break };
+            read += 1;
+            match decode(&item) {
+                Ok(e) => self.chunks.push(e, now, out),
+                Err(e) => {
+                    self.decode_errors += 1;
+                    tracing::warn!("undecodable kernel record: {e}");
+                }
+            }
+        }
+        read
+    }
+
+    /// Consume and count the records left in the ring, for at most
+    /// `limit` (at shutdown, after the drain's time is up).
+    pub fn count_unread(&mut self, limit: std::time::Duration) -> u64 {
+        let ring = self.ring.get_mut();
+        let until = std::time::Instant::now() + limit;
+        let mut n = 0u64;
+        while let Some(item) = ring.next() {
+            drop(item);
+            n += 1;
+            if n.is_multiple_of(1024) && std::time::Instant::now() >= until {
+                break;
+            }
+        }
+        n
+    }
+
     /// Large writes whose chunks stopped coming (see [`chunks`]); called
     /// from the agent's timer, since an idle ring wakes nobody.
     pub fn release_stale(&mut self, out: &mut Vec<RawEvent>) {
