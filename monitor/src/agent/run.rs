@@ -183,6 +183,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if let Some(path) = &opts.api {
         let _ = std::fs::remove_file(path);
     }
+    // The kernel's slow part of detaching goes to a child; dropping the
+    // agent then closes its own references at once.
+    crate::sensors::detach::hand_off();
     drop(agent); // detaches every program
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! kernel's struct offsets, attaches what the kernel supports (the probe
 //! table), and gives the rest of the agent typed handles on the maps.
 pub mod btf;
+pub mod detach;
 pub mod fanotify;
 pub mod probes;
 pub mod tls;
