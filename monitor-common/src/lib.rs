@@ -40,6 +40,51 @@ pub mod maps {
     /// `pid_tgid -> TlsFresh`: an untracked thread that just sent a TLS
     /// ClientHello on a fresh outbound connection.
     pub const TLS_FRESH: &str = "TLS_FRESH";
+    /// Per-CPU [`LogGate`](super::LogGate) per error kind (index: the
+    /// [`Counter`](super::Counter)): when that kind last logged on this CPU
+    /// and how many it held back since. (aya-log's own ring, `AYA_LOGS`, is
+    /// aya-log's business.)
+    pub const LOG_GATE: &str = "LOG_GATE";
+}
+
+/// The maps an error-path log record names when an insert failed (map
+/// full), by the number the record carries.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapId {
+    None = 0,
+    TrackedProcs = 1,
+    TrackedFds = 2,
+    Stash = 3,
+    NewConns = 4,
+}
+
+impl MapId {
+    /// The map's name (one of [`maps`]); `-` for no map or an unknown number.
+    pub const fn name_of(v: u32) -> &'static str {
+        match v {
+            1 => maps::TRACKED_PROCS,
+            2 => maps::TRACKED_FDS,
+            3 => maps::STASH,
+            4 => maps::NEW_CONNS,
+            _ => "-",
+        }
+    }
+}
+
+/// Error-path log records go out at most once per second per error kind
+/// per CPU; the ones held back are counted in the next record.
+pub const LOG_GATE_NS: u64 = 1_000_000_000;
+/// Slots of `LOG_GATE` (one per [`Counter`] up to `KernelWalkFailed`).
+pub const LOG_GATE_SLOTS: u32 = 4;
+
+/// Per CPU and error kind: when the last log record went out
+/// (`bpf_ktime_get_ns`) and how many were held back since.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogGate {
+    pub last_ns: u64,
+    pub suppressed: u64,
 }
 
 /// A tracked thread entered a TLS library's write (`SSL_write`,
@@ -442,6 +487,22 @@ pub enum Counter {
     Emitted = 4,
     /// Payload bytes captured.
     CapturedBytes = 5,
+}
+
+impl Counter {
+    /// As in the agent's log and metrics: `ringbuf_full`, `map_full`,
+    /// `read_user_failed`, `kernel_walk_failed`, ...; `unknown` otherwise.
+    pub const fn name_of(v: u32) -> &'static str {
+        match v {
+            0 => "ringbuf_full",
+            1 => "map_full",
+            2 => "read_user_failed",
+            3 => "kernel_walk_failed",
+            4 => "emitted",
+            5 => "captured_bytes",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Lost events are also counted per kind: slot `LOST_BY_KIND_BASE + kind`.
@@ -1075,6 +1136,7 @@ mod pod {
     unsafe impl aya::Pod for UringOffsets {}
     unsafe impl aya::Pod for TlsPending {}
     unsafe impl aya::Pod for TlsFresh {}
+    unsafe impl aya::Pod for LogGate {}
 }
 
 /// Compile-time layout checks: no implicit padding anywhere.

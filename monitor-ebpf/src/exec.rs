@@ -202,7 +202,7 @@ fn try_newtask(ctx: &TracePointContext) -> Res {
                 inherit: 1,
             };
             if TRACKED_PROCS.insert(&child, &v, 0).is_err() {
-                count(monitor_common::Counter::MapFull, 1);
+                map_full(Hook::Fork as u32, monitor_common::MapId::TrackedProcs);
             }
             1
         }

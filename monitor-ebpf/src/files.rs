@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    CloseEvent, Counter, DataEvent, DupEvent, EventKind, FileInfo, Hook, InodeKey, MmapEvent,
+    CloseEvent, DataEvent, DupEvent, EventKind, FileInfo, Hook, InodeKey, MapId, MmapEvent,
     OpenEvent, ProcAccessEvent, Stash, TrackedFd, TransferEvent, AT_FDCWD, DATA_TRACKED,
     DATA_TRACKED_FD, DATA_TRUNCATED, NAME_LEN, PATH_LEN, PROC_ENVIRON, PROC_MEM, SCRATCH_LEN,
     TRACK_OPENED_WATCHED,
@@ -89,7 +89,7 @@ fn try_open_enter(ctx: &TracePointContext, path_arg: usize, hook: Hook) -> Res {
         _pad: 0,
     };
     if STASH.insert(&pt, &s, 0).is_err() {
-        count(Counter::MapFull, 1);
+        map_full(hook as u32, MapId::Stash);
     }
     Ok(())
 }
@@ -132,7 +132,7 @@ pub fn open_result(tgid: u32, hook: Hook, r: i64, flags: u32, dirfd: i32, path: 
         return Ok(());
     }
     let fd = r as u32;
-    let file = file_of_fd(fd).ok_or(0i64)?;
+    let file = file_of_fd(fd, hook as u32).ok_or(0i64)?;
     let mut info = FileInfo::default();
     let sb = file_info(file, &mut info).ok_or(0i64)?;
 
@@ -164,9 +164,9 @@ pub fn open_result(tgid: u32, hook: Hook, r: i64, flags: u32, dirfd: i32, path: 
             _pad: 0,
         };
         if TRACKED_FDS.insert(&fd_key(tgid, fd), &t, 0).is_err() {
-            count(Counter::MapFull, 1);
+            map_full(hook as u32, MapId::TrackedFds);
         }
-        track(tgid, TRACK_OPENED_WATCHED);
+        track(tgid, TRACK_OPENED_WATCHED, hook as u32);
     }
     if watch_id == 0 && proc_file == 0 && !is_tracked(tgid) {
         return Ok(());
@@ -343,7 +343,7 @@ fn try_read_enter(ctx: &TracePointContext, hook: Hook) -> Res {
         _pad: 0,
     };
     if STASH.insert(&pt, &s, 0).is_err() {
-        count(Counter::MapFull, 1);
+        map_full(hook as u32, MapId::Stash);
     }
     Ok(())
 }
@@ -369,7 +369,7 @@ pub fn read_result(tgid: u32, s: Stash, r: i64) -> Res {
     let Some(t) = (unsafe { TRACKED_FDS.get(&fd_key(tgid, s.fd as u32)) }).copied() else {
         return Ok(());
     };
-    track(tgid, TRACK_OPENED_WATCHED);
+    track(tgid, TRACK_OPENED_WATCHED, hook as u32);
     let buf = scratch().ok_or(0i64)?;
     let e = buf as *mut DataEvent;
     let data = unsafe { buf.add(size_of::<DataEvent>()) };
@@ -382,9 +382,9 @@ pub fn read_result(tgid: u32, s: Stash, r: i64) -> Res {
     let n = unsafe {
         match hook {
             Hook::Readv | Hook::Preadv | Hook::UringReadv => {
-                capture_iov(data, s.ptr, s.count, want as u32)
+                capture_iov(data, s.ptr, s.count, want as u32, hook as u32)
             }
-            _ => capture_user(data, s.ptr, want),
+            _ => capture_user(data, s.ptr, want, hook as u32),
         }
     };
     unsafe {
@@ -422,7 +422,7 @@ fn try_mmap(ctx: &TracePointContext) -> Res {
     let Some(t) = (unsafe { TRACKED_FDS.get(&fd_key(tgid, fd as u32)) }).copied() else {
         return Ok(());
     };
-    track(tgid, TRACK_OPENED_WATCHED);
+    track(tgid, TRACK_OPENED_WATCHED, Hook::Mmap as u32);
     emit::<MmapEvent>(EventKind::Mmap, Hook::Mmap, |e| unsafe {
         (*e).file = t.file;
         (*e).fd = fd;
@@ -545,7 +545,7 @@ fn try_dup_enter(ctx: &TracePointContext, hook: Hook) -> Res {
         _pad: 0,
     };
     if STASH.insert(&pt, &s, 0).is_err() {
-        count(Counter::MapFull, 1);
+        map_full(hook as u32, MapId::Stash);
     }
     Ok(())
 }
@@ -572,7 +572,7 @@ fn try_dup_exit(ctx: &TracePointContext) -> Res {
         return Ok(());
     };
     if TRACKED_FDS.insert(&newkey, &t, 0).is_err() {
-        count(Counter::MapFull, 1);
+        map_full(s.hook, MapId::TrackedFds);
     }
     emit::<DupEvent>(EventKind::Dup, Hook::from_u32(s.hook), |e| unsafe {
         (*e).oldfd = s.fd;
@@ -646,7 +646,7 @@ fn try_transfer_enter(ctx: &TracePointContext, hook: Hook, a_in: usize, a_out: u
         _pad: 0,
     };
     if STASH.insert(&pt, &s, 0).is_err() {
-        count(Counter::MapFull, 1);
+        map_full(hook as u32, MapId::Stash);
     }
     Ok(())
 }
@@ -671,9 +671,9 @@ pub fn transfer_result(tgid: u32, s: Stash, r: i64) -> Res {
     let (fd_in, fd_out) = (s.fd as u32, s.arg);
     let tracked_in = unsafe { TRACKED_FDS.get(&fd_key(tgid, fd_in)) }.copied();
     if tracked_in.is_some() {
-        track(tgid, TRACK_OPENED_WATCHED);
+        track(tgid, TRACK_OPENED_WATCHED, s.hook);
     }
-    let out_file = file_of_fd(fd_out);
+    let out_file = file_of_fd(fd_out, s.hook);
     // The destination file's path, built in scratch before reserving.
     // (Plain integers: an `Option` here leaves a register the verifier
     // sees as uninitialized.)
@@ -700,7 +700,7 @@ pub fn transfer_result(tgid: u32, s: Stash, r: i64) -> Res {
             }
             None => {
                 (*e).watch_id = 0;
-                if let Some(f) = file_of_fd(fd_in) {
+                if let Some(f) = file_of_fd(fd_in, s.hook) {
                     file_info(f, addr_of_mut!((*e).in_file));
                 }
             }

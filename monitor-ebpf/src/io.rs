@@ -13,10 +13,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    ChunkArgs, DataEvent, EventKind, FileInfo, Hook, TlsFresh, TlsPending, CHUNK_ARGS, DATA_CHUNK,
-    DATA_EXPLICIT_DEST, DATA_FIRST_BYTES, DATA_MORE, DATA_TLS_SHIFT, DATA_TRACKED, DATA_TRUNCATED,
-    MAX_CAPTURE, MAX_CHUNKS, MAX_PATH, SCRATCH_LEN, TAIL_ARGS, TAIL_WRITE_CHUNKS, TAIL_WRITE_PATH,
-    TLS_MAX_AGE_NS,
+    ChunkArgs, DataEvent, EventHeader, EventKind, FileInfo, Hook, TlsFresh, TlsPending, CHUNK_ARGS,
+    DATA_CHUNK, DATA_EXPLICIT_DEST, DATA_FIRST_BYTES, DATA_MORE, DATA_TLS_SHIFT, DATA_TRACKED,
+    DATA_TRUNCATED, MAX_CAPTURE, MAX_CHUNKS, MAX_PATH, SCRATCH_LEN, TAIL_ARGS, TAIL_WRITE_CHUNKS,
+    TAIL_WRITE_PATH, TLS_MAX_AGE_NS,
 };
 
 use crate::{
@@ -137,7 +137,7 @@ fn emit_write(
     }
 
     let mut info = FileInfo::default();
-    let file = file_of_fd(fd);
+    let file = file_of_fd(fd, hook as u32);
     if let Some(f) = file {
         file_info(f, &mut info);
     }
@@ -165,11 +165,21 @@ fn emit_write(
                 } else {
                     cap as u64
                 };
-                (capture_user(data, p.ptr, want), p.len, p.ptr, 0)
+                (
+                    capture_user(data, p.ptr, want, hook as u32),
+                    p.len,
+                    p.ptr,
+                    0,
+                )
             }
             Src::Iov(iov, cnt) => {
                 let total = iov_total(iov, cnt);
-                (capture_iov(data, iov, cnt, cap), total, iov, cnt)
+                (
+                    capture_iov(data, iov, cnt, cap, hook as u32),
+                    total,
+                    iov,
+                    cnt,
+                )
             }
             Src::Msg(msg) => {
                 // struct msghdr { name, namelen, iov, iovlen, ... }
@@ -183,7 +193,7 @@ fn emit_write(
                     }
                 }
                 (
-                    capture_iov(data, iov, cnt, cap),
+                    capture_iov(data, iov, cnt, cap, hook as u32),
                     iov_total(iov, cnt),
                     iov,
                     cnt,
@@ -197,7 +207,7 @@ fn emit_write(
                     }
                 }
                 let want = if len < cap as u64 { len } else { cap as u64 };
-                (capture_user(data, ptr, want), len, ptr, 0)
+                (capture_user(data, ptr, want, hook as u32), len, ptr, 0)
             }
         }
     };
@@ -457,7 +467,9 @@ unsafe fn chunk_step(buf: *mut u8, st: *mut ChunkArgs, tgid: u32) -> bool {
         return false;
     }
     let data = unsafe { buf.add(size_of::<DataEvent>()) };
-    let n = unsafe { capture_user(data, base + at, want) };
+    // The write's hook is in the head record's header, still in scratch.
+    let hook = unsafe { read_volatile(addr_of!((*(buf as *const EventHeader)).hook)) };
+    let n = unsafe { capture_user(data, base + at, want, hook) };
     if n == 0 {
         return false;
     }

@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    CaptureBudget, FdKey, InodeKey, Stash, TlsFresh, TlsPending, TrackedFd, TrackedProc,
-    WatchValue, COUNTER_SLOTS, SCRATCH_LEN,
+    CaptureBudget, FdKey, InodeKey, LogGate, Stash, TlsFresh, TlsPending, TrackedFd, TrackedProc,
+    WatchValue, COUNTER_SLOTS, LOG_GATE_SLOTS, SCRATCH_LEN,
 };
 
 /// Events to the agent. The agent may resize it before load.
@@ -57,3 +57,8 @@ pub static TLS_PENDING: LruHashMap<u64, TlsPending> = LruHashMap::with_max_entri
 /// outbound connection (see `monitor_common::TlsFresh`).
 #[map]
 pub static TLS_FRESH: LruHashMap<u64, TlsFresh> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per CPU, per error kind: the log gate of the error-path log records
+/// (see `util::log_failure`).
+#[map]
+pub static LOG_GATE: PerCpuArray<LogGate> = PerCpuArray::with_max_entries(LOG_GATE_SLOTS, 0);

@@ -4,7 +4,7 @@
 use core::ptr::{addr_of_mut, write_bytes};
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use monitor_common::{ConnectEvent, Counter, EventKind, Hook, SockAddr};
+use monitor_common::{ConnectEvent, EventKind, Hook, MapId, SockAddr};
 
 use crate::{maps::NEW_CONNS, util::*};
 
@@ -33,7 +33,7 @@ fn try_connect(ctx: &TracePointContext) -> Res {
     let (family, _) = unsafe { read_sockaddr(uaddr, &mut addr, None) };
     if capture_new && (family == AF_INET || family == AF_INET6) {
         if NEW_CONNS.insert(&fd_key(tgid, fd), &1u32, 0).is_err() {
-            count(Counter::MapFull, 1);
+            map_full(Hook::Connect as u32, MapId::NewConns);
         }
     }
     if !tracked {

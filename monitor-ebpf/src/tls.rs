@@ -115,13 +115,13 @@ fn first_plaintext(hook: Hook, lib: TlsLib, fd: u32, ptr: u64, len: u64) -> Res 
         write_bytes(addr_of_mut!((*e).peer), 0, 1);
     }
     let want = if len < cap { len } else { cap };
-    let n = unsafe { capture_user(data, ptr, want) };
+    let n = unsafe { capture_user(data, ptr, want, hook as u32) };
     let mut flags = DATA_FIRST_BYTES | ((lib as u32) << DATA_TLS_SHIFT);
     if (n as u64) < len {
         flags |= DATA_TRUNCATED;
     }
     let mut info = FileInfo::default();
-    if let Some(f) = file_of_fd(fd) {
+    if let Some(f) = file_of_fd(fd, hook as u32) {
         file_info(f, &mut info);
         if is_socket(&info) {
             sock_peer(f, unsafe { addr_of_mut!((*e).peer) });

@@ -10,7 +10,7 @@
 //! (any process opening a watched file becomes tracked, as with openat).
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use monitor_common::{
-    uring_op as op, CloseEvent, Counter, EventKind, Hook, Stash, UringCreateEvent, AT_FDCWD,
+    uring_op as op, CloseEvent, EventKind, Hook, MapId, Stash, UringCreateEvent, AT_FDCWD,
 };
 
 use crate::{
@@ -55,7 +55,7 @@ fn kfield<T>(base: u64, off: u32) -> Result<T, i64> {
 #[inline(always)]
 fn keep(req: u64, s: &Stash) {
     if STASH.insert(&req, s, 0).is_err() {
-        count(Counter::MapFull, 1);
+        map_full(s.hook, MapId::Stash);
     }
 }
 

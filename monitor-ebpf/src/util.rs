@@ -8,18 +8,20 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
-            bpf_probe_read_kernel_str, bpf_probe_read_user as raw_read_user,
+            bpf_ktime_get_ns, bpf_probe_read_kernel_str, bpf_probe_read_user as raw_read_user,
         },
     },
     programs::TracePointContext,
     EbpfContext,
 };
+use aya_log_ebpf::warn;
 use monitor_common::{
-    Config, Counter, EventHeader, EventKind, FdKey, FileInfo, Hook, SockAddr, TrackedProc,
-    HDR_TRACKED, LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_PATH, MAX_PATH_DEPTH, PATH_AREA, SCRATCH_LEN,
+    Config, Counter, EventHeader, EventKind, FdKey, FileInfo, Hook, MapId, SockAddr, TrackedProc,
+    HDR_TRACKED, LOG_GATE_NS, LOST_BY_KIND_BASE, MAX_CAPTURE, MAX_PATH, MAX_PATH_DEPTH, PATH_AREA,
+    SCRATCH_LEN,
 };
 
-use crate::maps::{COUNTERS, EVENTS, SCRATCH, TRACKED_PROCS};
+use crate::maps::{COUNTERS, EVENTS, LOG_GATE, SCRATCH, TRACKED_PROCS};
 
 /// Filled by the agent before load (read-only data section).
 #[unsafe(no_mangle)]
@@ -80,15 +82,74 @@ pub fn is_tracked(tgid: u32) -> bool {
     unsafe { TRACKED_PROCS.get(&tgid).is_some() }
 }
 
-/// Mark `tgid` tracked (or add a reason); children inherit.
+/// Mark `tgid` tracked (or add a reason); children inherit. `hook` is the
+/// caller's (a `Hook`), for the log record when the map is full.
 #[inline(always)]
-pub fn track(tgid: u32, reason: u32) {
+pub fn track(tgid: u32, reason: u32, hook: u32) {
     let v = TrackedProc { reason, inherit: 1 };
     if let Some(p) = TRACKED_PROCS.get_ptr_mut(&tgid) {
         unsafe { (*p).reason |= reason };
     } else if TRACKED_PROCS.insert(&tgid, &v, 0).is_err() {
-        count(Counter::MapFull, 1);
+        map_full(hook, MapId::TrackedProcs);
     }
+}
+
+/// A map insert failed (map full): counted, and logged (rate-limited).
+#[inline(always)]
+pub fn map_full(hook: u32, map: MapId) {
+    failed(Counter::MapFull, hook, map);
+}
+
+/// An error path was taken (`c` is `MapFull`, `ReadUserFailed` or
+/// `KernelWalkFailed`): counted exactly as before (the metrics), then
+/// offered to the log. Nothing here runs unless the error already happened.
+#[inline(always)]
+pub fn failed(c: Counter, hook: u32, map: MapId) {
+    count(c, 1);
+    log_failure(c as u32, hook, map as u32);
+}
+
+/// The log record of an error path, through aya-log (its own ring,
+/// `AYA_LOGS`, drained by the agent into its log at level warn, target
+/// `monitor::ebpf`). It names the error kind (a `Counter`), the hook (a
+/// `Hook`), the map for a full map (a `MapId`) and the task, never any
+/// bytes read or captured. At most one record per error kind per CPU per
+/// second (`LOG_GATE`, `LOG_GATE_NS`): the ones held back are counted and
+/// the next record says how many, so a flood of failures cannot flood the
+/// log path. The format is parsed by the agent (`sensors::ebpf_log`): keep
+/// them in step.
+///
+/// Not inlined: the log macro expands to a lot, and one copy per program
+/// beats one per error site (program size, verifier work).
+#[inline(never)]
+fn log_failure(kind: u32, hook: u32, map: u32) {
+    let Some(g) = LOG_GATE.get_ptr_mut(kind) else {
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let suppressed = unsafe {
+        let last = (*g).last_ns;
+        if last != 0 && now.wrapping_sub(last) < LOG_GATE_NS {
+            (*g).suppressed += 1;
+            return;
+        }
+        let held = (*g).suppressed;
+        (*g).last_ns = now;
+        (*g).suppressed = 0;
+        held
+    };
+    let pt = bpf_get_current_pid_tgid();
+    warn!(
+        &(),
+        target: "monitor::ebpf",
+        "error path kind={} hook={} map={} pid={} tid={} suppressed={}",
+        kind,
+        hook,
+        map,
+        (pt >> 32) as u32,
+        pt as u32,
+        suppressed
+    );
 }
 
 #[inline(always)]
@@ -175,9 +236,10 @@ pub fn output_scratch(buf: *mut u8, len: usize, kind: EventKind) -> bool {
 }
 
 /// Copy up to `len` bytes of user memory at `src` to `dst` (which has room
-/// for `MAX_CAPTURE` bytes). Returns the bytes copied.
+/// for `MAX_CAPTURE` bytes). Returns the bytes copied. `hook` (a `Hook`)
+/// is for the log record of a failed read.
 #[inline(always)]
-pub unsafe fn capture_user(dst: *mut u8, src: u64, len: u64) -> u32 {
+pub unsafe fn capture_user(dst: *mut u8, src: u64, len: u64, hook: u32) -> u32 {
     let mut n = len as u32;
     if n > MAX_CAPTURE as u32 {
         n = MAX_CAPTURE as u32;
@@ -187,7 +249,7 @@ pub unsafe fn capture_user(dst: *mut u8, src: u64, len: u64) -> u32 {
     }
     let r = unsafe { raw_read_user(dst as *mut c_void, n, src as *const c_void) };
     if r < 0 {
-        count(Counter::ReadUserFailed, 1);
+        failed(Counter::ReadUserFailed, hook, MapId::None);
         return 0;
     }
     count(Counter::CapturedBytes, n as u64);
@@ -205,7 +267,7 @@ pub unsafe fn read_iovec(iov: u64, i: u64) -> Option<(u64, u64)> {
 /// Capture from an iovec array into `dst` (room for `MAX_CAPTURE * 2`
 /// bytes), at most `limit` bytes in all, walking up to 4 vectors.
 #[inline(always)]
-pub unsafe fn capture_iov(dst: *mut u8, iov: u64, iovcnt: u64, limit: u32) -> u32 {
+pub unsafe fn capture_iov(dst: *mut u8, iov: u64, iovcnt: u64, limit: u32, hook: u32) -> u32 {
     let mut done: u32 = 0;
     let mut i: u64 = 0;
     while i < 4 {
@@ -218,7 +280,7 @@ pub unsafe fn capture_iov(dst: *mut u8, iov: u64, iovcnt: u64, limit: u32) -> u3
         let room = (limit - done) as u64;
         let want = if len < room { len } else { room };
         let off = (done as usize) & (MAX_CAPTURE - 1);
-        let n = unsafe { capture_user(dst.add(off), base, want) };
+        let n = unsafe { capture_user(dst.add(off), base, want, hook) };
         if n == 0 && want != 0 {
             break;
         }
@@ -239,9 +301,10 @@ unsafe fn kread<T>(addr: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
 }
 
-/// `struct file *` of descriptor `fd` of the current task.
+/// `struct file *` of descriptor `fd` of the current task. `hook` (a
+/// `Hook`) is for the log record of a failed walk.
 #[inline(always)]
-pub fn file_of_fd(fd: u32) -> Option<u64> {
+pub fn file_of_fd(fd: u32, hook: u32) -> Option<u64> {
     let o = &config().offsets;
     if cfg(&o.valid) == 0 {
         return None;
@@ -263,7 +326,7 @@ pub fn file_of_fd(fd: u32) -> Option<u64> {
         }
     })();
     if r.is_none() {
-        count(Counter::KernelWalkFailed, 1);
+        failed(Counter::KernelWalkFailed, hook, MapId::None);
     }
     r
 }
