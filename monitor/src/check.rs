@@ -179,6 +179,19 @@ pub fn run(opts: &SensorOptions) -> Result<bool> {
                          known (replays)"
                     }
                 );
+                match &s.ebpf_log_error {
+                    None => println!(
+                        "{:<12} {:<4} error paths (user-memory read failed, kernel struct walk \
+                         failed, map full) are logged by the programs at warn, target \
+                         monitor::ebpf: at most one record per kind per CPU per second, never \
+                         captured bytes",
+                        "ebpf-log", "ok"
+                    ),
+                    Some(e) => println!(
+                        "{:<12} {:<4} off ({e}): error paths are only counted",
+                        "ebpf-log", "WARN"
+                    ),
+                }
                 for st in &s.status {
                     let state = if st.attached {
                         "attached".to_string()

@@ -23,6 +23,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // SAFETY: umask only sets the process's file mode creation mask.
     unsafe { libc::umask(0o077) };
     let (mut agent, mut observer) = Agent::start(&opts)?;
+    // The eBPF programs' error-path records into this log, on a task of
+    // their own (they are rare: rate-limited in the kernel).
+    if let Some(log) = agent.sensors.take_ebpf_log() {
+        tokio::spawn(crate::sensors::ebpf_log::drain(log));
+    }
     let (api_tx, mut api_rx) = mpsc::channel::<ApiRequest>(API_BACKLOG);
     let metrics = agent.metrics();
     let stop = Arc::new(Stop::default());

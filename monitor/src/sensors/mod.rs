@@ -3,6 +3,7 @@
 //! table), and gives the rest of the agent typed handles on the maps.
 pub mod btf;
 pub mod detach;
+pub mod ebpf_log;
 pub mod fanotify;
 pub mod probes;
 pub mod tls;
@@ -201,6 +202,11 @@ pub struct Sensors {
     counters: PerCpuArray<MapData, u64>,
     budgets: BpfHashMap<MapData, u32, CaptureBudget>,
     ring: Option<RingBuf<MapData>>,
+    /// The programs' error-path log (see [`ebpf_log`]), until the agent
+    /// takes it to drain it.
+    ebpf_log: Option<ebpf_log::Logger>,
+    /// Why the error-path log is off, when it is (`monitor check`).
+    pub ebpf_log_error: Option<String>,
     /// TLS programs that did not load (`program`, error): `monitor check`.
     pub tls_load_errors: Vec<(&'static str, String)>,
     /// TLS library files tried and attached (see [`tls`]).
@@ -265,6 +271,15 @@ impl Sensors {
             .map_max_entries(maps::EVENTS, ring)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object")?;
+        // The programs' error-path log: without it the agent runs on, the
+        // failures still counted.
+        let (ebpf_log, ebpf_log_error) = match ebpf_log::init(&mut ebpf) {
+            Ok(l) => (Some(l), None),
+            Err(e) => {
+                tracing::warn!("eBPF error-path log off: {e}");
+                (None, Some(e.to_string()))
+            }
+        };
 
         // Tail-call targets first, so no write record goes out without its
         // path once the write programs run.
@@ -333,6 +348,8 @@ impl Sensors {
             counters,
             budgets,
             ring,
+            ebpf_log,
+            ebpf_log_error,
             tls_load_errors,
             tls: tls::TlsFiles::default(),
             links,
@@ -486,6 +503,11 @@ impl Sensors {
     /// The event ring buffer (taken once, by the observer).
     pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
         self.ring.take()
+    }
+
+    /// The programs' error-path log (taken once, by the agent's loop).
+    pub fn take_ebpf_log(&mut self) -> Option<ebpf_log::Logger> {
+        self.ebpf_log.take()
     }
 
     pub fn attached(&self) -> usize {
