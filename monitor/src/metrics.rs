@@ -104,6 +104,11 @@ pub enum Metric {
     /// `kernel_lost_events_total{cpu}`: ring-buffer writes that failed, per
     /// CPU (a snapshot of the kernel's per-CPU counters).
     KernelLostEvents,
+    /// `kernel_errors_total{kind}`: error paths taken in the eBPF programs
+    /// (`map_full`, `read_user_failed`, `kernel_walk_failed`; a snapshot of
+    /// the kernel's counters, summed over CPUs). Each is also logged,
+    /// rate-limited (target `monitor::ebpf`).
+    KernelErrors,
     /// `alerts_total{rule}`: alerts emitted, by rule.
     Alerts,
     /// `alerts_suppressed_total`: identical alerts rolled up into another.
@@ -158,9 +163,10 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 23] = [
+    pub const ALL: [Metric; 24] = [
         Metric::Events,
         Metric::KernelLostEvents,
+        Metric::KernelErrors,
         Metric::Alerts,
         Metric::AlertsSuppressed,
         Metric::AlertsRateLimited,
@@ -189,6 +195,7 @@ impl Metric {
         match self {
             Metric::Events => "events_total",
             Metric::KernelLostEvents => "kernel_lost_events_total",
+            Metric::KernelErrors => "kernel_errors_total",
             Metric::Alerts => "alerts_total",
             Metric::AlertsSuppressed => "alerts_suppressed_total",
             Metric::AlertsRateLimited => "alerts_rate_limited_total",
@@ -217,6 +224,7 @@ impl Metric {
         match self {
             Metric::Events
             | Metric::KernelLostEvents
+            | Metric::KernelErrors
             | Metric::Alerts
             | Metric::AlertsSuppressed
             | Metric::AlertsRateLimited
@@ -246,6 +254,7 @@ impl Metric {
         match self {
             Metric::Events => Some("kind"),
             Metric::KernelLostEvents => Some("cpu"),
+            Metric::KernelErrors => Some("kind"),
             Metric::Alerts | Metric::AlertsRateLimited | Metric::AlertsAllowed => Some("rule"),
             Metric::QueueDepth => Some("queue"),
             Metric::FeedFailures | Metric::FeedPending => Some("feed"),
@@ -263,6 +272,10 @@ impl Metric {
             Metric::Events => "Events emitted, by kind.",
             Metric::KernelLostEvents => {
                 "Kernel events lost because the ring buffer was full, per CPU."
+            }
+            Metric::KernelErrors => {
+                "Error paths taken in the eBPF programs (map full, user-memory read or kernel \
+                 struct walk failed), by kind."
             }
             Metric::Alerts => "Alerts emitted, by rule.",
             Metric::AlertsAllowed => {
@@ -522,6 +535,19 @@ impl Metrics {
         v.retain(|(m, _), _| *m != Metric::KernelLostEvents);
         for (cpu, n) in per_cpu.iter().enumerate() {
             v.insert((Metric::KernelLostEvents, cpu.to_string()), *n);
+        }
+    }
+
+    /// The kernel's cumulative error-path counters, by kind
+    /// (`monitor_common::Counter::name_of`).
+    pub fn set_kernel_errors(&self, c: &crate::sensors::KernelCounters) {
+        use monitor_common::Counter;
+        for (k, n) in [
+            (Counter::MapFull, c.map_full),
+            (Counter::ReadUserFailed, c.read_user_failed),
+            (Counter::KernelWalkFailed, c.kernel_walk_failed),
+        ] {
+            self.set(Metric::KernelErrors, Counter::name_of(k as u32), n);
         }
     }
 
@@ -1181,6 +1207,7 @@ mod tests {
                 "monitor_feed_failures_total counter",
                 "monitor_feed_pending gauge",
                 "monitor_issuances_refused_total counter",
+                "monitor_kernel_errors_total counter",
                 "monitor_kernel_lost_events_total counter",
                 "monitor_output_failures_total counter",
                 "monitor_output_lost_total counter",

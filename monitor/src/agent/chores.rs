@@ -16,6 +16,7 @@ impl Agent {
     pub(super) fn update_metrics(&self) {
         let m = &self.metrics;
         m.set_lost_per_cpu(&self.last_counters.ringbuf_full_per_cpu);
+        m.set_kernel_errors(&self.last_counters);
         m.set_queue_depth("store", self.store.queued() as u64);
         // Dropped (queue full) and lost in a failed write alike.
         m.set_store_dropped(self.store.dropped() + self.store.failed());
