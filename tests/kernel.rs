@@ -489,6 +489,7 @@ fn check_reports_probes_and_exits_zero() {
         "kernel       ok",
         "tracefs      ok",
         "btf          ok",
+        "ebpf-log     ok",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
@@ -796,4 +797,206 @@ fn capture_probes_attach_only_while_a_holder_is_alive() {
     let (after, _) = run(&mut Command::new("/bin/true"));
     agent.wait_for("exit after detach", |e| kind(e, "exit") && pid_is(e, after));
     assert!(agent.events_of(after).iter().all(|e| !kind(e, "exec")));
+}
+
+/// The agent's log lines of the programs' error-path records for `pid`:
+/// (the line, its `suppressed` count).
+fn error_records(agent: &Agent, kind: &str, pid: u32) -> Vec<(String, u64)> {
+    agent
+        .stderr()
+        .into_iter()
+        .filter(|l| {
+            l.contains("eBPF error path: ")
+                && l.contains(&format!(" kind={kind} "))
+                && l.contains(&format!(" pid={pid} "))
+        })
+        .map(|l| {
+            let n = l
+                .split_once("suppressed=")
+                .and_then(|(_, v)| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no suppressed count in {l:?}"));
+            (l, n)
+        })
+        .collect()
+}
+
+/// A tracked process writes from a bad pointer: the capture's user-memory
+/// read fails in the kernel, which counts it (metrics) and logs it through
+/// aya-log into the agent's log, rate-limited: a burst of failures on one
+/// CPU gives no more than one record a second, and the next record says
+/// how many were held back.
+#[test]
+fn failed_user_reads_are_logged_rate_limited_and_all_counted() {
+    let sc = Scratch::new("ebpf-log");
+    let file = sc.file("secrets/db", SECRET);
+    let pattern = format!("{}/secrets/*", sc.dir.display());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&["--watch", &pattern, "--capture-always", "--metrics", &addr]);
+    let mut py = Py::spawn(&[]);
+    let pid = py.pid;
+    // One CPU: the log gate is per CPU.
+    py.run("os.sched_setaffinity(0, {0})");
+    py.run(&format!("open({file:?}).read()"));
+    agent.wait_for("read by the holder", |e| kind(e, "read") && pid_is(e, pid));
+    // write(2) from an unmapped address into a plain file: EFAULT for the
+    // writer, a failed user-memory read for the capture program.
+    let out = sc.path("out");
+    py.run(&format!(
+        "import ctypes\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         out = os.open({out:?}, os.O_WRONLY | os.O_CREAT, 0o600)\n\
+         def bad_write():\n    \
+             r = libc.write(out, ctypes.c_void_p(0x10), 64)\n    \
+             assert r == -1 and ctypes.get_errno() == 14, (r, ctypes.get_errno())"
+    ));
+
+    // One failure: one record naming the kind, the hook and the process.
+    py.run("bad_write()");
+    wait_until("the first error-path record", &agent, || {
+        !error_records(&agent, "read_user_failed", pid).is_empty()
+    });
+    let first = error_records(&agent, "read_user_failed", pid);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (line, held) = &first[0];
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("user-memory read failed"), "{line}");
+    assert!(line.contains(" hook=write "), "{line}");
+    assert!(line.contains(&format!(" tid={pid} ")), "{line}");
+    assert_eq!(*held, 0, "{line}");
+
+    // A burst on the same CPU: held back (at most one record a second).
+    const BURST: u64 = 500;
+    let t0 = std::time::Instant::now();
+    py.run(&format!("for _ in range({BURST}): bad_write()"));
+    let burst_secs = t0.elapsed().as_secs();
+    // Past the gate's second: the next failure is logged, with the count
+    // of what was held back.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    py.run("bad_write()");
+    let last_record = || {
+        let r = error_records(&agent, "read_user_failed", pid);
+        r.len() >= 2 && r.iter().map(|(_, n)| n + 1).sum::<u64>() >= BURST + 2
+    };
+    wait_until("the record after the burst", &agent, last_record);
+    // Let anything still in the ring arrive before counting.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let records = error_records(&agent, "read_user_failed", pid);
+    // The first, the last, and at most one per second of the burst.
+    assert!(
+        records.len() as u64 <= 2 + burst_secs + 1,
+        "{} records for {BURST} failures in {burst_secs} s: {records:#?}",
+        records.len()
+    );
+    // Every failure is either a record or counted as held back in one.
+    let accounted: u64 = records.iter().map(|(_, n)| n + 1).sum();
+    assert!(accounted >= BURST + 2, "{accounted}: {records:#?}");
+    assert!(records.last().unwrap().1 > 0, "{records:#?}");
+
+    // The metrics count every failure, logged or not.
+    wait_until("the metrics counting every failure", &agent, || {
+        let (_, text) = http_get(port, "/metrics");
+        sample(
+            &text,
+            "monitor_kernel_errors_total{kind=\"read_user_failed\"}",
+        )
+        .is_some_and(|n| n >= BURST + 2)
+    });
+    let (_, text) = http_get(port, "/metrics");
+    assert!(
+        sample(&text, "monitor_kernel_errors_total{kind=\"map_full\"}").is_some(),
+        "{text}"
+    );
+    // Nothing of the secret in the log.
+    let secret = String::from_utf8_lossy(SECRET).trim().to_string();
+    assert!(
+        !agent.stderr().iter().any(|l| l.contains(&secret)),
+        "the secret reached the log"
+    );
+}
+
+/// The agent's map `name` (its fds' `map_id`s, by the kernel's name).
+fn map_of(pid: u32, name: &str) -> aya::maps::MapData {
+    let id = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("map_id:")?.trim().parse::<u32>().ok())
+        })
+        .find(|id| aya::maps::MapInfo::from_id(*id).is_ok_and(|m| m.name_as_str() == Some(name)))
+        .unwrap_or_else(|| panic!("agent {pid} holds no map {name}"));
+    aya::maps::MapData::from_id(id).unwrap()
+}
+
+/// A full map: `TRACKED_PROCS` filled to the brim (with tgids no process
+/// can have), a tracked process forks, the child's insert fails in
+/// `sched_process_fork` and the kernel logs which map was full, in which
+/// hook, for which process. (The agent removes entries of processes gone
+/// on its 1 s tick, so the fill and the fork are retried until one fork
+/// lands in between.)
+#[test]
+fn a_full_map_is_logged_by_name() {
+    let sc = Scratch::new("ebpf-log-full");
+    let file = sc.file("secrets/db", SECRET);
+    let pattern = format!("{}/secrets/*", sc.dir.display());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&["--watch", &pattern, "--capture-always", "--metrics", &addr]);
+    let mut py = Py::spawn(&[]);
+    let pid = py.pid;
+    py.run(&format!("open({file:?}).read()"));
+    agent.wait_for("read by the holder", |e| kind(e, "read") && pid_is(e, pid));
+
+    let mut procs: aya::maps::HashMap<_, u32, monitor_common::TrackedProc> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(map_of(
+            agent.pid(),
+            "TRACKED_PROCS",
+        )))
+        .unwrap();
+    let fake = monitor_common::TrackedProc {
+        reason: 0,
+        inherit: 0,
+    };
+    let logged = || {
+        agent.stderr().iter().any(|l| {
+            l.contains("eBPF error path: map TRACKED_PROCS full")
+                && l.contains(" kind=map_full ")
+                && l.contains(" hook=fork ")
+                && l.contains(" map=TRACKED_PROCS ")
+                && l.contains(&format!(" pid={pid} "))
+        })
+    };
+    let mut tries = 0;
+    while !logged() {
+        tries += 1;
+        assert!(
+            tries <= 10,
+            "no map-full record:\n{}",
+            agent.stderr().join("\n")
+        );
+        // Above any pid (pid_max is at most 2^22): never a process.
+        let mut full = false;
+        for k in 0..40_000u32 {
+            if procs.insert(0x4000_0000 + k, fake, 0).is_err() {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "TRACKED_PROCS took 40,000 entries");
+        py.run("c = os.fork()\nif c == 0: os._exit(0)\nos.waitpid(c, 0)");
+        let t0 = std::time::Instant::now();
+        while !logged() && t0.elapsed() < std::time::Duration::from_millis(1500) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    // Counted too.
+    wait_until("map_full counted", &agent, || {
+        let (_, text) = http_get(port, "/metrics");
+        sample(&text, "monitor_kernel_errors_total{kind=\"map_full\"}").is_some_and(|n| n >= 1)
+    });
+    // The fake entries out again (the agent would remove them too).
+    for k in 0..40_000u32 {
+        let _ = procs.remove(&(0x4000_0000 + k));
+    }
 }
