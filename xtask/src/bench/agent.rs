@@ -182,9 +182,10 @@ impl Agent {
 
     /// The agent's counters without its graceful stop, then SIGKILL.
     ///
-    /// A graceful stop (SIGTERM) makes the agent detach its programs one
-    /// `close` at a time, ~70 ms each here (see [`Agent::stop_graceful`]):
-    /// seconds per agent, too slow to do dozens of times. So: wait for the
+    /// A graceful stop (SIGTERM) detaches the programs one `close` at a
+    /// time, ~70 ms each here (in the agent's `monitor-detach` child, see
+    /// [`Agent::stop_graceful`]): seconds per agent, too slow to do dozens
+    /// of times. So: wait for the
     /// agent's next 1-s tick, which logs `lost N kernel events` for any new
     /// loss, sum those lines, count the lines of its events file (every
     /// event it stored; it flushes after each batch), and SIGKILL it.
@@ -238,18 +239,24 @@ impl Agent {
         Ok(lost)
     }
 
-    /// SIGTERM and wait for the agent's own exit; with the seconds that took.
-    pub fn stop_graceful(mut self) -> Result<(Stopped, f64)> {
+    /// SIGTERM and wait for the agent's own exit, then for its
+    /// `monitor-detach` child (which finishes detaching the programs); with
+    /// the seconds to each.
+    pub fn stop_graceful(mut self) -> Result<(Stopped, f64, f64)> {
         let t = Instant::now();
         let st = self.proc.stop(Duration::from_secs(120))?;
         let secs = t.elapsed().as_secs_f64();
+        while proc::named("monitor-detach") && t.elapsed() < Duration::from_secs(120) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let detached = t.elapsed().as_secs_f64();
         let line = self.proc.err.find("monitor: stopped:").with_context(|| {
             format!(
                 "the agent exited ({st}) without its stopped line; stderr:\n{}",
                 self.proc.err.tail(20)
             )
         })?;
-        Ok((parse_stopped(&line)?, secs))
+        Ok((parse_stopped(&line)?, secs, detached))
     }
 }
 

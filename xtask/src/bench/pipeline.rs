@@ -354,6 +354,9 @@ pub struct Footprint {
     pub startup_cpu: f64,
     /// Seconds from SIGTERM to the idle agent's exit (detaching programs).
     pub graceful_stop_secs: f64,
+    /// From SIGTERM until the programs were detached (the agent's
+    /// `monitor-detach` child gone).
+    pub graceful_detach_secs: f64,
     /// File-delivered records: (records, seconds to load, CPU seconds).
     pub file_loads: Vec<(usize, f64, f64)>,
     /// The loaded agent's memory after answering `GET /secrets` (every
@@ -398,7 +401,7 @@ pub fn footprint(ctx: &Ctx) -> Result<Footprint> {
     })?;
     fp.startup_cpu = agent.cpu_secs(ctx.tck)?;
     fp.idle = measure_idle(ctx, &agent, ctx.plan.idle_secs)?;
-    fp.graceful_stop_secs = agent.stop_graceful()?.1;
+    (_, fp.graceful_stop_secs, fp.graceful_detach_secs) = agent.stop_graceful()?;
     eprintln!(
         "[bench] footprint idle: {:.3} CPU s in {:.0} s, VmHWM {} KiB; graceful stop {:.1} s",
         fp.idle.cpu_secs, fp.idle.secs, fp.idle.mem.hwm_kib, fp.graceful_stop_secs

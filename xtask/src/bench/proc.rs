@@ -420,3 +420,19 @@ pub fn free_port() -> Result<u16> {
     }
     bail!("no free loopback port from {BASE} to {low}")
 }
+
+/// Whether a process whose name (`comm`) is `name` is running (zombies
+/// included: not yet reaped).
+pub fn named(name: &str) -> bool {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+}

@@ -322,6 +322,7 @@ pub fn json(r: &Results, targets: &[Target]) -> J {
         ("load_cpu_secs", J::n(f.load_cpu)),
         ("startup_cpu_secs", J::n(f.startup_cpu)),
         ("graceful_stop_secs", J::n(f.graceful_stop_secs)),
+        ("graceful_detach_secs", J::n(f.graceful_detach_secs)),
         (
             "after_list_secrets",
             J::obj(vec![

@@ -398,16 +398,18 @@ pub fn markdown(r: &Results, targets: &[Target]) -> String {
         let _ = writeln!(
             w,
             "\nLoading the {} records took {:.2} s and {:.2} CPU s from start to ready (an empty agent: \
-             {:.2} CPU s); {} of {} secrets learned. A graceful stop (SIGTERM to exit, the agent detaching \
-             its programs) took {:.1} s; the benchmarks read the agent's final `monitor: stopped:` line and \
-             then SIGKILL it, which leaves the same detaching to the kernel.\n",
+             {:.2} CPU s); {} of {} secrets learned. A graceful stop took {:.1} s from SIGTERM to the agent's \
+             exit and {:.1} s until its programs were detached (by its `monitor-detach` child, one tracepoint \
+             after the other); the benchmarks read the agent's final `monitor: stopped:` line and then \
+             SIGKILL it, which leaves the same detaching to the kernel before the process is gone.\n",
             thousands(f.secrets as f64),
             f.load_wall,
             f.load_cpu,
             f.startup_cpu,
             thousands(f.learned as f64),
             thousands(f.secrets as f64),
-            f.graceful_stop_secs
+            f.graceful_stop_secs,
+            f.graceful_detach_secs
         );
         if f.list_bytes > 0 {
             let _ = writeln!(
