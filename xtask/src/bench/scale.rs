@@ -58,9 +58,26 @@ pub struct Ingest {
     pub alerts_worst_ms: f64,
 }
 
+/// `GET /alerts` with the most secrets while processes exec at a paced
+/// rate (issue 10: 10,000 secrets, 1,000 execs/s, < 100 ms).
+#[derive(Clone, Debug, Default)]
+pub struct AlertsUnderExec {
+    pub secrets: usize,
+    /// Alerts in the store when the requests ran.
+    pub alerts: usize,
+    pub execs_per_sec: f64,
+    pub requests: usize,
+    pub p50_ms: f64,
+    pub worst_ms: f64,
+}
+
+/// The exec rate of [`AlertsUnderExec`].
+pub const EXEC_RATE: f64 = 1_000.0;
+
 #[derive(Clone, Debug, Default)]
 pub struct Scale {
     pub per_event: Vec<PerEvent>,
+    pub alerts_under_exec: Option<AlertsUnderExec>,
     pub flood: Option<Flood>,
     pub ingest: Option<Ingest>,
     /// Section 10 (the fleet), here with the other capacity figures.
@@ -122,14 +139,16 @@ fn sample(text: &str, series: &str) -> u64 {
 }
 
 /// Benchmark 7: agent CPU per event with 10, 1,000 and 10,000 secrets, the same
-/// generator load each time.
-pub fn secrets(ctx: &Ctx) -> Result<Vec<PerEvent>> {
+/// generator load each time; with the most, `GET /alerts` while processes
+/// exec at [`EXEC_RATE`].
+pub fn secrets(ctx: &Ctx) -> Result<(Vec<PerEvent>, Option<AlertsUnderExec>)> {
     let counts = if ctx.smoke {
         SMOKE_SECRET_COUNTS
     } else {
         SECRET_COUNTS
     };
     let mut out = Vec::new();
+    let mut under_exec = None;
     for n in counts {
         let dir = ctx.scratch.join(format!("scale-{n}"));
         let file = ctx.scratch.join(format!("scale-{n}.jsonl"));
@@ -170,10 +189,82 @@ pub fn secrets(ctx: &Ctx) -> Result<Vec<PerEvent>> {
             agent_cpu: run.agent_cpu,
             ns_per_event: ns,
         });
+        if n == counts[counts.len() - 1] {
+            under_exec = Some(alerts_under_exec(ctx, &agent, &dir, n)?);
+        }
         agent.kill()?;
         let _ = fs::remove_file(Agent::events_path(&ctx.scratch, "throughput"));
         let _ = fs::remove_dir_all(&dir);
     }
+    Ok((out, under_exec))
+}
+
+/// `GET /alerts?limit=100` every 50 ms while two threads exec `/bin/true`
+/// at [`EXEC_RATE`] in all, with `n` secrets held; a few alerts in the
+/// store first (this process, in none of the holders' cgroups, reads 20
+/// delivery files: foreign reads).
+fn alerts_under_exec(ctx: &Ctx, agent: &Agent, dir: &Path, n: usize) -> Result<AlertsUnderExec> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let reads = 20.min(n);
+    for i in 0..reads {
+        fs::read(dir.join(i.to_string()))?;
+    }
+    let t0 = Instant::now();
+    let alerts = loop {
+        let body = agent.api_get("/alerts?limit=100")?;
+        let k = body.matches("\"secret.read.foreign\"").count();
+        if k >= reads || t0.elapsed() > Duration::from_secs(30) {
+            break k;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let secs = if ctx.smoke { 1.0 } else { 10.0 };
+    let stop = AtomicBool::new(false);
+    let execs = AtomicU64::new(0);
+    let mut times = Vec::new();
+    let started = Instant::now();
+    thread::scope(|s| -> Result<()> {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let every = Duration::from_secs_f64(2.0 / EXEC_RATE);
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if Command::new("/bin/true").status().is_ok() {
+                        execs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    next += every;
+                    if let Some(d) = next.checked_duration_since(Instant::now()) {
+                        thread::sleep(d);
+                    }
+                }
+            });
+        }
+        let r = (|| {
+            while started.elapsed().as_secs_f64() < secs {
+                let t = Instant::now();
+                agent.api_get("/alerts?limit=100").context("GET /alerts")?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        r
+    })?;
+    let rate = execs.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    times.sort_by(f64::total_cmp);
+    let out = AlertsUnderExec {
+        secrets: n,
+        alerts,
+        execs_per_sec: rate,
+        requests: times.len(),
+        p50_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
+        worst_ms: times.last().copied().unwrap_or(f64::NAN),
+    };
+    eprintln!(
+        "[bench] {n} secrets, {rate:.0} execs/s: GET /alerts ({alerts} alerts) p50 {:.1} ms, worst {:.1} ms over {}",
+        out.p50_ms, out.worst_ms, out.requests
+    );
     Ok(out)
 }
 

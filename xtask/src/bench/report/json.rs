@@ -505,6 +505,20 @@ pub(super) fn scale_json(sc: &crate::bench::scale::Scale) -> J {
             ),
         ),
         (
+            "alerts_under_exec",
+            match &sc.alerts_under_exec {
+                Some(x) => J::obj(vec![
+                    ("secrets", J::n(x.secrets as f64)),
+                    ("alerts", J::n(x.alerts as f64)),
+                    ("execs_per_sec", J::n(x.execs_per_sec)),
+                    ("requests", J::n(x.requests as f64)),
+                    ("p50_ms", J::n(x.p50_ms)),
+                    ("worst_ms", J::n(x.worst_ms)),
+                ]),
+                None => J::Null,
+            },
+        ),
+        (
             "flood",
             match &sc.flood {
                 Some(f) => J::obj(vec![
