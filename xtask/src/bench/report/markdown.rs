@@ -608,7 +608,7 @@ pub(super) fn scale_markdown(w: &mut String, r: &Results) {
             let _ = writeln!(
                 w,
                 "With {} secrets held, `GET /alerts?limit=100` every 50 ms ({} alerts in the store, from \
-                 foreign reads of 20 delivery files) while two threads exec `/bin/true` at {:.0}/s in \
+                 foreign reads of 20 delivery files) while six threads exec `/bin/true` (paced at 1,000/s in all) at {:.0}/s in \
                  all: p50 {:.1} ms, worst {:.1} ms over {} requests. The API thread answers store \
                  queries itself, whatever the event loop is doing.\n",
                 thousands(x.secrets as f64),
