@@ -173,23 +173,30 @@ fn restart_resumes_issuances_instead_of_reingesting() {
     assert_eq!(stopped_count(&log, "secrets restored"), N as u64);
 }
 
+/// An issuance file: secret `id` (value `value(n)`, delivered in
+/// `s/<id>`) held by every `/usr/bin/dd`.
+fn dd_holds(sc: &Scratch, id: &str, n: usize) -> std::path::PathBuf {
+    let file = sc.file(&format!("s/{id}"), format!("{}\n", value(n)).as_bytes());
+    let issuances = sc.path("issuances.jsonl");
+    std::fs::write(
+        &issuances,
+        format!(
+            "{}\n",
+            json!({"secret_id": id, "holder": {"exe": "/usr/bin/dd"},
+                   "delivery": [{"file": file}]})
+        ),
+    )
+    .unwrap();
+    issuances
+}
+
 /// A holder writing flat out (dd, one byte a write, tracked as the exe
 /// holder of a secret): `/healthz` answers within 1 s throughout, and
 /// SIGTERM during the flood ends the agent within 5 s.
 #[test]
 fn sigterm_during_a_flood_exits_within_5s() {
     let sc = Scratch::new("flood-term");
-    let file = sc.file("s/flood", format!("{}\n", value(1)).as_bytes());
-    let issuances = sc.path("issuances.jsonl");
-    std::fs::write(
-        &issuances,
-        format!(
-            "{}\n",
-            json!({"secret_id": "flood", "holder": {"exe": "/usr/bin/dd"},
-                   "delivery": [{"file": file}]})
-        ),
-    )
-    .unwrap();
+    let issuances = dd_holds(&sc, "flood", 1);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut agent = Agent::start(&[
@@ -241,17 +248,7 @@ fn sigterm_during_a_flood_exits_within_5s() {
 fn records_in_the_ring_at_sigterm_are_handled() {
     const WRITES: usize = 1_000;
     let sc = Scratch::new("term-drain");
-    let file = sc.file("s/drain", format!("{}\n", value(2)).as_bytes());
-    let issuances = sc.path("issuances.jsonl");
-    std::fs::write(
-        &issuances,
-        format!(
-            "{}\n",
-            json!({"secret_id": "drain", "holder": {"exe": "/usr/bin/dd"},
-                   "delivery": [{"file": file}]})
-        ),
-    )
-    .unwrap();
+    let issuances = dd_holds(&sc, "drain", 2);
     let mut agent = Agent::start(&["--issuances", issuances.to_str().unwrap()]);
     agent.wait_log("secret drain recorded");
     // dd copies a FIFO to /dev/null one byte a write.

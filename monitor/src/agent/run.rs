@@ -228,9 +228,9 @@ fn shutdown_drain(
     for raw in unhandled {
         agent.handle(raw)?;
     }
-    let mut batch = Vec::with_capacity(1024);
+    let mut batch = Vec::new();
     while std::time::Instant::now() < deadline {
-        let read = observer.read_now(&mut batch, 1024);
+        let read = observer.read_now(&mut batch);
         if read == 0 {
             break;
         }

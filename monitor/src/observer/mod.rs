@@ -16,6 +16,33 @@ use self::{
 /// Largest batch handed to the pipeline in one go.
 const BATCH: usize = 4096;
 
+/// Decode the ring's records into `out` (joining write chunks) until it
+/// holds [`BATCH`] events or the ring is empty. Returns the records read
+/// and whether the ring was emptied.
+fn read_batch(
+    ring: &mut RingBuf<MapData>,
+    chunks: &mut Reassembly,
+    decode_errors: &mut u64,
+    now: std::time::Instant,
+    out: &mut Vec<RawEvent>,
+) -> (u64, bool) {
+    let mut read = 0;
+    while let Some(item) = ring.next() {
+        read += 1;
+        match decode(&item) {
+            Ok(e) => chunks.push(e, now, out),
+            Err(e) => {
+                *decode_errors += 1;
+                tracing::warn!("undecodable kernel record: {e}");
+            }
+        }
+        if out.len() >= BATCH {
+            return (read, false);
+        }
+    }
+    (read, true)
+}
+
 pub struct Observer {
     ring: AsyncFd<RingBuf<MapData>>,
     /// Records that did not decode (reported, never silently dropped).
@@ -43,23 +70,15 @@ impl Observer {
         let span = tracing::debug_span!("observe", records = tracing::field::Empty);
         let _entered = span.enter();
         let before = out.len();
-        let ring = guard.get_inner_mut();
-        let mut drained = true;
         let now = std::time::Instant::now();
-        while let Some(item) = ring.next() {
-            match decode(&item) {
-                Ok(e) => self.chunks.push(e, now, out),
-                Err(e) => {
-                    self.decode_errors += 1;
-                    tracing::warn!("undecodable kernel record: {e}");
-                }
-            }
-            if out.len() >= BATCH {
-                drained = false;
-                break;
-            }
-        }
-        if drained {
+        let (_, emptied) = read_batch(
+            guard.get_inner_mut(),
+            &mut self.chunks,
+            &mut self.decode_errors,
+            now,
+            out,
+        );
+        if emptied {
             guard.clear_ready();
         }
         self.chunks.release_stale(now, out);
@@ -67,24 +86,18 @@ impl Observer {
         Ok(())
     }
 
-    /// Read what the ring holds now, without waiting: up to `max`
-    /// records decoded into `out` (at shutdown). Returns the records read.
-    pub fn read_now(&mut self, out: &mut Vec<RawEvent>, max: usize) -> u64 {
-        let ring = self.ring.get_mut();
+    /// Read what the ring holds now, without waiting (at shutdown): up to
+    /// a batch decoded into `out`. Returns the records read.
+    pub fn read_now(&mut self, out: &mut Vec<RawEvent>) -> u64 {
         let now = std::time::Instant::now();
-        let mut read = 0;
-        while read < max as u64 {
-            let Some(item) = ring.next() else { break };
-            read += 1;
-            match decode(&item) {
-                Ok(e) => self.chunks.push(e, now, out),
-                Err(e) => {
-                    self.decode_errors += 1;
-                    tracing::warn!("undecodable kernel record: {e}");
-                }
-            }
-        }
-        read
+        read_batch(
+            self.ring.get_mut(),
+            &mut self.chunks,
+            &mut self.decode_errors,
+            now,
+            out,
+        )
+        .0
     }
 
     /// Consume and count the records left in the ring, for at most
